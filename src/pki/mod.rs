@@ -1,0 +1,1 @@
+//! pki (work in progress)

@@ -1,0 +1,1 @@
+//! routing (work in progress)

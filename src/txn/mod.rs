@@ -1,0 +1,1 @@
+//! txn (work in progress)
