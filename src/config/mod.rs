@@ -1,1 +1,905 @@
-//! config (work in progress)
+//! Configuration: a TOML file, read into a serde mirror that refuses unknown keys ([`raw`]),
+//! then converted into validated types before any socket opens.
+//!
+//! Every error names the file, the key path and the reason (and the line, where the TOML
+//! parser gives one): `config/sipedge.toml: gateways[1].site: site "lab2" is not defined`.
+//!
+//! This module is pure: it reads no clock and opens no socket. Name resolution of FQDNs that
+//! are not in `[hosts]` happens later, in the IO layer.
+
+mod raw;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use raw::RawConfig;
+
+/// A configuration error: which file, which key, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted key path, e.g. `gateways[1].site`; empty when the whole file is at fault.
+    pub key: String,
+    /// 1-based line, where known.
+    pub line: Option<usize>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A lower-case, syntactically valid fully qualified domain name (RFC 1123 labels).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fqdn(String);
+
+impl Fqdn {
+    pub fn parse(s: &str) -> Result<Fqdn, String> {
+        let s = s.trim_end_matches('.');
+        if s.is_empty() || s.len() > 253 {
+            return Err(format!(
+                "{s:?} is not a domain name (empty or longer than 253)"
+            ));
+        }
+        if s.parse::<IpAddr>().is_ok() {
+            return Err(format!("{s:?} is an IP address; an FQDN is required here"));
+        }
+        let labels: Vec<&str> = s.split('.').collect();
+        if labels.len() < 2 {
+            return Err(format!("{s:?} is not fully qualified (needs a dot)"));
+        }
+        for label in &labels {
+            let ok = !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            if !ok {
+                return Err(format!("{s:?} has an invalid label {label:?}"));
+            }
+        }
+        Ok(Fqdn(s.to_ascii_lowercase()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Fqdn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A trunk is named by FQDN or by IP address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostName {
+    Fqdn(Fqdn),
+    Ip(IpAddr),
+}
+
+impl HostName {
+    pub fn parse(s: &str) -> Result<HostName, String> {
+        let unbracketed = s.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+            return Ok(HostName::Ip(ip));
+        }
+        Fqdn::parse(s).map(HostName::Fqdn)
+    }
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostName::Fqdn(n) => write!(f, "{n}"),
+            HostName::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    pub fn parse(s: &str) -> Result<Transport, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Ok(Transport::Udp),
+            "tcp" => Ok(Transport::Tcp),
+            "tls" => Ok(Transport::Tls),
+            _ => Err(format!(
+                "unknown transport {s:?} (expected udp, tcp or tls)"
+            )),
+        }
+    }
+    /// The token used in Via (RFC 3261 §20.42).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+    /// The `transport=` URI parameter value.
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+/// Which side of the appliance: gateways (PSTN) or the cloud peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Gateway,
+    Cloud,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Gateway => Side::Cloud,
+            Side::Cloud => Side::Gateway,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Gateway => "gateway",
+            Side::Cloud => "cloud",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SideListen {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+}
+
+impl SideListen {
+    pub fn addr(&self, t: Transport) -> Option<SocketAddr> {
+        match t {
+            Transport::Udp => self.udp,
+            Transport::Tcp => self.tcp,
+            Transport::Tls => self.tls,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appliance {
+    pub site: String,
+    pub mediation_fqdn: Fqdn,
+    pub access_edge_fqdn: Fqdn,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub sip_domains: Vec<Fqdn>,
+    pub peer_destination: Option<Fqdn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudPeer {
+    pub fqdn: Fqdn,
+    pub port: u16,
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediationServer {
+    pub fqdn: Fqdn,
+    pub port: u16,
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub name: String,
+    pub access_edge_fqdn: Fqdn,
+    pub mediation_servers: Vec<MediationServer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    pub name: HostName,
+    pub port: u16,
+    pub transport: Transport,
+    pub site: String,
+    pub priority: u8,
+    pub weight: u16,
+    pub max_sessions: Option<u32>,
+    pub send_options: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoiceRoutingPolicy {
+    InternationalCallsAllowed,
+    InternationalCallsDisallowed,
+}
+
+impl VoiceRoutingPolicy {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "InternationalCallsAllowed" => Ok(Self::InternationalCallsAllowed),
+            "InternationalCallsDisallowed" => Ok(Self::InternationalCallsDisallowed),
+            _ => Err(format!(
+                "unknown policy {s:?} (expected InternationalCallsAllowed or InternationalCallsDisallowed)"
+            )),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InternationalCallsAllowed => "InternationalCallsAllowed",
+            Self::InternationalCallsDisallowed => "InternationalCallsDisallowed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserDecl {
+    /// `user@domain`, lower-cased.
+    pub sip_address: String,
+    /// `tel:+E.164[;ext=…]`
+    pub line_uri: Option<String>,
+    pub enterprise_voice: bool,
+    pub hosted_voicemail: bool,
+    pub voice_routing_policy: VoiceRoutingPolicy,
+    pub pstn_site: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSettings {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub tcp_idle_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingSettings {
+    pub failover_timer: Duration,
+    pub failover_codes: Vec<u16>,
+    pub options_interval: Duration,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub file: PathBuf,
+    pub appliance: Appliance,
+    pub gateway_listen: SideListen,
+    pub cloud_listen: SideListen,
+    pub tenant: Tenant,
+    pub cloud_peer: CloudPeer,
+    pub sites: Vec<Site>,
+    pub gateways: Vec<Gateway>,
+    /// Static host entries; they take precedence over the system resolver.
+    pub hosts: BTreeMap<Fqdn, IpAddr>,
+    pub users: Vec<UserDecl>,
+    pub sip: SipSettings,
+    pub limits: Limits,
+    pub routing: RoutingSettings,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            key: String::new(),
+            line: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::from_toml(path, &text)
+    }
+
+    /// Parses and validates configuration text; `path` names it in errors and anchors
+    /// relative paths.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(path, text, &e))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let mut err = toml_error(path, text, &inner);
+            if err.key.is_empty() && key != "." {
+                err.key = key;
+            }
+            err
+        })?;
+        Config::try_from_raw(path, raw)
+    }
+
+    fn try_from_raw(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+        let v = Validator { file: path };
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+
+        let mediation_fqdn = v.fqdn("appliance.mediation_fqdn", &raw.appliance.mediation_fqdn)?;
+        let access_edge_fqdn = v.fqdn(
+            "appliance.access_edge_fqdn",
+            &raw.appliance.access_edge_fqdn,
+        )?;
+        let state_dir = {
+            let p = PathBuf::from(&raw.appliance.state_dir);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        };
+        let appliance = Appliance {
+            site: raw.appliance.site.clone(),
+            mediation_fqdn,
+            access_edge_fqdn,
+            state_dir,
+        };
+
+        let gateway_listen = v.side_listen("listen.gateway", &raw.listen.gateway)?;
+        let cloud_listen = v.side_listen("listen.cloud", &raw.listen.cloud)?;
+        if gateway_listen == SideListen::default() {
+            return Err(v.err(
+                "listen.gateway",
+                "no listener configured on the gateway side",
+            ));
+        }
+        if cloud_listen == SideListen::default() {
+            return Err(v.err("listen.cloud", "no listener configured on the cloud side"));
+        }
+        // Listener clashes: the same transport family on the same address on both sides.
+        for (t, name) in [
+            (Transport::Udp, "udp"),
+            (Transport::Tcp, "tcp"),
+            (Transport::Tls, "tls"),
+        ] {
+            if let (Some(a), Some(b)) = (gateway_listen.addr(t), cloud_listen.addr(t)) {
+                if a == b {
+                    return Err(v.err(
+                        &format!("listen.cloud.{name}"),
+                        &format!("{b} is already the gateway side's {name} listener"),
+                    ));
+                }
+            }
+        }
+        // TCP and TLS share the kernel's TCP port space.
+        for (side, l) in [("gateway", &gateway_listen), ("cloud", &cloud_listen)] {
+            let others = [&gateway_listen, &cloud_listen];
+            if let Some(tls) = l.tls {
+                for o in others {
+                    if o.tcp == Some(tls) {
+                        return Err(v.err(
+                            &format!("listen.{side}.tls"),
+                            &format!("{tls} is also a TCP listener"),
+                        ));
+                    }
+                }
+            }
+        }
+
+        if raw.tenant.sip_domains.is_empty() {
+            return Err(v.err("tenant.sip_domains", "at least one SIP domain is required"));
+        }
+        let mut sip_domains = Vec::new();
+        for (i, d) in raw.tenant.sip_domains.iter().enumerate() {
+            sip_domains.push(v.fqdn(&format!("tenant.sip_domains[{i}]"), d)?);
+        }
+        let peer_destination = match &raw.tenant.peer_destination {
+            Some(p) => Some(v.fqdn("tenant.peer_destination", p)?),
+            None => None,
+        };
+
+        let cloud_peer = CloudPeer {
+            fqdn: v.fqdn("cloud_peer.fqdn", &raw.cloud_peer.fqdn)?,
+            port: v.port("cloud_peer.port", raw.cloud_peer.port, 5061)?,
+            transport: v.transport("cloud_peer.transport", raw.cloud_peer.transport.as_deref())?,
+        };
+
+        let mut sites = Vec::new();
+        let mut site_names = HashSet::new();
+        for (i, s) in raw.sites.iter().enumerate() {
+            let key = format!("sites[{i}]");
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(v.err(
+                    &format!("{key}.name"),
+                    "site names are letters, digits, '-' and '_'",
+                ));
+            }
+            if !site_names.insert(s.name.clone()) {
+                return Err(v.err(
+                    &format!("{key}.name"),
+                    &format!("site {:?} is defined twice", s.name),
+                ));
+            }
+            let mut servers = Vec::new();
+            for (j, m) in s.mediation_servers.iter().enumerate() {
+                let k = format!("{key}.mediation_servers[{j}]");
+                servers.push(MediationServer {
+                    fqdn: v.fqdn(&format!("{k}.fqdn"), &m.fqdn)?,
+                    port: v.port(&format!("{k}.port"), m.port, 5068)?,
+                    transport: v.transport(&format!("{k}.transport"), m.transport.as_deref())?,
+                });
+            }
+            sites.push(Site {
+                name: s.name.clone(),
+                access_edge_fqdn: v
+                    .fqdn(&format!("{key}.access_edge_fqdn"), &s.access_edge_fqdn)?,
+                mediation_servers: servers,
+            });
+        }
+        if !site_names.contains(&appliance.site) {
+            return Err(v.err(
+                "appliance.site",
+                &format!("site {:?} is not defined under [[sites]]", appliance.site),
+            ));
+        }
+
+        let mut gateways = Vec::new();
+        let mut gw_names = HashSet::new();
+        for (i, g) in raw.gateways.iter().enumerate() {
+            let key = format!("gateways[{i}]");
+            let name = HostName::parse(&g.name).map_err(|r| v.err(&format!("{key}.name"), &r))?;
+            if !gw_names.insert(name.clone()) {
+                return Err(v.err(
+                    &format!("{key}.name"),
+                    &format!("gateway {name} is defined twice"),
+                ));
+            }
+            if !site_names.contains(&g.site) {
+                return Err(v.err(
+                    &format!("{key}.site"),
+                    &format!("site {:?} is not defined", g.site),
+                ));
+            }
+            let weight = g.weight.unwrap_or(1);
+            if weight == 0 {
+                return Err(v.err(&format!("{key}.weight"), "weight must be at least 1"));
+            }
+            gateways.push(Gateway {
+                name,
+                port: v.port(&format!("{key}.port"), g.port, 5060)?,
+                transport: v.transport(&format!("{key}.transport"), g.transport.as_deref())?,
+                site: g.site.clone(),
+                priority: g.priority.unwrap_or(0),
+                weight,
+                max_sessions: g.max_sessions,
+                send_options: g.send_options.unwrap_or(true),
+            });
+        }
+
+        let mut hosts = BTreeMap::new();
+        for (name, ip) in &raw.hosts {
+            let key = format!("hosts.{name:?}");
+            let fqdn = v.fqdn(&key, name)?;
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| v.err(&key, &format!("{ip:?} is not an IP address")))?;
+            hosts.insert(fqdn, ip);
+        }
+        // No two gateways may resolve (statically) to the same IP: the source address names the
+        // gateway on the gateway side.
+        let mut gw_ips: BTreeMap<IpAddr, String> = BTreeMap::new();
+        for (i, g) in gateways.iter().enumerate() {
+            let ip = match &g.name {
+                HostName::Ip(ip) => Some(*ip),
+                HostName::Fqdn(f) => hosts.get(f).copied(),
+            };
+            if let Some(ip) = ip {
+                if let Some(prev) = gw_ips.insert(ip, g.name.to_string()) {
+                    return Err(v.err(
+                        &format!("gateways[{i}].name"),
+                        &format!("{} has the same address {ip} as gateway {prev}", g.name),
+                    ));
+                }
+            }
+        }
+
+        let mut users = Vec::new();
+        let mut user_names = HashSet::new();
+        for (i, u) in raw.users.iter().enumerate() {
+            let key = format!("users[{i}]");
+            let addr = u
+                .sip_address
+                .trim_start_matches("sip:")
+                .to_ascii_lowercase();
+            let valid = addr
+                .split_once('@')
+                .is_some_and(|(user, dom)| !user.is_empty() && Fqdn::parse(dom).is_ok());
+            if !valid {
+                return Err(v.err(&format!("{key}.sip_address"), "expected user@domain"));
+            }
+            if !user_names.insert(addr.clone()) {
+                return Err(v.err(
+                    &format!("{key}.sip_address"),
+                    &format!("user {addr} is declared twice"),
+                ));
+            }
+            if let Some(l) = &u.line_uri {
+                let ok = l
+                    .strip_prefix("tel:+")
+                    .map(|rest| rest.split(';').next().unwrap_or(""))
+                    .is_some_and(|d| {
+                        (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+                    });
+                if !ok {
+                    return Err(v.err(&format!("{key}.line_uri"), "expected tel:+E.164[;ext=…]"));
+                }
+            }
+            if let Some(s) = &u.pstn_site {
+                if !site_names.contains(s) {
+                    return Err(v.err(
+                        &format!("{key}.pstn_site"),
+                        &format!("site {s:?} is not defined"),
+                    ));
+                }
+            }
+            let voice_routing_policy = match &u.voice_routing_policy {
+                Some(p) => VoiceRoutingPolicy::parse(p)
+                    .map_err(|r| v.err(&format!("{key}.voice_routing_policy"), &r))?,
+                None => VoiceRoutingPolicy::InternationalCallsDisallowed,
+            };
+            users.push(UserDecl {
+                sip_address: addr,
+                line_uri: u.line_uri.clone(),
+                enterprise_voice: u.enterprise_voice,
+                hosted_voicemail: u.hosted_voicemail,
+                voice_routing_policy,
+                pstn_site: u.pstn_site.clone(),
+            });
+        }
+
+        let ms = |key: &str, val: Option<u64>, default: u64, min: u64, max: u64| {
+            let x = val.unwrap_or(default);
+            if (min..=max).contains(&x) {
+                Ok(x)
+            } else {
+                Err(v.err(key, &format!("{x} is out of range {min}..={max}")))
+            }
+        };
+        let sip = SipSettings {
+            t1: Duration::from_millis(ms("sip.t1_ms", raw.sip.t1_ms, 500, 10, 60_000)?),
+            t2: Duration::from_millis(ms("sip.t2_ms", raw.sip.t2_ms, 4000, 10, 600_000)?),
+            t4: Duration::from_millis(ms("sip.t4_ms", raw.sip.t4_ms, 5000, 10, 600_000)?),
+            max_message_bytes: ms(
+                "sip.max_message_bytes",
+                raw.sip.max_message_bytes.map(|x| x as u64),
+                65536,
+                1500,
+                1 << 20,
+            )? as usize,
+        };
+        if sip.t2 < sip.t1 {
+            return Err(v.err("sip.t2_ms", "T2 must not be smaller than T1"));
+        }
+        let limits = Limits {
+            max_connections: ms(
+                "limits.max_connections",
+                raw.limits.max_connections.map(|x| x as u64),
+                4096,
+                1,
+                1_000_000,
+            )? as usize,
+            max_connections_per_ip: ms(
+                "limits.max_connections_per_ip",
+                raw.limits.max_connections_per_ip.map(|x| x as u64),
+                64,
+                1,
+                1_000_000,
+            )? as usize,
+            tcp_idle_timeout: Duration::from_secs(ms(
+                "limits.tcp_idle_timeout_s",
+                raw.limits.tcp_idle_timeout_s,
+                600,
+                1,
+                86_400,
+            )?),
+            drain_timeout: Duration::from_secs(ms(
+                "limits.drain_timeout_s",
+                raw.limits.drain_timeout_s,
+                32,
+                0,
+                3600,
+            )?),
+        };
+        let failover_codes = raw
+            .routing
+            .failover_codes
+            .clone()
+            .unwrap_or(vec![408, 503, 504]);
+        for (i, c) in failover_codes.iter().enumerate() {
+            if !(300..=699).contains(c) || *c == 603 {
+                return Err(v.err(
+                    &format!("routing.failover_codes[{i}]"),
+                    &format!("{c} cannot be a failover code (3xx-6xx, and 603 is never retried)"),
+                ));
+            }
+        }
+        let routing = RoutingSettings {
+            failover_timer: Duration::from_secs(ms(
+                "routing.failover_timer_s",
+                raw.routing.failover_timer_s,
+                10,
+                1,
+                180,
+            )?),
+            failover_codes,
+            options_interval: Duration::from_secs(ms(
+                "routing.options_interval_s",
+                raw.routing.options_interval_s,
+                60,
+                1,
+                3600,
+            )?),
+        };
+
+        Ok(Config {
+            file: path.to_owned(),
+            appliance,
+            gateway_listen,
+            cloud_listen,
+            tenant: Tenant {
+                sip_domains,
+                peer_destination,
+            },
+            cloud_peer,
+            sites,
+            gateways,
+            hosts,
+            users,
+            sip,
+            limits,
+            routing,
+        })
+    }
+
+    /// This appliance's own site.
+    pub fn own_site(&self) -> Option<&Site> {
+        self.sites.iter().find(|s| s.name == self.appliance.site)
+    }
+
+    /// Our FQDN as seen from one side: the mediation FQDN toward gateways, the access edge FQDN
+    /// toward the cloud peer.
+    pub fn fqdn_for(&self, side: Side) -> &Fqdn {
+        match side {
+            Side::Gateway => &self.appliance.mediation_fqdn,
+            Side::Cloud => &self.appliance.access_edge_fqdn,
+        }
+    }
+
+    pub fn listen(&self, side: Side) -> &SideListen {
+        match side {
+            Side::Gateway => &self.gateway_listen,
+            Side::Cloud => &self.cloud_listen,
+        }
+    }
+
+    /// Static lookup: an IP literal, or a `[hosts]` entry.
+    pub fn static_host(&self, name: &str) -> Option<IpAddr> {
+        let unbracketed = name.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = unbracketed.parse() {
+            return Some(ip);
+        }
+        let f = Fqdn::parse(name).ok()?;
+        self.hosts.get(&f).copied()
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: &str, reason: &str) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            key: key.to_owned(),
+            line: None,
+            reason: reason.to_owned(),
+        }
+    }
+    fn fqdn(&self, key: &str, s: &str) -> Result<Fqdn, ConfigError> {
+        Fqdn::parse(s).map_err(|r| self.err(key, &r))
+    }
+    fn port(&self, key: &str, p: Option<u16>, default: u16) -> Result<u16, ConfigError> {
+        match p.unwrap_or(default) {
+            0 => Err(self.err(key, "port 0 is not allowed")),
+            p => Ok(p),
+        }
+    }
+    fn transport(&self, key: &str, t: Option<&str>) -> Result<Transport, ConfigError> {
+        t.map_or(Ok(Transport::Tls), Transport::parse)
+            .map_err(|r| self.err(key, &r))
+    }
+    fn side_listen(&self, key: &str, l: &raw::RawSideListen) -> Result<SideListen, ConfigError> {
+        let addr = |name: &str, s: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+            match s {
+                None => Ok(None),
+                Some(s) => s.parse().map(Some).map_err(|_| {
+                    self.err(
+                        &format!("{key}.{name}"),
+                        &format!("{s:?} is not an IP:port address"),
+                    )
+                }),
+            }
+        };
+        Ok(SideListen {
+            udp: addr("udp", &l.udp)?,
+            tcp: addr("tcp", &l.tcp)?,
+            tls: addr("tls", &l.tls)?,
+        })
+    }
+}
+
+/// Turns a toml error into a `ConfigError` with the line number of its span.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|s| text.get(..s.start).map_or(0, |t| t.matches('\n').count()) + 1);
+    ConfigError {
+        file: path.to_owned(),
+        key: String::new(),
+        line,
+        reason: e.message().trim().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAB: &str = include_str!("../../config/sipedge.toml");
+
+    fn lab() -> Config {
+        Config::from_toml(Path::new("config/sipedge.toml"), LAB).unwrap()
+    }
+
+    fn err_of(text: &str) -> ConfigError {
+        Config::from_toml(Path::new("t.toml"), text).unwrap_err()
+    }
+
+    #[test]
+    fn lab_config_loads_with_its_topology() {
+        let c = lab();
+        assert_eq!(c.appliance.site, "lab");
+        assert_eq!(c.appliance.mediation_fqdn.as_str(), "mediation.lab.example");
+        assert_eq!(c.appliance.access_edge_fqdn.as_str(), "ap.lab.example");
+        assert_eq!(
+            c.gateway_listen.udp,
+            Some("127.0.0.1:5068".parse().unwrap())
+        );
+        assert_eq!(c.cloud_listen.tcp, Some("127.0.0.1:5062".parse().unwrap()));
+        assert_eq!(c.cloud_peer.fqdn.as_str(), "sip.cloud.lab.example");
+        assert_eq!(c.cloud_peer.transport, Transport::Udp);
+        assert_eq!(
+            c.static_host("sip.cloud.lab.example"),
+            Some("127.0.0.3".parse().unwrap())
+        );
+        assert_eq!(c.gateways.len(), 3);
+        assert_eq!(c.users.len(), 5);
+        assert_eq!(
+            c.tenant.peer_destination.as_ref().unwrap().as_str(),
+            "ap.lab.example"
+        );
+        assert_eq!(c.routing.failover_codes, vec![408, 503, 504]);
+        assert_eq!(c.appliance.state_dir, Path::new("config/../state"));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_path_and_line() {
+        let text = LAB.replace("site = \"remote\"\n", "site = \"remote\"\nsitee = 1\n");
+        let e = err_of(&text);
+        assert!(e.reason.contains("unknown field `sitee`"), "{e}");
+        assert!(e.key.starts_with("gateways[2]"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+        assert!(e.to_string().starts_with("t.toml:"), "{e}");
+    }
+
+    #[test]
+    fn gateway_of_undefined_site_is_refused() {
+        let text = LAB.replace("site = \"remote\"\n", "site = \"nowhere\"\n");
+        let e = err_of(&text);
+        assert_eq!(e.key, "gateways[2].site");
+        assert!(e.reason.contains("nowhere"));
+    }
+
+    #[test]
+    fn duplicate_gateway_and_duplicate_address_are_refused() {
+        let text = LAB.replace("name = \"gw2.lab.example\"", "name = \"gw1.lab.example\"");
+        assert_eq!(err_of(&text).key, "gateways[1].name");
+        let text = LAB.replace(
+            "\"gw2.lab.example\" = \"127.0.0.5\"",
+            "\"gw2.lab.example\" = \"127.0.0.2\"",
+        );
+        let e = err_of(&text);
+        assert!(e.reason.contains("same address 127.0.0.2"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = err_of(&LAB.replace("udp = \"127.0.0.1:5068\"", "udp = \"127.0.0.1\""));
+        assert_eq!(e.key, "listen.gateway.udp");
+        let e = err_of(&LAB.replace(
+            "transport = \"udp\"\nsite = \"lab\"",
+            "transport = \"sctp\"\nsite = \"lab\"",
+        ));
+        assert_eq!(e.key, "gateways[0].transport");
+        let e = err_of(&LAB.replace("t1_ms = 500", "t1_ms = 0"));
+        assert_eq!(e.key, "sip.t1_ms");
+        let e = err_of(&LAB.replace("failover_codes = [408, 503, 504]", "failover_codes = [603]"));
+        assert_eq!(e.key, "routing.failover_codes[0]");
+        let e = err_of(&LAB.replace("line_uri = \"tel:+14255550100\"", "line_uri = \"+1425\""));
+        assert_eq!(e.key, "users[0].line_uri");
+        let e = err_of(&LAB.replace(
+            "access_edge_fqdn = \"ap.lab.example\"\nstate",
+            "access_edge_fqdn = \"10.0.0.1\"\nstate",
+        ));
+        assert_eq!(e.key, "appliance.access_edge_fqdn");
+        assert!(e.reason.contains("IP address"));
+    }
+
+    #[test]
+    fn listener_clash_is_refused() {
+        let e = err_of(&LAB.replace("udp = \"127.0.0.1:5062\"", "udp = \"127.0.0.1:5068\""));
+        assert_eq!(e.key, "listen.cloud.udp");
+    }
+
+    #[test]
+    fn syntax_error_gives_a_line() {
+        let e = err_of("[appliance\nsite = 1\n");
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn fqdn_rules() {
+        assert!(Fqdn::parse("gw1.lab.example").is_ok());
+        assert_eq!(
+            Fqdn::parse("GW1.Lab.Example.").unwrap().as_str(),
+            "gw1.lab.example"
+        );
+        assert!(Fqdn::parse("localhost").is_err());
+        assert!(Fqdn::parse("-a.example").is_err());
+        assert!(Fqdn::parse("a..example").is_err());
+        assert!(Fqdn::parse("127.0.0.1").is_err());
+        assert_eq!(
+            HostName::parse("[::1]").unwrap(),
+            HostName::Ip("::1".parse().unwrap())
+        );
+    }
+}

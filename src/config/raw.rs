@@ -1,0 +1,145 @@
+//! The serde mirror of the TOML file: every table refuses unknown keys, and nothing here is
+//! trusted. [`super::Config::try_from_raw`] turns it into validated types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub appliance: RawAppliance,
+    #[serde(default)]
+    pub listen: RawListen,
+    pub tenant: RawTenant,
+    pub cloud_peer: RawCloudPeer,
+    #[serde(default)]
+    pub sites: Vec<RawSite>,
+    #[serde(default)]
+    pub gateways: Vec<RawGateway>,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, String>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub sip: RawSip,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub routing: RawRouting,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppliance {
+    pub site: String,
+    pub mediation_fqdn: String,
+    pub access_edge_fqdn: String,
+    #[serde(default = "default_state_dir")]
+    pub state_dir: String,
+}
+
+fn default_state_dir() -> String {
+    "state".to_owned()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    #[serde(default)]
+    pub gateway: RawSideListen,
+    #[serde(default)]
+    pub cloud: RawSideListen,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSideListen {
+    pub udp: Option<String>,
+    pub tcp: Option<String>,
+    pub tls: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub sip_domains: Vec<String>,
+    pub peer_destination: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCloudPeer {
+    pub fqdn: String,
+    pub port: Option<u16>,
+    pub transport: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    pub name: String,
+    pub access_edge_fqdn: String,
+    #[serde(default)]
+    pub mediation_servers: Vec<RawMediationServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMediationServer {
+    pub fqdn: String,
+    pub port: Option<u16>,
+    pub transport: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub name: String,
+    pub port: Option<u16>,
+    pub transport: Option<String>,
+    pub site: String,
+    pub priority: Option<u8>,
+    pub weight: Option<u16>,
+    pub max_sessions: Option<u32>,
+    pub send_options: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub sip_address: String,
+    pub line_uri: Option<String>,
+    #[serde(default)]
+    pub enterprise_voice: bool,
+    #[serde(default)]
+    pub hosted_voicemail: bool,
+    pub voice_routing_policy: Option<String>,
+    pub pstn_site: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSip {
+    pub t1_ms: Option<u64>,
+    pub t2_ms: Option<u64>,
+    pub t4_ms: Option<u64>,
+    pub max_message_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub tcp_idle_timeout_s: Option<u64>,
+    pub drain_timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub failover_timer_s: Option<u64>,
+    pub failover_codes: Option<Vec<u16>>,
+    pub options_interval_s: Option<u64>,
+}
