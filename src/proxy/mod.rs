@@ -1,1 +1,135 @@
-//! proxy (work in progress)
+//! Where protocol meets IO: the stateful proxy.
+//!
+//! [`core::Core`] is the RFC 3261 §16 proxy as a sans-IO state machine (phases admit → route →
+//! forward → relay_response → fail → log). [`run`] is its driver: it binds the transports,
+//! resolves the configured names once, and runs one loop that feeds the core with inbound
+//! messages and timeouts and puts its output on the wire. SIGTERM/SIGINT start a graceful
+//! drain: new INVITEs get 503 with Retry-After, transactions in flight finish, then the loop
+//! ends (bounded by `limits.drain_timeout_s`).
+
+pub mod core;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Side, Transport};
+use crate::routing::RoutingTable;
+use crate::transport::{Inbound, Transports};
+
+pub use self::core::{Core, Stats, Transmit, ALLOW};
+
+/// Why the appliance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Bind(#[from] std::io::Error),
+    #[error("routing table: {0}")]
+    Resolve(String),
+}
+
+/// Resolves every name the routing table needs: `[hosts]` entries and IP literals first, then
+/// the system resolver.
+pub async fn resolve_table(cfg: &Config) -> Result<RoutingTable, StartError> {
+    let mut names: Vec<String> = vec![cfg.cloud_peer.fqdn.to_string()];
+    names.extend(cfg.gateways.iter().map(|g| g.name.to_string()));
+    let mut resolved: HashMap<String, IpAddr> = HashMap::new();
+    for n in names {
+        if let Some(ip) = cfg.static_host(&n) {
+            resolved.insert(n, ip);
+            continue;
+        }
+        match tokio::net::lookup_host((n.as_str(), 0)).await {
+            Ok(mut addrs) => {
+                if let Some(a) = addrs.next() {
+                    resolved.insert(n, a.ip());
+                }
+            }
+            Err(e) => warn!(name = %n, error = %e, "name does not resolve"),
+        }
+    }
+    RoutingTable::build(cfg, &|n| resolved.get(n).copied()).map_err(StartError::Resolve)
+}
+
+/// Runs the appliance until `shutdown` turns true and the drain ends.
+pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Result<Stats, StartError> {
+    let table = resolve_table(&cfg).await?;
+    let (tx, mut rx) = mpsc::channel::<Inbound>(8192);
+    let transports = Transports::bind(&cfg, tx).await?;
+    let mut local = HashMap::new();
+    for side in [Side::Gateway, Side::Cloud] {
+        for t in [Transport::Udp, Transport::Tcp] {
+            if let Some(a) = transports.local_addr(side, t) {
+                local.insert((side, t), a);
+            }
+        }
+    }
+    let mut core = Core::new(cfg.clone(), table, local);
+    info!(
+        site = %cfg.appliance.site,
+        mediation = %cfg.appliance.mediation_fqdn,
+        edge = %cfg.appliance.access_edge_fqdn,
+        "sipedge running"
+    );
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let drain_sleep = async {
+            match drain_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                let now = Instant::now();
+                core.handle_inbound(now, ev);
+                // Take what is already queued before sending: batches under load.
+                let mut n = 0;
+                while n < 256 {
+                    match rx.try_recv() {
+                        Ok(ev) => core.handle_inbound(now, ev),
+                        Err(_) => break,
+                    }
+                    n += 1;
+                }
+            }
+            _ = sleep => core.handle_timeout(Instant::now()),
+            _ = shutdown.changed(), if drain_deadline.is_none() => {
+                if *shutdown.borrow() {
+                    let (s, c) = core.transaction_count();
+                    info!(server_txns = s, client_txns = c, "draining: new calls refused");
+                    core.start_drain();
+                    drain_deadline = Some(tokio::time::Instant::now() + cfg.limits.drain_timeout);
+                }
+            }
+            _ = drain_sleep => {
+                let (s, c) = core.transaction_count();
+                warn!(server_txns = s, client_txns = c, "drain timeout: stopping with transactions in flight");
+                break;
+            }
+        }
+        while let Some(t) = core.poll_transmit() {
+            if let Err(e) = transports.send(t.side, t.transport, t.remote, t.data) {
+                error!(remote = %t.remote, error = %e, "send failed");
+                core.on_send_failed(Instant::now(), t.side, t.transport, t.remote);
+            }
+        }
+        if drain_deadline.is_some() && core.is_idle() {
+            info!("drained: all transactions finished");
+            break;
+        }
+    }
+    Ok(core.stats.clone())
+}

@@ -1,0 +1,1168 @@
+//! The proxy core: RFC 3261 §16 stateful proxying as a sans-IO state machine.
+//!
+//! The core owns every transaction and response context. It never touches a socket or the
+//! clock: the driver ([`super::run`]) feeds it [`Inbound`] events and timeouts with `now`, and
+//! drains [`Transmit`]s. That makes the whole proxy testable on a virtual clock.
+//!
+//! A request passes through named phases, each visible as a `tracing` span:
+//! **admit** (parse checks, sender identity, Max-Forwards, loops, Proxy-Require, drain) →
+//! **route** (Route-set or routing policy) → **forward** (Via, Record-Route, client
+//! transaction per target) → **relay_response** (§16.7 response context) → **fail** (failover
+//! to the next target, or the best final response upstream) → **log**.
+
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, info, info_span, warn};
+
+use crate::config::{Config, Side, Transport};
+use crate::routing::{self, Decision, NextHop, RoutingTable, Sender};
+use crate::sip::{build_response, HeaderName, Message, Method, NameAddr, ParseError, Scheme, Uri};
+use crate::transport::{Flow, Inbound};
+use crate::txn::{
+    ClientEvent, ClientKey, ClientTxn, RequestFacts, ServerEvent, ServerKey, ServerTxn, State,
+    TimerConfig,
+};
+
+/// The methods we allow (OPTIONS answers carry them).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO, UPDATE, PRACK";
+/// Timer C (§16.6 step 11): greater than 3 minutes.
+const TIMER_C: Duration = Duration::from_secs(181);
+
+/// A message to put on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub side: Side,
+    pub transport: Transport,
+    pub remote: SocketAddr,
+    pub data: Bytes,
+}
+
+/// Counters for the log and metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub requests_in: u64,
+    pub responses_in: u64,
+    pub malformed: u64,
+    pub rejected: u64,
+    pub forwarded: u64,
+    pub stray_responses: u64,
+    pub failovers: u64,
+}
+
+/// Where a request goes next: a hop from the routing table, or an address from a URI.
+#[derive(Debug, Clone)]
+struct Target {
+    hop: NextHop,
+    /// Rewrite the Request-URI host to `hop.name` (routing-policy targets).
+    rewrite_host: bool,
+}
+
+/// §16.7: the state kept for one proxied server transaction.
+struct ResponseContext {
+    /// The request as received, for re-forwarding to the next target.
+    request: Message,
+    /// Targets not tried yet, in order.
+    remaining: VecDeque<Target>,
+    /// The client transaction of the branch in progress.
+    current: Option<ClientKey>,
+    /// The best final response received so far (§16.7 step 6).
+    best: Option<Message>,
+    /// A final response has been sent upstream.
+    final_sent: bool,
+    /// A CANCEL arrived for it.
+    cancelled: bool,
+    /// The sender's identity as admitted.
+    inbound_side: Side,
+    branch_index: u32,
+}
+
+struct ServerEntry {
+    txn: ServerTxn,
+    slot: Option<(u64, Instant)>,
+    flow: Flow,
+    /// The top Via carried `rport` (RFC 3581): answer to the source port.
+    rport: bool,
+    via_port: Option<u16>,
+    ctx: Option<ResponseContext>,
+}
+
+struct ClientEntry {
+    txn: ClientTxn,
+    slot: Option<(u64, Instant)>,
+    hop: NextHop,
+    /// The request as sent (to build ACK and CANCEL from, §9.1, §17.1.1.3).
+    sent: Message,
+    /// The server transaction it serves (none for a CANCEL we generate).
+    parent: Option<ServerKey>,
+    is_invite: bool,
+    got_provisional: bool,
+    /// Send a CANCEL as soon as a provisional response arrives (§9.1).
+    cancel_pending: bool,
+    /// Failover timer, then Timer C once the far end rings.
+    branch_deadline: Option<Instant>,
+    /// The branch was abandoned (failed over or cancelled); its late answers are not used for
+    /// failover decisions.
+    abandoned: bool,
+}
+
+/// The proxy state machine.
+pub struct Core {
+    cfg: Arc<Config>,
+    table: RoutingTable,
+    timers: TimerConfig,
+    /// Our listener addresses, for Via and Record-Route ports.
+    local: HashMap<(Side, Transport), SocketAddr>,
+    servers: HashMap<ServerKey, ServerEntry>,
+    clients: HashMap<ClientKey, ClientEntry>,
+    /// Lazy deadline heap: (deadline, slot id); stale entries are harmless.
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    slots: HashMap<u64, TimerSlot>,
+    next_slot: u64,
+    out: VecDeque<Transmit>,
+    spread: u64,
+    draining: bool,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone)]
+enum TimerSlot {
+    Server(ServerKey),
+    Client(ClientKey),
+}
+
+impl Core {
+    pub fn new(cfg: Arc<Config>, table: RoutingTable, local: HashMap<(Side, Transport), SocketAddr>) -> Core {
+        let timers = TimerConfig {
+            t1: cfg.sip.t1,
+            t2: cfg.sip.t2,
+            t4: cfg.sip.t4,
+        };
+        Core {
+            cfg,
+            table,
+            timers,
+            local,
+            servers: HashMap::new(),
+            clients: HashMap::new(),
+            heap: BinaryHeap::new(),
+            slots: HashMap::new(),
+            next_slot: 0,
+            out: VecDeque::new(),
+            spread: 0,
+            draining: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Replaces the routing table (configuration reload); transactions in flight keep theirs.
+    pub fn set_table(&mut self, table: RoutingTable) {
+        self.table = table;
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, slot))) = self.heap.peek().cloned() {
+            if self.slots.contains_key(&slot) {
+                return Some(at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Starts the graceful drain: new INVITEs get 503 with Retry-After.
+    pub fn start_drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// No transaction left: the drain may end.
+    pub fn is_idle(&self) -> bool {
+        self.servers.is_empty() && self.clients.is_empty()
+    }
+
+    pub fn transaction_count(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    // ---------------------------------------------------------------- events in
+
+    pub fn handle_inbound(&mut self, now: Instant, ev: Inbound) {
+        match ev {
+            Inbound::Message(flow, msg) => {
+                if msg.is_request() {
+                    self.stats.requests_in += 1;
+                    self.on_request(now, flow, msg);
+                } else {
+                    self.stats.responses_in += 1;
+                    self.on_response(now, flow, msg);
+                }
+            }
+            Inbound::Malformed(flow, bytes, err) => self.on_malformed(flow, &bytes, &err),
+            Inbound::SendFailed {
+                side,
+                transport,
+                remote,
+            } => self.on_send_failed(now, side, transport, remote),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, slot))) = self.heap.peek().cloned() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            let Some(which) = self.slots.remove(&slot) else { continue };
+            match which {
+                TimerSlot::Server(key) => {
+                    if let Some(e) = self.servers.get_mut(&key) {
+                        e.txn.handle_timeout(now);
+                    }
+                    self.drain_server(now, &key);
+                }
+                TimerSlot::Client(key) => {
+                    self.client_branch_timer(now, &key);
+                    if let Some(e) = self.clients.get_mut(&key) {
+                        e.txn.handle_timeout(now);
+                    }
+                    self.drain_client(now, &key);
+                }
+            }
+        }
+    }
+
+    /// A transport failure toward `remote`: every client transaction sending there fails.
+    pub fn on_send_failed(&mut self, now: Instant, side: Side, transport: Transport, remote: SocketAddr) {
+        let keys: Vec<ClientKey> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.hop.side == side && c.hop.transport == transport && c.hop.addr == remote)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(c) = self.clients.get_mut(&k) {
+                c.txn.handle_transport_error(now);
+            }
+            self.drain_client(now, &k);
+        }
+    }
+
+    // ---------------------------------------------------------------- admit
+
+    fn on_malformed(&mut self, flow: Flow, bytes: &[u8], err: &ParseError) {
+        self.stats.malformed += 1;
+        let Some((status, reason)) = err.response() else {
+            debug!(remote = %flow.remote, error = %err, "malformed message dropped");
+            return;
+        };
+        // An answer needs at least the Via/From/To/Call-ID/CSeq: try a lenient re-read of the
+        // header section; when that fails too, nothing can be answered.
+        match Message::parse_for_error_response(Bytes::copy_from_slice(bytes)) {
+            Some(req) => {
+                info!(remote = %flow.remote, status, error = %err, "malformed request refused");
+                let resp = build_response(&req, status, reason, None, &[]);
+                self.send_to_flow(&flow, via_rport(&req), via_port(&req), resp);
+            }
+            None => debug!(remote = %flow.remote, error = %err, "malformed request dropped: no answer can be built"),
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, flow: Flow, req: Message) {
+        let Some(method) = req.method().cloned() else { return };
+        let call_id = String::from_utf8_lossy(req.call_id().unwrap_or_default()).into_owned();
+        let span = info_span!("admit", method = method.as_str(), call_id = %call_id, side = flow.side.as_str(), remote = %flow.remote);
+        let _g = span.enter();
+
+        let Some(facts) = request_facts(&req) else {
+            // The parser guarantees these headers on requests; be defensive all the same.
+            return;
+        };
+        let key = ServerKey::for_request(&facts);
+
+        match method {
+            Method::Ack => return self.on_ack(now, flow, req, key),
+            Method::Cancel => {
+                if !self.servers.contains_key(&key) {
+                    let invite = ServerKey::invite_for_cancel(&facts);
+                    return self.on_cancel(now, flow, req, key, invite);
+                }
+            }
+            _ => {}
+        }
+
+        // Retransmission of a request we already have a transaction for (§17.2.3).
+        if let Some(e) = self.servers.get_mut(&key) {
+            e.txn.handle_retransmission(now);
+            self.drain_server(now, &key);
+            return;
+        }
+
+        let is_invite = method == Method::Invite;
+        let mut entry = ServerEntry {
+            txn: ServerTxn::new(now, is_invite, flow.transport.is_reliable(), &self.timers),
+            slot: None,
+            flow,
+            rport: via_rport(&req),
+            via_port: via_port(&req),
+            ctx: None,
+        };
+        // §16.2 / §17.2.1: a proxy answers INVITE with 100 Trying at once.
+        if is_invite {
+            let trying = build_response(&req, 100, "Trying", None, &[]);
+            entry.txn.send_response(now, 100, trying);
+        }
+        self.servers.insert(key.clone(), entry);
+
+        if let Err((status, reason)) = self.admit(&flow, &req, &method) {
+            self.stats.rejected += 1;
+            info!(status, reason = %reason, "request refused");
+            self.respond(now, &key, &req, status, &reason, &[]);
+            return;
+        }
+
+        // OPTIONS addressed to us (no user part, our host, no Route): answer ourselves.
+        if method == Method::Options && req.routes().next().is_none() && self.is_us_uri(req.request_uri()) {
+            let contact = format!("<sip:{}:{};transport={}>", self.cfg.fqdn_for(flow.side), flow.local.port(), flow.transport.uri_param());
+            self.respond(now, &key, &req, 200, "OK", &[
+                ("Allow", ALLOW.as_bytes()),
+                ("Accept", b"application/sdp"),
+                ("Contact", contact.as_bytes()),
+                ("Supported", b""),
+            ]);
+            return;
+        }
+
+        self.route_and_forward(now, key, flow, req);
+    }
+
+    /// The admit phase: returns the rejection, if any.
+    fn admit(&self, flow: &Flow, req: &Message, method: &Method) -> Result<(), (u16, String)> {
+        let sender = self.table.identify(flow.side, flow.remote.ip());
+        if sender.is_none() {
+            return Err((
+                403,
+                format!(
+                    "{} is neither a configured {} nor {}",
+                    flow.remote.ip(),
+                    if flow.side == Side::Gateway { "gateway" } else { "cloud peer" },
+                    if flow.side == Side::Gateway { "allowed on the gateway side" } else { "allowed on the cloud side" }
+                ),
+            ));
+        }
+        if self.draining && *method == Method::Invite && req.to_hdr().and_then(|t| t.tag()).is_none() {
+            return Err((503, "Service Unavailable (draining)".into()));
+        }
+        // §16.3 step 3.
+        if req.max_forwards() == Some(0) && !(*method == Method::Options && self.is_us_uri(req.request_uri())) {
+            return Err((483, "Too Many Hops".into()));
+        }
+        // §16.3 step 5: we support no extension a proxy could be required to.
+        if let Some(pr) = req.header(HeaderName::ProxyRequire) {
+            return Err((420, format!("Bad Extension: {}", String::from_utf8_lossy(pr))));
+        }
+        // §16.3 step 1: Request-URI scheme.
+        match req.request_uri().map(|u| u.scheme()) {
+            Some(Scheme::Sip | Scheme::Sips | Scheme::Tel) => {}
+            _ => return Err((416, "Unsupported URI Scheme".into())),
+        }
+        // §16.3 step 4: loop detection — a Via of ours carrying the branch we would use now.
+        if let Some(facts) = request_facts(req) {
+            let ours = ServerKey::for_request(&facts).branch_for_target(0);
+            let our_hosts = [self.cfg.fqdn_for(Side::Gateway).as_str(), self.cfg.fqdn_for(Side::Cloud).as_str()];
+            for v in req.vias().skip(1) {
+                if our_hosts.iter().any(|h| v.host().eq_ignore_ascii_case(h)) && v.branch() == Some(ours.as_bytes()) {
+                    return Err((482, "Loop Detected".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ack(&mut self, now: Instant, flow: Flow, req: Message, key: ServerKey) {
+        if let Some(e) = self.servers.get_mut(&key) {
+            if e.txn.state() == State::Completed || e.txn.state() == State::Confirmed {
+                // ACK for a non-2xx final: absorbed by the transaction (§17.2.1).
+                e.txn.handle_ack(now);
+                self.drain_server(now, &key);
+                return;
+            }
+        }
+        // ACK for a 2xx: a transaction of its own, forwarded statelessly by its Route set
+        // (§16.6, RFC 6026 §6).
+        if self.table.identify(flow.side, flow.remote.ip()).is_none() {
+            return;
+        }
+        if req.max_forwards() == Some(0) {
+            return;
+        }
+        let target = match self.route_by_route_set(&flow, &req) {
+            Some(Ok(t)) => t,
+            _ => {
+                debug!("ACK with no route: dropped");
+                return;
+            }
+        };
+        let seed = req.top_via().and_then(|v| v.branch()).unwrap_or_default().to_vec();
+        let branch = crate::txn::branch_for(&seed, u32::MAX);
+        if let Some(data) = self.build_forward(&req, &flow, &target, &branch, false) {
+            self.stats.forwarded += 1;
+            self.out.push_back(Transmit {
+                side: target.hop.side,
+                transport: target.hop.transport,
+                remote: target.hop.addr,
+                data,
+            });
+        }
+    }
+
+    fn on_cancel(&mut self, now: Instant, flow: Flow, req: Message, key: ServerKey, invite: ServerKey) {
+        // The CANCEL is a transaction of its own; answer it 200 (§16.10) or 481.
+        let mut entry = ServerEntry {
+            txn: ServerTxn::new(now, false, flow.transport.is_reliable(), &self.timers),
+            slot: None,
+            flow,
+            rport: via_rport(&req),
+            via_port: via_port(&req),
+            ctx: None,
+        };
+        let found = self.servers.get(&invite).is_some_and(|e| e.ctx.is_some());
+        let resp = if found {
+            build_response(&req, 200, "OK", None, &[])
+        } else {
+            build_response(&req, 481, "Call/Transaction Does Not Exist", None, &[])
+        };
+        entry.txn.send_response(now, if found { 200 } else { 481 }, resp);
+        self.servers.insert(key.clone(), entry);
+        self.drain_server(now, &key);
+        if !found {
+            return;
+        }
+        info!("CANCEL: cancelling pending branches");
+        let mut to_cancel = Vec::new();
+        let mut answer_487 = false;
+        if let Some(e) = self.servers.get_mut(&invite) {
+            if let Some(ctx) = e.ctx.as_mut() {
+                ctx.cancelled = true;
+                ctx.remaining.clear();
+                match &ctx.current {
+                    Some(k) => to_cancel.push(k.clone()),
+                    None => answer_487 = !ctx.final_sent,
+                }
+            }
+        }
+        for k in to_cancel {
+            self.cancel_branch(now, &k);
+        }
+        if answer_487 {
+            if let Some(orig) = self.servers.get(&invite).and_then(|e| e.ctx.as_ref()).map(|c| c.request.clone()) {
+                self.respond(now, &invite, &orig, 487, "Request Terminated", &[]);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- route
+
+    fn route_and_forward(&mut self, now: Instant, key: ServerKey, flow: Flow, req: Message) {
+        let span = info_span!("route");
+        let _g = span.enter();
+        let targets: Vec<Target> = match self.route_by_route_set(&flow, &req) {
+            Some(Ok(t)) => vec![t],
+            Some(Err((status, reason))) => {
+                self.stats.rejected += 1;
+                info!(status, %reason, "route set refused");
+                return self.respond(now, &key, &req, status, &reason, &[]);
+            }
+            None => {
+                let Some(sender) = self.table.identify(flow.side, flow.remote.ip()) else {
+                    return self.respond(now, &key, &req, 403, "Forbidden", &[]);
+                };
+                self.spread = self.spread.wrapping_add(1);
+                let routed = routing::route(&req, &sender, &self.table, self.spread);
+                for line in &routed.trace {
+                    debug!(trace = %line);
+                }
+                match routed.decision {
+                    Decision::Reject { status, reason } => {
+                        self.stats.rejected += 1;
+                        info!(status, %reason, "routing refused");
+                        return self.respond(now, &key, &req, status, &reason, &[]);
+                    }
+                    Decision::Forward { targets, rewrite_host } => {
+                        if let Sender::Gateway { name, .. } = &sender {
+                            debug!(gateway = %name, "inbound call from gateway");
+                        }
+                        targets.into_iter().map(|hop| Target { hop, rewrite_host }).collect()
+                    }
+                }
+            }
+        };
+        let ctx = ResponseContext {
+            request: req,
+            remaining: targets.into(),
+            current: None,
+            best: None,
+            final_sent: false,
+            cancelled: false,
+            inbound_side: flow.side,
+            branch_index: 0,
+        };
+        if let Some(e) = self.servers.get_mut(&key) {
+            e.ctx = Some(ctx);
+        }
+        self.forward_next(now, &key);
+    }
+
+    /// Routes by the Route header set (§16.4, §16.6 steps 6-7). `None`: no Route set to
+    /// follow (an initial request for the routing policy).
+    fn route_by_route_set(&self, flow: &Flow, req: &Message) -> Option<Result<Target, (u16, String)>> {
+        let mut routes: Vec<NameAddr<'_>> = req.routes().collect();
+        // Our own entries (one or two: the double Record-Route of RFC 5658) are popped.
+        let ours = routes.iter().take_while(|r| self.is_us_uri(Some(r.uri()))).count();
+        routes.drain(..ours);
+        let in_dialog = req.to_hdr().and_then(|t| t.tag()).is_some();
+        let uri = if let Some(next) = routes.first() {
+            next.uri()
+        } else {
+            let ruri = req.request_uri()?;
+            if ours == 0 && (!in_dialog || self.is_us_uri(Some(ruri))) {
+                // Nothing to follow: an initial request, for the policy.
+                return None;
+            }
+            if self.is_us_uri(Some(ruri)) {
+                return Some(Err((404, "Not Found: Request-URI is this proxy".into())));
+            }
+            ruri
+        };
+        Some(self.uri_target(flow.side.other(), &uri).map(|hop| Target { hop, rewrite_host: false }))
+    }
+
+    /// Resolves a URI (from a Route or the Request-URI) into a next hop on `side`.
+    fn uri_target(&self, side: Side, uri: &Uri<'_>) -> Result<NextHop, (u16, String)> {
+        let host = String::from_utf8_lossy(uri.maddr().unwrap_or(uri.host())).into_owned();
+        let transport = match uri.param("transport").flatten() {
+            Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
+            Some(t) if t.eq_ignore_ascii_case(b"tls") => Transport::Tls,
+            Some(t) if t.eq_ignore_ascii_case(b"udp") => Transport::Udp,
+            Some(_) => return Err((503, "unsupported transport in route".into())),
+            None if uri.scheme() == Scheme::Sips => Transport::Tls,
+            None => Transport::Udp,
+        };
+        let port = uri.port().unwrap_or(if transport == Transport::Tls { 5061 } else { 5060 });
+        let ip = self
+            .cfg
+            .static_host(&host)
+            .ok_or_else(|| (503, format!("next hop {host} does not resolve")))?;
+        // Broadcast and unspecified addresses are never a next hop (RFC 4475 bcast).
+        if ip.is_unspecified() || ip == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+            return Err((400, format!("next hop {ip} is not a unicast address")));
+        }
+        Ok(NextHop {
+            name: host,
+            addr: SocketAddr::new(ip, port),
+            transport,
+            side,
+        })
+    }
+
+    /// Is this URI one of ours (mediation or access edge FQDN, or a listener address)?
+    fn is_us_uri(&self, uri: Option<Uri<'_>>) -> bool {
+        let Some(uri) = uri else { return false };
+        let host = uri.host();
+        let host = std::str::from_utf8(host).unwrap_or("");
+        if self.table.own_names.iter().any(|n| n.eq_ignore_ascii_case(host)) {
+            return true;
+        }
+        let port = uri.port().unwrap_or(5060);
+        let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+        match ip {
+            Ok(ip) => self.local.values().any(|a| a.ip() == ip && a.port() == port),
+            Err(_) => false,
+        }
+    }
+
+    // ---------------------------------------------------------------- forward
+
+    fn forward_next(&mut self, now: Instant, key: &ServerKey) {
+        let span = info_span!("forward");
+        let _g = span.enter();
+        let Some(e) = self.servers.get_mut(key) else { return };
+        let flow = e.flow;
+        let Some(ctx) = e.ctx.as_mut() else { return };
+        let Some(target) = ctx.remaining.pop_front() else {
+            // Nothing left to try: send the best response we have (§16.7 step 6).
+            return self.send_best(now, key);
+        };
+        let idx = ctx.branch_index;
+        ctx.branch_index += 1;
+        let req = ctx.request.clone();
+        let branch = key.branch_for_target(idx);
+        let is_invite = req.method() == Some(&Method::Invite);
+        let Some(data) = self.build_forward(&req, &flow, &target, &branch, is_invite) else {
+            return self.respond(now, key, &req, 500, "Server Internal Error", &[]);
+        };
+        let Ok(sent) = Message::parse(data.clone()) else {
+            return self.respond(now, key, &req, 500, "Server Internal Error", &[]);
+        };
+        let ckey = ClientKey::new(branch.as_bytes(), req.method().map_or("", |m| m.as_str()).as_bytes());
+        info!(target = %target.hop.name, addr = %target.hop.addr, transport = target.hop.transport.via_token(), "forwarding");
+        self.stats.forwarded += 1;
+        let txn = ClientTxn::new(now, is_invite, data, target.hop.transport.is_reliable(), &self.timers);
+        let deadline = is_invite.then(|| now + self.cfg.routing.failover_timer);
+        self.clients.insert(
+            ckey.clone(),
+            ClientEntry {
+                txn,
+                slot: None,
+                hop: target.hop,
+                sent,
+                parent: Some(key.clone()),
+                is_invite,
+                got_provisional: false,
+                cancel_pending: false,
+                branch_deadline: deadline,
+                abandoned: false,
+            },
+        );
+        if let Some(ctx) = self.servers.get_mut(key).and_then(|e| e.ctx.as_mut()) {
+            ctx.current = Some(ckey.clone());
+        }
+        self.drain_client(now, &ckey);
+    }
+
+    /// Builds the forwarded copy of `req` for `target` (§16.6): Request-URI, Route pop,
+    /// Max-Forwards, Record-Route, Via.
+    fn build_forward(&self, req: &Message, flow: &Flow, target: &Target, branch: &str, record_route: bool) -> Option<Bytes> {
+        let mut ed = req.edit();
+        // Our own Route entries go (§16.4).
+        let ours = req.routes().take_while(|r| self.is_us_uri(Some(r.uri()))).count();
+        for _ in 0..ours {
+            ed.pop_route();
+        }
+        if target.rewrite_host {
+            let uri = req.request_uri()?;
+            if let Some(new) = rewrite_uri_host(&uri, &target.hop.name) {
+                ed.set_request_uri(new.as_bytes());
+            }
+        }
+        // §16.6 step 3.
+        ed.set_max_forwards(req.max_forwards().map_or(70, |m| m.saturating_sub(1)));
+        let out_side = target.hop.side;
+        let out_t = target.hop.transport;
+        let out_port = self.local.get(&(out_side, out_t)).map_or(5060, |a| a.port());
+        let dialog_forming = record_route
+            || matches!(req.method(), Some(Method::Subscribe | Method::Refer))
+                && req.to_hdr().and_then(|t| t.tag()).is_none();
+        if dialog_forming {
+            // RFC 5658 double Record-Route: the inbound interface first, then the outbound one on
+            // top, so each side's route set starts with the interface it reaches us on.
+            let rr_in = format!(
+                "<sip:{}:{};transport={};lr>",
+                self.cfg.fqdn_for(flow.side),
+                flow.local.port(),
+                flow.transport.uri_param()
+            );
+            let rr_out = format!("<sip:{}:{};transport={};lr>", self.cfg.fqdn_for(out_side), out_port, out_t.uri_param());
+            ed.add_record_route(rr_in.as_bytes());
+            ed.add_record_route(rr_out.as_bytes());
+        }
+        let via = format!("SIP/2.0/{} {}:{};branch={};rport", out_t.via_token(), self.cfg.fqdn_for(out_side), out_port, branch);
+        ed.push_via(via.as_bytes());
+        Some(ed.finish())
+    }
+
+    // ---------------------------------------------------------------- relay response
+
+    fn on_response(&mut self, now: Instant, flow: Flow, resp: Message) {
+        let (Some(status), Some(via)) = (resp.status(), resp.top_via()) else { return };
+        let Some(branch) = via.branch() else {
+            self.stats.stray_responses += 1;
+            return;
+        };
+        let Some(cseq) = resp.cseq() else { return };
+        let key = ClientKey::new(branch, cseq.method.as_str().as_bytes());
+        let span = info_span!("relay_response", status, side = flow.side.as_str());
+        let _g = span.enter();
+        let Some(c) = self.clients.get_mut(&key) else {
+            // RFC 6026 §7.3 / §16.7 step 3: a response matching no client transaction is stray.
+            self.stats.stray_responses += 1;
+            debug!(status, "stray response dropped");
+            return;
+        };
+        let ack = (c.is_invite && status >= 300).then(|| build_ack(&c.sent, &resp)).flatten();
+        c.txn.handle_response(now, status, ack);
+        if (101..200).contains(&status) {
+            c.got_provisional = true;
+            // The far end is alive: the failover timer gives way to Timer C (§16.6 step 11).
+            if c.is_invite {
+                c.branch_deadline = Some(now + TIMER_C);
+            }
+        } else if status >= 200 {
+            c.branch_deadline = None;
+        }
+        let cancel_now = c.cancel_pending && (101..200).contains(&status);
+        if cancel_now {
+            c.cancel_pending = false;
+        }
+        self.drain_client_with(now, &key, Some(&resp));
+        if cancel_now {
+            self.cancel_branch(now, &key);
+        }
+    }
+
+impl Core {
+    // ---------------------------------------------------------------- transaction plumbing
+
+    fn drain_client(&mut self, now: Instant, key: &ClientKey) {
+        self.drain_client_with(now, key, None);
+    }
+
+    /// Moves a client transaction's output to the wire and its events to the response context.
+    /// `resp` is the response just handled, if any (the events refer to it).
+    fn drain_client_with(&mut self, now: Instant, key: &ClientKey, resp: Option<&Message>) {
+        let mut events = Vec::new();
+        {
+            let Some(c) = self.clients.get_mut(key) else { return };
+            while let Some(data) = c.txn.poll_transmit() {
+                self.out.push_back(Transmit {
+                    side: c.hop.side,
+                    transport: c.hop.transport,
+                    remote: c.hop.addr,
+                    data,
+                });
+            }
+            while let Some(ev) = c.txn.poll_event() {
+                events.push(ev);
+            }
+        }
+        for ev in events {
+            self.client_event(now, key, ev, resp);
+        }
+        let Some(c) = self.clients.get_mut(key) else { return };
+        if c.txn.is_terminated() {
+            if let Some((slot, _)) = c.slot.take() {
+                self.slots.remove(&slot);
+            }
+            self.clients.remove(key);
+            return;
+        }
+        let at = match (c.txn.poll_timeout(), c.branch_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let slot = c.slot;
+        let new = self.reschedule(slot, at, TimerSlot::Client(key.clone()));
+        if let Some(c) = self.clients.get_mut(key) {
+            c.slot = new;
+        }
+    }
+
+    fn drain_server(&mut self, now: Instant, key: &ServerKey) {
+        let _ = now;
+        let Some(e) = self.servers.get_mut(key) else { return };
+        while let Some(data) = e.txn.poll_transmit() {
+            let remote = response_addr(&e.flow, e.rport, e.via_port);
+            self.out.push_back(Transmit {
+                side: e.flow.side,
+                transport: e.flow.transport,
+                remote,
+                data,
+            });
+        }
+        while let Some(ev) = e.txn.poll_event() {
+            match ev {
+                ServerEvent::Timeout => debug!("server transaction timed out waiting for ACK (Timer H)"),
+                ServerEvent::TransportError => debug!("server transaction transport error"),
+                ServerEvent::Terminated => {}
+            }
+        }
+        if e.txn.is_terminated() {
+            if let Some((slot, _)) = e.slot.take() {
+                self.slots.remove(&slot);
+            }
+            self.servers.remove(key);
+            return;
+        }
+        let at = e.txn.poll_timeout();
+        let slot = e.slot;
+        let new = self.reschedule(slot, at, TimerSlot::Server(key.clone()));
+        if let Some(e) = self.servers.get_mut(key) {
+            e.slot = new;
+        }
+    }
+
+    /// Keeps one live heap slot per transaction, at its next deadline.
+    fn reschedule(&mut self, old: Option<(u64, Instant)>, at: Option<Instant>, which: TimerSlot) -> Option<(u64, Instant)> {
+        match (old, at) {
+            (Some((slot, t)), Some(a)) if t == a => Some((slot, t)),
+            (old, at) => {
+                if let Some((slot, _)) = old {
+                    self.slots.remove(&slot);
+                }
+                let a = at?;
+                let slot = self.next_slot;
+                self.next_slot += 1;
+                self.slots.insert(slot, which);
+                self.heap.push(Reverse((a, slot)));
+                Some((slot, a))
+            }
+        }
+    }
+
+    /// The failover timer or Timer C of an INVITE branch fired.
+    fn client_branch_timer(&mut self, now: Instant, key: &ClientKey) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        let Some(d) = c.branch_deadline else { return };
+        if d > now {
+            return;
+        }
+        c.branch_deadline = None;
+        let rang = c.got_provisional;
+        let parent = c.parent.clone();
+        if c.abandoned {
+            return;
+        }
+        c.abandoned = true;
+        warn!(target = %c.hop.name, "no answer in time: abandoning branch");
+        // §9.1: a CANCEL only after a provisional response; else the INVITE times out by itself.
+        if rang {
+            self.cancel_branch(now, key);
+        } else if let Some(c) = self.clients.get_mut(key) {
+            c.cancel_pending = true;
+        }
+        if let Some(p) = parent {
+            self.branch_failed(now, &p, key, None, 408);
+        }
+    }
+
+    fn client_event(&mut self, now: Instant, key: &ClientKey, ev: ClientEvent, resp: Option<&Message>) {
+        let Some(c) = self.clients.get(key) else { return };
+        let Some(parent) = c.parent.clone() else { return };
+        let abandoned = c.abandoned;
+        match ev {
+            ClientEvent::Provisional(code) => {
+                // §16.7 step 5: 100 is not forwarded; other provisionals are.
+                if code > 100 && !abandoned {
+                    if let Some(r) = resp {
+                        self.relay_upstream(now, &parent, r, code);
+                    }
+                }
+            }
+            ClientEvent::Final(code) if (200..300).contains(&code) => {
+                // 2xx are forwarded at once, every one of them (§16.7 step 5, RFC 6026).
+                if let Some(r) = resp {
+                    if let Some(ctx) = self.servers.get_mut(&parent).and_then(|e| e.ctx.as_mut()) {
+                        ctx.final_sent = true;
+                        ctx.remaining.clear();
+                    }
+                    self.relay_upstream(now, &parent, r, code);
+                }
+            }
+            ClientEvent::Final(code) => {
+                if !abandoned {
+                    self.branch_failed(now, &parent, key, resp.cloned(), code);
+                }
+            }
+            ClientEvent::Timeout | ClientEvent::TransportError => {
+                if !abandoned {
+                    info!("branch failed: {}", if matches!(ev, ClientEvent::Timeout) { "timeout" } else { "transport error" });
+                    self.branch_failed(now, &parent, key, None, if matches!(ev, ClientEvent::Timeout) { 408 } else { 503 });
+                }
+            }
+        }
+    }
+
+    /// The fail phase: a branch ended without a 2xx. Fail over to the next target when the code
+    /// allows it, else settle the best response (§16.7 step 6).
+    fn branch_failed(&mut self, now: Instant, parent: &ServerKey, key: &ClientKey, resp: Option<Message>, code: u16) {
+        let span = info_span!("fail", code);
+        let _g = span.enter();
+        let failover_codes = self.cfg.routing.failover_codes.clone();
+        let Some(e) = self.servers.get_mut(parent) else { return };
+        let Some(ctx) = e.ctx.as_mut() else { return };
+        if ctx.current.as_ref() == Some(key) {
+            ctx.current = None;
+        }
+        if ctx.final_sent {
+            return;
+        }
+        if let Some(r) = resp {
+            let better = ctx.best.as_ref().and_then(|b| b.status()).is_none_or(|b| rank(code) < rank(b));
+            if better {
+                ctx.best = Some(r);
+            }
+        } else if ctx.best.is_none() {
+            ctx.best = None;
+        }
+        let retry = !ctx.cancelled && code != 603 && failover_codes.contains(&code) && !ctx.remaining.is_empty();
+        let synthetic = if ctx.best.is_none() { Some(code) } else { None };
+        if retry {
+            self.stats.failovers += 1;
+            info!(code, "failing over to the next target");
+            self.forward_next(now, parent);
+        } else {
+            if let (Some(code), Some(ctx)) = (synthetic, self.servers.get_mut(parent).and_then(|e| e.ctx.as_mut())) {
+                ctx.best = None;
+                ctx.remaining.clear();
+                let _ = code;
+            }
+            self.send_best_or(now, parent, code);
+        }
+    }
+
+    fn send_best(&mut self, now: Instant, key: &ServerKey) {
+        self.send_best_or(now, key, 408);
+    }
+
+    /// Sends the best final response upstream, or a locally generated `fallback`.
+    fn send_best_or(&mut self, now: Instant, key: &ServerKey, fallback: u16) {
+        let Some(e) = self.servers.get_mut(key) else { return };
+        let Some(ctx) = e.ctx.as_mut() else { return };
+        if ctx.final_sent {
+            return;
+        }
+        let best = ctx.best.take();
+        let req = ctx.request.clone();
+        let cancelled = ctx.cancelled;
+        match best {
+            Some(r) => {
+                let code = r.status().unwrap_or(500);
+                if code == 503 {
+                    // §16.7 step 6 / §21.5.4: a 503 from downstream is not passed upstream as such.
+                    self.respond(now, key, &req, 500, "Server Internal Error", &[("Reason", b"SIP;cause=503;text=\"next hop unavailable\"")]);
+                } else {
+                    self.relay_upstream(now, key, &r, code);
+                }
+            }
+            None if cancelled => self.respond(now, key, &req, 487, "Request Terminated", &[]),
+            None => {
+                let (code, reason) = match fallback {
+                    503 | 408 if fallback == 503 => (503, "Service Unavailable"),
+                    _ => (408, "Request Timeout"),
+                };
+                let retry_after: &[(&str, &[u8])] = if code == 503 { &[("Retry-After", b"30")] } else { &[] };
+                self.respond(now, key, &req, code, reason, retry_after);
+            }
+        }
+    }
+
+    /// Forwards a downstream response upstream (§16.7 step 9: our Via removed).
+    fn relay_upstream(&mut self, now: Instant, key: &ServerKey, resp: &Message, code: u16) {
+        let mut ed = resp.edit();
+        ed.pop_via();
+        let data = ed.finish();
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
+        if code >= 200 {
+            if let Some(ctx) = e.ctx.as_mut() {
+                ctx.final_sent = true;
+            }
+        }
+        e.txn.send_response(now, code, data);
+        self.drain_server(now, key);
+    }
+
+    /// Sends a locally generated response through the server transaction.
+    fn respond(&mut self, now: Instant, key: &ServerKey, req: &Message, status: u16, reason: &str, extra: &[(&str, &[u8])]) {
+        let tag = (status > 100 && req.to_hdr().and_then(|t| t.tag()).is_none()).then(|| local_tag(key));
+        let data = build_response(req, status, reason, tag.as_deref().map(str::as_bytes), extra);
+        let Some(e) = self.servers.get_mut(key) else { return };
+        if status >= 200 {
+            if let Some(ctx) = e.ctx.as_mut() {
+                ctx.final_sent = true;
+            }
+        }
+        e.txn.send_response(now, status, data);
+        self.drain_server(now, key);
+    }
+
+    /// Sends a CANCEL for an INVITE branch (§9.1): same Request-URI, Call-ID, From, To, CSeq
+    /// number and the single Via of the request it cancels, with its Route set.
+    fn cancel_branch(&mut self, now: Instant, key: &ClientKey) {
+        let Some(c) = self.clients.get_mut(key) else { return };
+        c.abandoned = true;
+        if !c.got_provisional {
+            c.cancel_pending = true;
+            return;
+        }
+        if c.txn.state() != State::Proceeding {
+            return;
+        }
+        let Some(data) = build_cancel(&c.sent) else { return };
+        let hop = c.hop.clone();
+        let ckey = ClientKey { branch: key.branch.clone(), method: crate::txn::TxnMethod::Cancel };
+        if self.clients.contains_key(&ckey) {
+            return;
+        }
+        let Ok(sent) = Message::parse(data.clone()) else { return };
+        let txn = ClientTxn::new(now, false, data, hop.transport.is_reliable(), &self.timers);
+        self.clients.insert(
+            ckey.clone(),
+            ClientEntry {
+                txn,
+                slot: None,
+                hop,
+                sent,
+                parent: None,
+                is_invite: false,
+                got_provisional: false,
+                cancel_pending: false,
+                branch_deadline: None,
+                abandoned: true,
+            },
+        );
+        self.drain_client(now, &ckey);
+    }
+
+    fn send_to_flow(&mut self, flow: &Flow, rport: bool, via_port: Option<u16>, data: Bytes) {
+        self.out.push_back(Transmit {
+            side: flow.side,
+            transport: flow.transport,
+            remote: response_addr(flow, rport, via_port),
+            data,
+        });
+    }
+}
+
+/// Preference of final responses (§16.7 step 6): 6xx first, then 2xx … ; within failover,
+/// 4xx is preferred to 5xx so a definitive answer wins over a failure of ours.
+fn rank(code: u16) -> u16 {
+    match code {
+        600..=699 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// Where a response to a request received on `flow` goes (§18.2.2, RFC 3581 §4): streams
+/// answer on the connection; datagrams to the source IP, and the source port when the Via
+/// asked for rport, else the Via's sent-by port.
+fn response_addr(flow: &Flow, rport: bool, via_port: Option<u16>) -> SocketAddr {
+    if flow.transport.is_reliable() || rport {
+        flow.remote
+    } else {
+        SocketAddr::new(flow.remote.ip(), via_port.unwrap_or(5060))
+    }
+}
+
+fn via_rport(req: &Message) -> bool {
+    req.top_via().is_some_and(|v| v.rport().is_some())
+}
+
+fn via_port(req: &Message) -> Option<u16> {
+    req.top_via().and_then(|v| v.port())
+}
+
+fn request_facts(req: &Message) -> Option<RequestFacts<'_>> {
+    let via = req.top_via()?;
+    let uri = req.request_uri()?;
+    let cseq = req.cseq()?;
+    Some(RequestFacts {
+        method: req.method()?.as_str().as_bytes(),
+        branch: via.branch(),
+        sent_by: sent_by(via.raw()),
+        request_uri: uri.raw(),
+        from_tag: req.from_hdr().and_then(|f| f.tag()),
+        to_tag: req.to_hdr().and_then(|t| t.tag()),
+        call_id: req.call_id()?,
+        cseq: cseq.seq,
+        top_via: via.raw(),
+    })
+}
+
+/// The sent-by (`host[:port]`) of a raw Via value: after the protocol, before the first `;`.
+fn sent_by(via: &[u8]) -> &[u8] {
+    let after_proto = via
+        .iter()
+        .position(|b| b.is_ascii_whitespace())
+        .map_or(via, |i| via.get(i..).unwrap_or_default());
+    let trimmed = after_proto.trim_ascii_start();
+    let end = trimmed.iter().position(|b| *b == b';').unwrap_or(trimmed.len());
+    trimmed.get(..end).unwrap_or_default().trim_ascii_end()
+}
+
+/// A To tag for responses we generate, stable for the transaction (retransmissions of the
+/// request get the same tag).
+fn local_tag(key: &ServerKey) -> String {
+    let b = key.branch_for_target(u32::MAX - 1);
+    b.get(7..19).unwrap_or("sipedge").to_owned()
+}
+
+/// Rewrites the host part of a SIP URI, keeping scheme, user and parameters; `tel:` URIs
+/// become `sip:<number>@host;user=phone`.
+fn rewrite_uri_host(uri: &Uri<'_>, host: &str) -> Option<String> {
+    let user = uri.user().map(|u| String::from_utf8_lossy(u).into_owned());
+    match uri.scheme() {
+        Scheme::Tel => Some(format!("sip:{}@{};user=phone", String::from_utf8_lossy(uri.host()), host)),
+        Scheme::Sip | Scheme::Sips => {
+            let scheme = if uri.scheme() == Scheme::Sips { "sips" } else { "sip" };
+            let params = String::from_utf8_lossy(uri.params_raw());
+            // maddr would send it elsewhere; the next hop is decided already.
+            let params: String = params
+                .split(';')
+                .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("maddr="))
+                .map(|p| format!(";{p}"))
+                .collect();
+            Some(match user {
+                Some(u) => format!("{scheme}:{u}@{host}{params}"),
+                None => format!("{scheme}:{host}{params}"),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The ACK for a non-2xx final response to an INVITE we sent (§17.1.1.3).
+fn build_ack(sent: &Message, resp: &Message) -> Option<Bytes> {
+    let uri = sent.request_uri()?;
+    let via = sent.header(HeaderName::Via)?;
+    let cseq = sent.cseq()?;
+    let mut s = String::with_capacity(512);
+    s.push_str("ACK ");
+    s.push_str(&String::from_utf8_lossy(uri.raw()));
+    s.push_str(" SIP/2.0\r\n");
+    // Only the top Via: ours.
+    let top = sent.top_via()?;
+    let _ = via;
+    s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(top.raw())));
+    for r in sent.routes() {
+        s.push_str(&format!("Route: {}\r\n", String::from_utf8_lossy(r.raw())));
+    }
+    s.push_str("Max-Forwards: 70\r\n");
+    s.push_str(&format!("From: {}\r\n", String::from_utf8_lossy(sent.header(HeaderName::From)?)));
+    s.push_str(&format!("To: {}\r\n", String::from_utf8_lossy(resp.header(HeaderName::To)?)));
+    s.push_str(&format!("Call-ID: {}\r\n", String::from_utf8_lossy(sent.call_id()?)));
+    s.push_str(&format!("CSeq: {} ACK\r\n", cseq.seq));
+    s.push_str("Content-Length: 0\r\n\r\n");
+    Some(Bytes::from(s))
+}
+
+/// A CANCEL for a request we sent (§9.1).
+fn build_cancel(sent: &Message) -> Option<Bytes> {
+    let uri = sent.request_uri()?;
+    let top = sent.top_via()?;
+    let cseq = sent.cseq()?;
+    let mut s = String::with_capacity(512);
+    s.push_str(&format!("CANCEL {} SIP/2.0\r\n", String::from_utf8_lossy(uri.raw())));
+    s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(top.raw())));
+    for r in sent.routes() {
+        s.push_str(&format!("Route: {}\r\n", String::from_utf8_lossy(r.raw())));
+    }
+    s.push_str("Max-Forwards: 70\r\n");
+    s.push_str(&format!("From: {}\r\n", String::from_utf8_lossy(sent.header(HeaderName::From)?)));
+    s.push_str(&format!("To: {}\r\n", String::from_utf8_lossy(sent.header(HeaderName::To)?)));
+    s.push_str(&format!("Call-ID: {}\r\n", String::from_utf8_lossy(sent.call_id()?)));
+    s.push_str(&format!("CSeq: {} CANCEL\r\n", cseq.seq));
+    s.push_str("Content-Length: 0\r\n\r\n");
+    Some(Bytes::from(s))
+}
