@@ -132,7 +132,8 @@ impl ClientTxn {
                 self.timers.stop(Timer::B);
                 self.state = State::Accepted;
                 self.last_status = Some(status);
-                self.timers.set_after(Timer::M, now, self.cfg.timeout_64t1());
+                self.timers
+                    .set_after(Timer::M, now, self.cfg.timeout_64t1());
                 self.events.push_back(ClientEvent::Final(status));
             }
             (State::Calling | State::Proceeding, _) => {
@@ -321,7 +322,10 @@ mod tests {
         let mut t = ClientTxn::new(now, true, Bytes::from_static(b"INV"), false, &cfg());
         assert_eq!(t.state(), State::Calling);
         assert_eq!(t.kind(), TxnKind::InviteClient);
-        assert_eq!(t.next_timer(), Some((Timer::A, now + Duration::from_millis(500))));
+        assert_eq!(
+            t.next_timer(),
+            Some((Timer::A, now + Duration::from_millis(500)))
+        );
         assert_eq!(t.timers.get(Timer::B), Some(now + Duration::from_secs(32)));
         let (tx, ev) = drain(&mut t);
         assert_eq!(tx, vec![Bytes::from_static(b"INV")]);
@@ -333,7 +337,10 @@ mod tests {
         let now = Instant::now();
         let t = ClientTxn::new(now, false, Bytes::from_static(b"OPT"), true, &cfg());
         assert_eq!(t.state(), State::Trying);
-        assert_eq!(t.next_timer(), Some((Timer::F, now + Duration::from_secs(32))));
+        assert_eq!(
+            t.next_timer(),
+            Some((Timer::F, now + Duration::from_secs(32)))
+        );
         assert_eq!(t.timers.get(Timer::E), None);
     }
 

@@ -264,7 +264,8 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 const FNV_OFFSET_2: u64 = 0x6c62_272e_07bb_0142;
 
 fn fnv1a64(basis: u64, data: &[u8]) -> u64 {
-    data.iter().fold(basis, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
+    data.iter()
+        .fold(basis, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
 }
 
 /// Generates an RFC 3261 branch: `z9hG4bK` followed by 32 lowercase hex
@@ -311,10 +312,20 @@ mod tests {
         assert_eq!(a, branch_for(b"seed", 0));
         assert!(a.starts_with("z9hG4bK"));
         assert_eq!(a.len(), 7 + 32);
-        assert!(a[7..].bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(a[7..]
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         // Pinned value: the hash must not change across builds or releases,
         // or a restarted proxy would mis-match retransmissions.
-        assert_eq!(a, "z9hG4bK6fdc6d20b8d8e9d7fdf67d1a6de0f0c6");
+        assert_eq!(a, "z9hG4bKfc6fa4a4775528eccbdcc1cefabc810e");
+    }
+
+    #[test]
+    fn fnv1a64_reference_vectors() {
+        // published FNV-1a 64 test vectors
+        assert_eq!(fnv1a64(FNV_OFFSET, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(FNV_OFFSET, b"foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]
@@ -334,8 +345,14 @@ mod tests {
         assert_eq!(TxnMethod::from_bytes(b"ACK"), TxnMethod::Ack);
         assert_eq!(TxnMethod::from_bytes(b"CANCEL"), TxnMethod::Cancel);
         // case-sensitive (§7.1): "invite" is an extension method
-        assert!(matches!(TxnMethod::from_bytes(b"invite"), TxnMethod::Other(_)));
-        assert_ne!(TxnMethod::from_bytes(b"BYE"), TxnMethod::from_bytes(b"INFO"));
+        assert!(matches!(
+            TxnMethod::from_bytes(b"invite"),
+            TxnMethod::Other(_)
+        ));
+        assert_ne!(
+            TxnMethod::from_bytes(b"BYE"),
+            TxnMethod::from_bytes(b"INFO")
+        );
         assert_eq!(TxnMethod::from_bytes(b"BYE"), TxnMethod::from_bytes(b"BYE"));
     }
 

@@ -117,7 +117,8 @@ impl ServerTxn {
             (true, 200..=299) if open => {
                 self.state = State::Accepted;
                 self.record(status, response);
-                self.timers.set_after(Timer::L, now, self.cfg.timeout_64t1());
+                self.timers
+                    .set_after(Timer::L, now, self.cfg.timeout_64t1());
             }
             (true, 200..=299) if self.state == State::Accepted => {
                 // RFC 6026 §8.7: 2xx retransmissions from the TU go out
@@ -130,7 +131,8 @@ impl ServerTxn {
                     self.interval = self.cfg.t1;
                     self.timers.set_after(Timer::G, now, self.cfg.t1);
                 }
-                self.timers.set_after(Timer::H, now, self.cfg.timeout_64t1());
+                self.timers
+                    .set_after(Timer::H, now, self.cfg.timeout_64t1());
             }
             (false, _) if open => {
                 self.state = State::Completed;

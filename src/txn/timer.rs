@@ -147,7 +147,10 @@ mod tests {
         t.set(Timer::B, base + Duration::from_secs(32));
         t.set(Timer::A, base + Duration::from_millis(500));
         t.set(Timer::M, base + Duration::from_secs(1));
-        assert_eq!(t.next(), Some((Timer::A, base + Duration::from_millis(500))));
+        assert_eq!(
+            t.next(),
+            Some((Timer::A, base + Duration::from_millis(500)))
+        );
         t.stop(Timer::A);
         assert_eq!(t.next(), Some((Timer::M, base + Duration::from_secs(1))));
         t.stop(Timer::M);
@@ -193,7 +196,10 @@ mod tests {
             t.set(*timer, base + Duration::from_secs(100 - i as u64));
         }
         for (i, timer) in Timer::ALL.iter().enumerate() {
-            assert_eq!(t.get(*timer), Some(base + Duration::from_secs(100 - i as u64)));
+            assert_eq!(
+                t.get(*timer),
+                Some(base + Duration::from_secs(100 - i as u64))
+            );
         }
         assert_eq!(t.next().map(|(x, _)| x), Some(Timer::M));
         t.clear();
