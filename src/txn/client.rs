@@ -155,7 +155,12 @@ impl ClientTxn {
                 self.events.push_back(ClientEvent::Final(status));
             }
             (State::Completed, 300..=699) => {
-                // §17.1.1.2: retransmitted final → re-send ACK, not to TU
+                // §17.1.1.2: retransmitted final → re-send ACK, not to TU.
+                // The first ACK handed over is kept (it is the same ACK each
+                // time, §17.1.1.3).
+                if self.ack.is_none() {
+                    self.ack = ack;
+                }
                 if let Some(a) = &self.ack {
                     self.transmits.push_back(a.clone());
                 }
@@ -368,6 +373,93 @@ mod tests {
         let (tx, ev) = drain(&mut t);
         assert!(tx.is_empty() && ev.is_empty());
         assert_eq!(t.last_status(), Some(404));
+    }
+
+    #[test]
+    fn invite_completed_resends_first_ack_only() {
+        let now = Instant::now();
+        let mut t = ClientTxn::new(now, true, Bytes::from_static(b"INV"), false, &cfg());
+        drain(&mut t);
+        // caller could not build the ACK the first time
+        t.handle_response(now, 486, None);
+        let (tx, ev) = drain(&mut t);
+        assert!(tx.is_empty());
+        assert_eq!(ev, vec![ClientEvent::Final(486)]);
+        t.handle_response(now, 486, Some(Bytes::from_static(b"ACK1")));
+        t.handle_response(now, 486, Some(Bytes::from_static(b"ACK2")));
+        t.handle_response(now, 486, None);
+        let (tx, ev) = drain(&mut t);
+        assert_eq!(tx, vec![Bytes::from_static(b"ACK1"); 3]);
+        assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn invite_proceeding_and_accepted_transport_errors_terminate() {
+        let now = Instant::now();
+        let mut t = ClientTxn::new(now, true, Bytes::from_static(b"INV"), false, &cfg());
+        t.handle_response(now, 183, None);
+        t.handle_transport_error(now);
+        let (_, ev) = drain(&mut t);
+        assert_eq!(
+            ev,
+            vec![ClientEvent::Provisional(183), ClientEvent::TransportError]
+        );
+        assert!(t.is_terminated());
+        let mut t = ClientTxn::new(now, true, Bytes::from_static(b"INV"), false, &cfg());
+        t.handle_response(now, 200, None);
+        t.handle_transport_error(now);
+        let (_, ev) = drain(&mut t);
+        assert_eq!(
+            ev,
+            vec![ClientEvent::Final(200), ClientEvent::TransportError]
+        );
+        assert_eq!(t.poll_timeout(), None);
+    }
+
+    #[test]
+    fn timers_scale_with_config() {
+        let now = Instant::now();
+        let cfg = TimerConfig {
+            t1: Duration::from_millis(100),
+            t2: Duration::from_millis(400),
+            t4: Duration::from_secs(1),
+        };
+        let mut t = ClientTxn::new(now, false, Bytes::from_static(b"OPT"), false, &cfg);
+        assert_eq!(
+            t.next_timer(),
+            Some((Timer::E, now + Duration::from_millis(100)))
+        );
+        assert_eq!(
+            t.timers.get(Timer::F),
+            Some(now + Duration::from_millis(6400))
+        );
+        let mut at = now;
+        let mut gaps = Vec::new();
+        while let Some((Timer::E, next)) = t.next_timer() {
+            gaps.push(next - at);
+            at = next;
+            t.handle_timeout(at);
+            if gaps.len() == 5 {
+                break;
+            }
+        }
+        let want: Vec<Duration> = [100, 200, 400, 400, 400]
+            .iter()
+            .map(|&m| Duration::from_millis(m))
+            .collect();
+        assert_eq!(gaps, want);
+        t.handle_response(at, 200, None);
+        assert_eq!(
+            t.next_timer(),
+            Some((Timer::K, at + Duration::from_secs(1)))
+        );
+        // Timer D never drops below 32 s, and follows 64*T1 above it
+        let big = TimerConfig {
+            t1: Duration::from_secs(1),
+            ..TimerConfig::default()
+        };
+        assert_eq!(cfg.timer_d(), Duration::from_secs(32));
+        assert_eq!(big.timer_d(), Duration::from_secs(64));
     }
 
     #[test]

@@ -343,6 +343,66 @@ mod tests {
     }
 
     #[test]
+    fn transport_error_in_completed_and_confirmed_and_accepted() {
+        let now = Instant::now();
+        let cfg = TimerConfig::default();
+        // non-INVITE Completed: re-sent final fails
+        let mut t = ServerTxn::new(now, false, false, &cfg);
+        t.send_response(now, 200, Bytes::from_static(b"200"));
+        t.handle_retransmission(now);
+        t.handle_transport_error(now);
+        let (_, ev) = drain(&mut t);
+        assert_eq!(
+            ev,
+            vec![ServerEvent::TransportError, ServerEvent::Terminated]
+        );
+        // INVITE Accepted: a TU 2xx retransmission fails
+        let mut t = ServerTxn::new(now, true, false, &cfg);
+        t.send_response(now, 200, Bytes::from_static(b"200"));
+        t.handle_transport_error(now);
+        assert!(t.is_terminated());
+        assert_eq!(t.poll_timeout(), None);
+        // once Terminated, nothing more happens
+        t.handle_transport_error(now);
+        t.handle_retransmission(now);
+        t.send_response(now, 200, Bytes::from_static(b"200"));
+        assert!(!t.handle_ack(now));
+        let (tx, ev) = drain(&mut t);
+        assert_eq!(tx, vec![Bytes::from_static(b"200")]);
+        assert_eq!(
+            ev,
+            vec![ServerEvent::TransportError, ServerEvent::Terminated]
+        );
+    }
+
+    #[test]
+    fn timer_g_caps_at_t2_and_h_is_64_t1() {
+        let now = Instant::now();
+        let cfg = TimerConfig::default();
+        let mut t = ServerTxn::new(now, true, false, &cfg);
+        t.send_response(now, 480, Bytes::from_static(b"480"));
+        assert_eq!(t.timers.get(Timer::H), Some(now + Duration::from_secs(32)));
+        let mut at = now;
+        let mut gaps = Vec::new();
+        while let Some((Timer::G, next)) = t.next_timer() {
+            gaps.push((next - at).as_millis());
+            at = next;
+            t.handle_timeout(at);
+        }
+        // .5 1 2 4 4 4 4 4 4 4 (then H at 32 s wins)
+        assert_eq!(
+            gaps,
+            vec![500, 1000, 2000, 4000, 4000, 4000, 4000, 4000, 4000, 4000]
+        );
+        let (tx, _) = drain(&mut t);
+        assert_eq!(tx.len(), 11);
+        t.handle_timeout(now + Duration::from_secs(32));
+        assert_eq!(t.poll_event(), Some(ServerEvent::Timeout));
+        assert_eq!(t.poll_event(), Some(ServerEvent::Terminated));
+        assert_eq!(t.poll_event(), None);
+    }
+
+    #[test]
     fn accepted_ignores_non_2xx_from_tu() {
         let now = Instant::now();
         let mut t = ServerTxn::new(now, true, false, &TimerConfig::default());

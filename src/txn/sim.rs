@@ -214,14 +214,14 @@ impl Sim {
             sent: Vec::new(),
             client_events: Vec::new(),
             server_events: Vec::new(),
-            client_states: vec![(Duration::ZERO, State::Calling)],
+            client_states: Vec::new(),
             server_states: Vec::new(),
             acks: Vec::new(),
             strays: Vec::new(),
             lost: 0,
             duplicated: 0,
         };
-        sim.client_states[0].1 = sim.client.state();
+        sim.client_states.push((Duration::ZERO, sim.client.state()));
         sim
     }
 
@@ -1095,5 +1095,209 @@ mod tests {
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7).0, run(8).0);
+    }
+}
+
+/// A server "endpoint" that dispatches requests to server transactions by
+/// [`ServerKey`], as the proxy will.
+#[cfg(test)]
+mod endpoint_tests {
+    use std::collections::HashMap;
+    use std::time::Instant;
+
+    use super::{response, Bytes};
+    use crate::txn::{RequestFacts, ServerKey, ServerTxn, State, TimerConfig};
+
+    struct Req {
+        method: &'static [u8],
+        branch: Option<&'static [u8]>,
+        sent_by: &'static [u8],
+        to_tag: Option<&'static [u8]>,
+        cseq: u32,
+    }
+
+    impl Req {
+        fn facts(&self) -> RequestFacts<'_> {
+            RequestFacts {
+                method: self.method,
+                branch: self.branch,
+                sent_by: self.sent_by,
+                request_uri: b"sip:+4930123@sbc.example.net",
+                from_tag: Some(b"a73kszlfl"),
+                to_tag: self.to_tag,
+                call_id: b"1j9FpLxk3uxtm8tn@gw1",
+                cseq: self.cseq,
+                top_via: if self.sent_by == b"gw1:5060" {
+                    b"SIP/2.0/UDP gw1:5060"
+                } else {
+                    b"SIP/2.0/UDP gw2:5060"
+                },
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Endpoint {
+        txns: HashMap<ServerKey, ServerTxn>,
+        created: usize,
+    }
+
+    enum Outcome {
+        New,
+        Retransmission,
+        AckAbsorbed,
+        AckToTu,
+        Cancel { invite_found: bool },
+    }
+
+    impl Endpoint {
+        fn receive(&mut self, now: Instant, r: &Req) -> Outcome {
+            let f = r.facts();
+            let key = ServerKey::for_request(&f);
+            if r.method == b"ACK" {
+                let txn = match self.txns.get_mut(&key) {
+                    Some(t) => Some(t),
+                    None => ServerKey::for_ack_of_untagged_invite(&f)
+                        .and_then(|k| self.txns.get_mut(&k)),
+                };
+                return match txn.map(|t| t.handle_ack(now)) {
+                    Some(true) => Outcome::AckAbsorbed,
+                    _ => Outcome::AckToTu,
+                };
+            }
+            if let Some(t) = self.txns.get_mut(&key) {
+                t.handle_retransmission(now);
+                return Outcome::Retransmission;
+            }
+            let invite = r.method == b"INVITE";
+            self.txns.insert(
+                key,
+                ServerTxn::new(now, invite, false, &TimerConfig::default()),
+            );
+            self.created += 1;
+            if r.method == b"CANCEL" {
+                let ik = ServerKey::invite_for_cancel(&f);
+                return Outcome::Cancel {
+                    invite_found: self.txns.contains_key(&ik),
+                };
+            }
+            Outcome::New
+        }
+
+        fn get(&mut self, r: &Req) -> Option<&mut ServerTxn> {
+            self.txns.get_mut(&ServerKey::for_request(&r.facts()))
+        }
+    }
+
+    const B1: &[u8] = b"z9hG4bKnashds8";
+
+    #[test]
+    fn endpoint_matching_by_key() {
+        let now = Instant::now();
+        let mut ep = Endpoint::default();
+        let inv = Req {
+            method: b"INVITE",
+            branch: Some(B1),
+            sent_by: b"gw1:5060",
+            to_tag: None,
+            cseq: 1,
+        };
+        assert!(matches!(ep.receive(now, &inv), Outcome::New));
+        let t = ep.get(&inv).map(|t| {
+            t.send_response(now, 486, response(486));
+            t.poll_transmit()
+        });
+        assert_eq!(t, Some(Some(response(486))));
+        // retransmission → same txn, final re-sent
+        assert!(matches!(ep.receive(now, &inv), Outcome::Retransmission));
+        let t = ep.get(&inv).and_then(|t| t.poll_transmit());
+        assert_eq!(t, Some(response(486)));
+        // same branch from another sent-by → a different transaction
+        let other = Req {
+            sent_by: b"gw2:5060",
+            ..inv
+        };
+        assert!(matches!(ep.receive(now, &other), Outcome::New));
+        assert_eq!(ep.created, 2);
+        // ACK with the response's To tag finds the INVITE txn → Confirmed
+        let ack = Req {
+            method: b"ACK",
+            to_tag: Some(b"8321234356"),
+            ..inv
+        };
+        assert!(matches!(ep.receive(now, &ack), Outcome::AckAbsorbed));
+        assert_eq!(ep.get(&inv).map(|t| t.state()), Some(State::Confirmed));
+        // the gw2 INVITE txn is untouched
+        assert_eq!(ep.get(&other).map(|t| t.state()), Some(State::Proceeding));
+        // CANCEL for the gw2 INVITE: own txn, finds its INVITE
+        let cancel = Req {
+            method: b"CANCEL",
+            ..other
+        };
+        assert!(matches!(
+            ep.receive(now, &cancel),
+            Outcome::Cancel { invite_found: true }
+        ));
+        assert_eq!(ep.created, 3);
+        assert_eq!(ep.get(&cancel).map(|t| t.state()), Some(State::Trying));
+        // a CANCEL whose INVITE we never saw
+        let stray = Req {
+            method: b"CANCEL",
+            branch: Some(b"z9hG4bKunknown"),
+            ..other
+        };
+        assert!(matches!(
+            ep.receive(now, &stray),
+            Outcome::Cancel {
+                invite_found: false
+            }
+        ));
+        // an ACK for a 2xx (new branch, RFC 3261 §17.1.1.3) matches nothing
+        let ack2xx = Req {
+            method: b"ACK",
+            branch: Some(b"z9hG4bKfresh"),
+            to_tag: Some(b"x"),
+            ..inv
+        };
+        assert!(matches!(ep.receive(now, &ack2xx), Outcome::AckToTu));
+    }
+
+    #[test]
+    fn endpoint_matching_rfc2543_fallback() {
+        let now = Instant::now();
+        let mut ep = Endpoint::default();
+        let inv = Req {
+            method: b"INVITE",
+            branch: None,
+            sent_by: b"gw1:5060",
+            to_tag: None,
+            cseq: 5,
+        };
+        assert!(matches!(ep.receive(now, &inv), Outcome::New));
+        assert!(matches!(ep.receive(now, &inv), Outcome::Retransmission));
+        // a new CSeq is a new transaction
+        let inv6 = Req { cseq: 6, ..inv };
+        assert!(matches!(ep.receive(now, &inv6), Outcome::New));
+        if let Some(t) = ep.get(&inv) {
+            t.send_response(now, 404, Bytes::from_static(b"404"));
+        }
+        // the ACK carries the 404's To tag: found by the second lookup
+        let ack = Req {
+            method: b"ACK",
+            to_tag: Some(b"srvtag"),
+            ..inv
+        };
+        assert!(matches!(ep.receive(now, &ack), Outcome::AckAbsorbed));
+        assert_eq!(ep.get(&inv).map(|t| t.state()), Some(State::Confirmed));
+        assert_eq!(ep.get(&inv6).map(|t| t.state()), Some(State::Proceeding));
+        // CANCEL of the CSeq 6 INVITE
+        let cancel = Req {
+            method: b"CANCEL",
+            ..inv6
+        };
+        assert!(matches!(
+            ep.receive(now, &cancel),
+            Outcome::Cancel { invite_found: true }
+        ));
     }
 }
