@@ -1,1 +1,151 @@
-//! txn (work in progress)
+//! Sans-IO SIP transactions: RFC 3261 §17 with the RFC 6026 corrections.
+//!
+//! The four machines work on opaque wire messages ([`bytes::Bytes`]) and the
+//! few facts the caller extracts (status code, method, Via branch …); this
+//! module does not depend on the SIP parser. Nothing here does IO or reads
+//! the clock: every input carries `now`, and the caller drains
+//! `poll_transmit` / `poll_event` and sleeps until `poll_timeout` (the style
+//! of quinn-proto's `Connection`). Each transaction keeps its named timers
+//! in one [`TimerTable`].
+//!
+//! Zero-duration timers (D, I, J, K on a reliable transport) are armed at the
+//! `now` of the call that armed them: the state is observable for that
+//! instant, and the caller's next `handle_timeout(now)` terminates.
+//!
+//! ## INVITE client (§17.1.1.2, RFC 6026 §8.4)
+//! ```text
+//!              Timer A: resend INVITE, A *= 2 (unreliable)
+//!                 +--+
+//!                 v  |      Timer B / transport err: Timeout / TransportError
+//!             [Calling]---------------------------------------------+
+//!   1xx→TU   /   |   \ 2xx→TU, Timer M                               |
+//!           v    |    v                                              |
+//!  [Proceeding]  |  [Accepted]--2xx→TU (again)--+                     |
+//!    | 1xx→TU    |     ^   |  <-----------------+                     |
+//!    | 2xx→TU ---|-----+   | Timer M                                  v
+//!    | 300-699   | 300-699 +-------------------------------------> [Terminated]
+//!    v           v  ACK sent, final→TU, Timer D                      ^
+//!  [Completed] <-+                                                   |
+//!    | 300-699: resend ACK (absorbed)     Timer D / transport err ---+
+//! ```
+//! ## Non-INVITE client (§17.1.2.2)
+//! ```text
+//!   [Trying] --1xx→TU--> [Proceeding] (Timer E: resend, E = min(2E,T2) in
+//!      |                      |        Trying, E = T2 in Proceeding)
+//!      +----200-699→TU--------+--> [Completed] --Timer K--> [Terminated]
+//!      +--Timer F / transport err (Timeout / TransportError)--> [Terminated]
+//! ```
+//! ## INVITE server (§17.2.1, RFC 6026 §8.7)
+//! ```text
+//!   [Proceeding] 1xx from TU: send; request retransmission: resend last 1xx
+//!      | 2xx from TU: send, Timer L ---> [Accepted] 2xx from TU: send;
+//!      |                                    INVITE absorbed; ACK → TU
+//!      |                                    Timer L --> [Terminated]
+//!      | 300-699 from TU: send, Timer G (unreliable), Timer H
+//!      v
+//!   [Completed] Timer G: resend final, G = min(2G,T2); retransmission: resend
+//!      | ACK: Timer I                    Timer H: Timeout --> [Terminated]
+//!      v
+//!   [Confirmed] ACK absorbed; Timer I --> [Terminated]
+//! ```
+//! ## Non-INVITE server (§17.2.2)
+//! ```text
+//!   [Trying] (retransmissions absorbed) --1xx--> [Proceeding] (resend 1xx)
+//!      +--------200-699 from TU: send, Timer J-------+--> [Completed]
+//!   [Completed] retransmission: resend final; other finals discarded
+//!      Timer J --> [Terminated]
+//! ```
+//! Any transport error in a live state → [`State::Terminated`] with a
+//! `TransportError` event. Server transactions also emit
+//! [`ServerEvent::Terminated`] exactly once when they terminate.
+//!
+//! The INVITE server transaction never sends `100 Trying` on its own: the
+//! proxy TU sends it (§16.7 / §17.2.1 "unless it knows that the TU will
+//! generate a provisional or final response within 200 ms").
+//!
+//! Matching keys ([`ClientKey`], [`ServerKey`]) follow §17.1.3 and §17.2.3
+//! including the RFC 2543 fallback; [`branch_for`] makes stable branches for
+//! §16.6 step 8.
+
+mod client;
+mod key;
+mod server;
+#[cfg(test)]
+mod sim;
+mod timer;
+
+use std::time::Duration;
+
+pub use client::{ClientEvent, ClientTxn};
+pub use key::{branch_for, ClientKey, RequestFacts, ServerKey, TxnMethod, MAGIC_COOKIE};
+pub use server::{ServerEvent, ServerTxn};
+pub use timer::{Timer, TimerTable};
+
+/// Timer base values (RFC 3261 §17.1.1.1 and Table 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerConfig {
+    /// RTT estimate, default 500 ms.
+    pub t1: Duration,
+    /// Maximum retransmit interval for non-INVITE requests and INVITE
+    /// responses, default 4 s.
+    pub t2: Duration,
+    /// Maximum duration a message remains in the network, default 5 s.
+    pub t4: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        TimerConfig {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TimerConfig {
+    /// 64*T1: Timers B, F, H, J (unreliable), L, M.
+    pub fn timeout_64t1(&self) -> Duration {
+        self.t1.saturating_mul(64)
+    }
+
+    /// Timer D on an unreliable transport: "at least 32 s" (Table 4). With a
+    /// raised T1 the server keeps retransmitting its final for 64*T1 (Timer
+    /// H), so D is max(32 s, 64*T1) to keep absorbing those.
+    pub fn timer_d(&self) -> Duration {
+        Duration::from_secs(32).max(self.timeout_64t1())
+    }
+}
+
+/// The four transaction machines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnKind {
+    /// §17.1.1 with RFC 6026.
+    InviteClient,
+    /// §17.1.2.
+    NonInviteClient,
+    /// §17.2.1 with RFC 6026.
+    InviteServer,
+    /// §17.2.2.
+    NonInviteServer,
+}
+
+/// Transaction states (union over the four machines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// INVITE client: request sent, nothing heard.
+    Calling,
+    /// Non-INVITE client and server: initial state.
+    Trying,
+    /// A provisional response was received (client) or the request is being
+    /// worked on (server).
+    Proceeding,
+    /// A 3xx-6xx (INVITE) or any final (non-INVITE) was received/sent.
+    Completed,
+    /// INVITE server: the ACK for the 3xx-6xx arrived.
+    Confirmed,
+    /// INVITE, RFC 6026: a 2xx was received/sent.
+    Accepted,
+    /// Done: the caller drops the transaction.
+    Terminated,
+}
