@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sipedge::config::Config;
 
 #[derive(Parser)]
-#[command(name = "sipedge", version, about = "SIP/TLS edge and mediation server for PSTN trunking")]
+#[command(
+    name = "sipedge",
+    version,
+    about = "SIP/TLS edge and mediation server for PSTN trunking"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(long, global = true, default_value = "config/sipedge.toml")]
@@ -42,7 +46,9 @@ fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cli.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -75,7 +81,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cfg: Config) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -103,7 +112,10 @@ fn run(cfg: Config) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

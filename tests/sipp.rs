@@ -29,7 +29,18 @@ fn gateway_to_cloud(lab: &Lab, r: Run<'_>) {
     let uas_xml = scenario(r.uas);
     let mut uas = Sipp::spawn(
         "cloud peer",
-        &["-sf", &uas_xml, "-i", "127.0.0.3", "-p", "5060", "-t", r.transport, "-nostdin", "-trace_err"],
+        &[
+            "-sf",
+            &uas_xml,
+            "-i",
+            "127.0.0.3",
+            "-p",
+            "5060",
+            "-t",
+            r.transport,
+            "-nostdin",
+            "-trace_err",
+        ],
     );
     std::thread::sleep(Duration::from_millis(300));
     let uac_xml = scenario(r.uac);
@@ -37,32 +48,114 @@ fn gateway_to_cloud(lab: &Lab, r: Run<'_>) {
     let mut uac = Sipp::spawn(
         "gw1",
         &[
-            "-sf", &uac_xml, "-i", "127.0.0.2", "-p", "5060", "-t", r.transport, "-s", "+14255550100",
-            "-set", "domain", "mediation.lab.example", "-r", &rate, "-m", &calls, "-l", "300",
-            "-recv_timeout", "15000", "-timeout", "90", "-timeout_error", "-nostdin", "-trace_err",
+            "-sf",
+            &uac_xml,
+            "-i",
+            "127.0.0.2",
+            "-p",
+            "5060",
+            "-t",
+            r.transport,
+            "-s",
+            "+14255550100",
+            "-set",
+            "domain",
+            "mediation.lab.example",
+            "-r",
+            &rate,
+            "-m",
+            &calls,
+            "-l",
+            "300",
+            "-recv_timeout",
+            "15000",
+            "-timeout",
+            "90",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
             "127.0.0.1:5068",
         ],
     );
     let code = uac.wait(Duration::from_secs(120));
-    assert_eq!(code, 0, "gateway→cloud {} over {}: sipp reported failed calls\nuac: {}\nuas: {}\nlog tail:\n{}",
-        r.uac, r.transport, uac.errors(), uas.errors(), tail(&lab.log_text()));
+    assert_eq!(
+        code,
+        0,
+        "gateway→cloud {} over {}: sipp reported failed calls\nuac: {}\nuas: {}\nlog tail:\n{}",
+        r.uac,
+        r.transport,
+        uac.errors(),
+        uas.errors(),
+        tail(&lab.log_text())
+    );
     let _ = uas.child.kill();
 }
 
 /// The cloud peer calls through 5062 to the gateways of site lab (gw1 and gw2 both answer).
 fn cloud_to_gateway(lab: &Lab, r: Run<'_>) {
     let uas_xml = scenario(r.uas);
-    let mut gw1 = Sipp::spawn("gw1", &["-sf", &uas_xml, "-i", "127.0.0.2", "-p", "5060", "-t", r.transport, "-nostdin", "-trace_err"]);
-    let mut gw2 = Sipp::spawn("gw2", &["-sf", &uas_xml, "-i", "127.0.0.5", "-p", "5060", "-t", r.transport, "-nostdin", "-trace_err"]);
+    let mut gw1 = Sipp::spawn(
+        "gw1",
+        &[
+            "-sf",
+            &uas_xml,
+            "-i",
+            "127.0.0.2",
+            "-p",
+            "5060",
+            "-t",
+            r.transport,
+            "-nostdin",
+            "-trace_err",
+        ],
+    );
+    let mut gw2 = Sipp::spawn(
+        "gw2",
+        &[
+            "-sf",
+            &uas_xml,
+            "-i",
+            "127.0.0.5",
+            "-p",
+            "5060",
+            "-t",
+            r.transport,
+            "-nostdin",
+            "-trace_err",
+        ],
+    );
     std::thread::sleep(Duration::from_millis(300));
     let uac_xml = scenario(r.uac);
     let (calls, rate) = (r.calls.to_string(), r.rate.to_string());
     let mut uac = Sipp::spawn(
         "cloud peer",
         &[
-            "-sf", &uac_xml, "-i", "127.0.0.3", "-p", "5060", "-t", r.transport, "-s", "+33144556677",
-            "-set", "domain", "ap.lab.example", "-r", &rate, "-m", &calls, "-l", "300",
-            "-recv_timeout", "15000", "-timeout", "90", "-timeout_error", "-nostdin", "-trace_err",
+            "-sf",
+            &uac_xml,
+            "-i",
+            "127.0.0.3",
+            "-p",
+            "5060",
+            "-t",
+            r.transport,
+            "-s",
+            "+33144556677",
+            "-set",
+            "domain",
+            "ap.lab.example",
+            "-r",
+            &rate,
+            "-m",
+            &calls,
+            "-l",
+            "300",
+            "-recv_timeout",
+            "15000",
+            "-timeout",
+            "90",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
             "127.0.0.1:5062",
         ],
     );
@@ -79,7 +172,13 @@ fn tail(s: &str) -> String {
 }
 
 fn load(transport: &str) -> Run<'_> {
-    Run { transport, uac: "uac.xml", uas: "uas.xml", calls: 1000, rate: 100 }
+    Run {
+        transport,
+        uac: "uac.xml",
+        uas: "uas.xml",
+        calls: 1000,
+        rate: 100,
+    }
 }
 
 #[test]
@@ -125,8 +224,26 @@ fn cancel_before_answer_propagates() {
     }
     let lab = Lab::start();
     for t in ["u1", "t1"] {
-        gateway_to_cloud(&lab, Run { transport: t, uac: "uac_cancel.xml", uas: "uas_cancel.xml", calls: 20, rate: 10 });
-        cloud_to_gateway(&lab, Run { transport: t, uac: "uac_cancel.xml", uas: "uas_cancel.xml", calls: 20, rate: 10 });
+        gateway_to_cloud(
+            &lab,
+            Run {
+                transport: t,
+                uac: "uac_cancel.xml",
+                uas: "uas_cancel.xml",
+                calls: 20,
+                rate: 10,
+            },
+        );
+        cloud_to_gateway(
+            &lab,
+            Run {
+                transport: t,
+                uac: "uac_cancel.xml",
+                uas: "uas_cancel.xml",
+                calls: 20,
+                rate: 10,
+            },
+        );
     }
 }
 
@@ -137,7 +254,25 @@ fn busy_486_propagates() {
     }
     let lab = Lab::start();
     for t in ["u1", "t1"] {
-        gateway_to_cloud(&lab, Run { transport: t, uac: "uac_busy.xml", uas: "uas_busy.xml", calls: 20, rate: 10 });
-        cloud_to_gateway(&lab, Run { transport: t, uac: "uac_busy.xml", uas: "uas_busy.xml", calls: 20, rate: 10 });
+        gateway_to_cloud(
+            &lab,
+            Run {
+                transport: t,
+                uac: "uac_busy.xml",
+                uas: "uas_busy.xml",
+                calls: 20,
+                rate: 10,
+            },
+        );
+        cloud_to_gateway(
+            &lab,
+            Run {
+                transport: t,
+                uac: "uac_busy.xml",
+                uas: "uas_busy.xml",
+                calls: 20,
+                rate: 10,
+            },
+        );
     }
 }

@@ -10,8 +10,8 @@
 //! transaction per target) → **relay_response** (§16.7 response context) → **fail** (failover
 //! to the next target, or the best final response upstream) → **log**.
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::config::{Config, Side, Transport};
 use crate::routing::{self, Decision, NextHop, RoutingTable, Sender};
-use crate::sip::{build_response, HeaderName, Message, Method, NameAddr, ParseError, Scheme, Uri};
+use crate::sip::{build_response, HeaderName, Message, Method, NameAddr, Scheme, Uri, Via};
 use crate::transport::{Flow, Inbound};
 use crate::txn::{
     ClientEvent, ClientKey, ClientTxn, RequestFacts, ServerEvent, ServerKey, ServerTxn, State,
@@ -54,6 +54,27 @@ pub struct Stats {
     pub failovers: u64,
 }
 
+/// A refusal from the admit phase: status, reason phrase, extra header fields.
+struct Refusal {
+    status: u16,
+    reason: String,
+    extra: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Refusal {
+    fn new(status: u16, reason: String) -> Refusal {
+        Refusal {
+            status,
+            reason,
+            extra: Vec::new(),
+        }
+    }
+    fn with(mut self, name: &'static str, value: &[u8]) -> Refusal {
+        self.extra.push((name, value.to_vec()));
+        self
+    }
+}
+
 /// Where a request goes next: a hop from the routing table, or an address from a URI.
 #[derive(Debug, Clone)]
 struct Target {
@@ -76,8 +97,6 @@ struct ResponseContext {
     final_sent: bool,
     /// A CANCEL arrived for it.
     cancelled: bool,
-    /// The sender's identity as admitted.
-    inbound_side: Side,
     branch_index: u32,
 }
 
@@ -136,7 +155,11 @@ enum TimerSlot {
 }
 
 impl Core {
-    pub fn new(cfg: Arc<Config>, table: RoutingTable, local: HashMap<(Side, Transport), SocketAddr>) -> Core {
+    pub fn new(
+        cfg: Arc<Config>,
+        table: RoutingTable,
+        local: HashMap<(Side, Transport), SocketAddr>,
+    ) -> Core {
         let timers = TimerConfig {
             t1: cfg.sip.t1,
             t2: cfg.sip.t2,
@@ -183,9 +206,13 @@ impl Core {
         self.draining = true;
     }
 
-    /// No transaction left: the drain may end.
+    /// Nothing left in flight: every server transaction has sent its final response and every
+    /// client transaction has received one. (Transactions lingering in Completed/Accepted only
+    /// absorb retransmissions; the drain need not wait for them.)
     pub fn is_idle(&self) -> bool {
-        self.servers.is_empty() && self.clients.is_empty()
+        let live = |s: State| matches!(s, State::Calling | State::Trying | State::Proceeding);
+        !self.servers.values().any(|e| live(e.txn.state()))
+            && !self.clients.values().any(|c| live(c.txn.state()))
     }
 
     pub fn transaction_count(&self) -> (usize, usize) {
@@ -205,7 +232,12 @@ impl Core {
                     self.on_response(now, flow, msg);
                 }
             }
-            Inbound::Malformed(flow, bytes, err) => self.on_malformed(flow, &bytes, &err),
+            Inbound::Malformed {
+                flow,
+                bytes,
+                response,
+                reason,
+            } => self.on_malformed(flow, &bytes, response, &reason),
             Inbound::SendFailed {
                 side,
                 transport,
@@ -220,7 +252,9 @@ impl Core {
                 break;
             }
             self.heap.pop();
-            let Some(which) = self.slots.remove(&slot) else { continue };
+            let Some(which) = self.slots.remove(&slot) else {
+                continue;
+            };
             match which {
                 TimerSlot::Server(key) => {
                     if let Some(e) = self.servers.get_mut(&key) {
@@ -240,11 +274,19 @@ impl Core {
     }
 
     /// A transport failure toward `remote`: every client transaction sending there fails.
-    pub fn on_send_failed(&mut self, now: Instant, side: Side, transport: Transport, remote: SocketAddr) {
+    pub fn on_send_failed(
+        &mut self,
+        now: Instant,
+        side: Side,
+        transport: Transport,
+        remote: SocketAddr,
+    ) {
         let keys: Vec<ClientKey> = self
             .clients
             .iter()
-            .filter(|(_, c)| c.hop.side == side && c.hop.transport == transport && c.hop.addr == remote)
+            .filter(|(_, c)| {
+                c.hop.side == side && c.hop.transport == transport && c.hop.addr == remote
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
@@ -257,26 +299,33 @@ impl Core {
 
     // ---------------------------------------------------------------- admit
 
-    fn on_malformed(&mut self, flow: Flow, bytes: &[u8], err: &ParseError) {
+    fn on_malformed(
+        &mut self,
+        flow: Flow,
+        bytes: &[u8],
+        response: Option<(u16, &'static str)>,
+        why: &str,
+    ) {
         self.stats.malformed += 1;
-        let Some((status, reason)) = err.response() else {
-            debug!(remote = %flow.remote, error = %err, "malformed message dropped");
+        let Some((status, reason)) = response else {
+            debug!(remote = %flow.remote, error = %why, "malformed message dropped");
             return;
         };
-        // An answer needs at least the Via/From/To/Call-ID/CSeq: try a lenient re-read of the
-        // header section; when that fails too, nothing can be answered.
-        match Message::parse_for_error_response(Bytes::copy_from_slice(bytes)) {
-            Some(req) => {
-                info!(remote = %flow.remote, status, error = %err, "malformed request refused");
-                let resp = build_response(&req, status, reason, None, &[]);
-                self.send_to_flow(&flow, via_rport(&req), via_port(&req), resp);
+        match error_response(bytes, status, reason) {
+            Some((resp, rport, via_port)) => {
+                info!(remote = %flow.remote, status, error = %why, "malformed request refused");
+                self.send_to_flow(&flow, rport, via_port, resp);
             }
-            None => debug!(remote = %flow.remote, error = %err, "malformed request dropped: no answer can be built"),
+            None => {
+                debug!(remote = %flow.remote, error = %why, "malformed request dropped: no answer can be built")
+            }
         }
     }
 
     fn on_request(&mut self, now: Instant, flow: Flow, req: Message) {
-        let Some(method) = req.method().cloned() else { return };
+        let Some(method) = req.method().cloned() else {
+            return;
+        };
         let call_id = String::from_utf8_lossy(req.call_id().unwrap_or_default()).into_owned();
         let span = info_span!("admit", method = method.as_str(), call_id = %call_id, side = flow.side.as_str(), remote = %flow.remote);
         let _g = span.enter();
@@ -320,23 +369,41 @@ impl Core {
             entry.txn.send_response(now, 100, trying);
         }
         self.servers.insert(key.clone(), entry);
+        self.drain_server(now, &key);
 
-        if let Err((status, reason)) = self.admit(&flow, &req, &method) {
+        if let Err(r) = self.admit(&flow, &req, &method) {
             self.stats.rejected += 1;
-            info!(status, reason = %reason, "request refused");
-            self.respond(now, &key, &req, status, &reason, &[]);
+            info!(status = r.status, reason = %r.reason, "request refused");
+            let extra: Vec<(&str, &[u8])> =
+                r.extra.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+            self.respond(now, &key, &req, r.status, &r.reason, &extra);
             return;
         }
 
         // OPTIONS addressed to us (no user part, our host, no Route): answer ourselves.
-        if method == Method::Options && req.routes().next().is_none() && self.is_us_uri(req.request_uri()) {
-            let contact = format!("<sip:{}:{};transport={}>", self.cfg.fqdn_for(flow.side), flow.local.port(), flow.transport.uri_param());
-            self.respond(now, &key, &req, 200, "OK", &[
-                ("Allow", ALLOW.as_bytes()),
-                ("Accept", b"application/sdp"),
-                ("Contact", contact.as_bytes()),
-                ("Supported", b""),
-            ]);
+        if method == Method::Options
+            && req.routes().next().is_none()
+            && self.is_us_uri(req.request_uri())
+        {
+            let contact = format!(
+                "<sip:{}:{};transport={}>",
+                self.cfg.fqdn_for(flow.side),
+                flow.local.port(),
+                flow.transport.uri_param()
+            );
+            self.respond(
+                now,
+                &key,
+                &req,
+                200,
+                "OK",
+                &[
+                    ("Allow", ALLOW.as_bytes()),
+                    ("Accept", b"application/sdp"),
+                    ("Contact", contact.as_bytes()),
+                    ("Supported", b""),
+                ],
+            );
             return;
         }
 
@@ -344,42 +411,65 @@ impl Core {
     }
 
     /// The admit phase: returns the rejection, if any.
-    fn admit(&self, flow: &Flow, req: &Message, method: &Method) -> Result<(), (u16, String)> {
+    fn admit(&self, flow: &Flow, req: &Message, method: &Method) -> Result<(), Refusal> {
         let sender = self.table.identify(flow.side, flow.remote.ip());
         if sender.is_none() {
-            return Err((
+            return Err(Refusal::new(
                 403,
                 format!(
                     "{} is neither a configured {} nor {}",
                     flow.remote.ip(),
-                    if flow.side == Side::Gateway { "gateway" } else { "cloud peer" },
-                    if flow.side == Side::Gateway { "allowed on the gateway side" } else { "allowed on the cloud side" }
+                    if flow.side == Side::Gateway {
+                        "gateway"
+                    } else {
+                        "cloud peer"
+                    },
+                    if flow.side == Side::Gateway {
+                        "allowed on the gateway side"
+                    } else {
+                        "allowed on the cloud side"
+                    }
                 ),
             ));
         }
-        if self.draining && *method == Method::Invite && req.to_hdr().and_then(|t| t.tag()).is_none() {
-            return Err((503, "Service Unavailable (draining)".into()));
+        if self.draining
+            && *method == Method::Invite
+            && req.to_hdr().and_then(|t| t.tag()).is_none()
+        {
+            return Err(Refusal::new(503, "Service Unavailable".into()).with("Retry-After", b"60"));
         }
         // §16.3 step 3.
-        if req.max_forwards() == Some(0) && !(*method == Method::Options && self.is_us_uri(req.request_uri())) {
-            return Err((483, "Too Many Hops".into()));
+        if req.max_forwards() == Some(0)
+            && !(*method == Method::Options && self.is_us_uri(req.request_uri()))
+        {
+            return Err(Refusal::new(483, "Too Many Hops".into()));
         }
         // §16.3 step 5: we support no extension a proxy could be required to.
-        if let Some(pr) = req.header(HeaderName::ProxyRequire) {
-            return Err((420, format!("Bad Extension: {}", String::from_utf8_lossy(pr))));
+        let required: Vec<&[u8]> = req
+            .header_values(HeaderName::ProxyRequire)
+            .filter(|v| !v.is_empty())
+            .collect();
+        if !required.is_empty() {
+            return Err(Refusal::new(420, "Bad Extension".into())
+                .with("Unsupported", &required.join(&b", "[..])));
         }
         // §16.3 step 1: Request-URI scheme.
         match req.request_uri().map(|u| u.scheme()) {
             Some(Scheme::Sip | Scheme::Sips | Scheme::Tel) => {}
-            _ => return Err((416, "Unsupported URI Scheme".into())),
+            _ => return Err(Refusal::new(416, "Unsupported URI Scheme".into())),
         }
         // §16.3 step 4: loop detection — a Via of ours carrying the branch we would use now.
         if let Some(facts) = request_facts(req) {
             let ours = ServerKey::for_request(&facts).branch_for_target(0);
-            let our_hosts = [self.cfg.fqdn_for(Side::Gateway).as_str(), self.cfg.fqdn_for(Side::Cloud).as_str()];
+            let our_hosts = [
+                self.cfg.fqdn_for(Side::Gateway).as_str(),
+                self.cfg.fqdn_for(Side::Cloud).as_str(),
+            ];
             for v in req.vias().skip(1) {
-                if our_hosts.iter().any(|h| v.host().eq_ignore_ascii_case(h)) && v.branch() == Some(ours.as_bytes()) {
-                    return Err((482, "Loop Detected".into()));
+                if our_hosts.iter().any(|h| v.host().eq_ignore_ascii_case(h))
+                    && v.branch() == Some(ours.as_bytes())
+                {
+                    return Err(Refusal::new(482, "Loop Detected".into()));
                 }
             }
         }
@@ -410,7 +500,11 @@ impl Core {
                 return;
             }
         };
-        let seed = req.top_via().and_then(|v| v.branch()).unwrap_or_default().to_vec();
+        let seed = req
+            .top_via()
+            .and_then(|v| v.branch())
+            .unwrap_or_default()
+            .to_vec();
         let branch = crate::txn::branch_for(&seed, u32::MAX);
         if let Some(data) = self.build_forward(&req, &flow, &target, &branch, false) {
             self.stats.forwarded += 1;
@@ -423,7 +517,14 @@ impl Core {
         }
     }
 
-    fn on_cancel(&mut self, now: Instant, flow: Flow, req: Message, key: ServerKey, invite: ServerKey) {
+    fn on_cancel(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        req: Message,
+        key: ServerKey,
+        invite: ServerKey,
+    ) {
         // The CANCEL is a transaction of its own; answer it 200 (§16.10) or 481.
         let mut entry = ServerEntry {
             txn: ServerTxn::new(now, false, flow.transport.is_reliable(), &self.timers),
@@ -439,7 +540,9 @@ impl Core {
         } else {
             build_response(&req, 481, "Call/Transaction Does Not Exist", None, &[])
         };
-        entry.txn.send_response(now, if found { 200 } else { 481 }, resp);
+        entry
+            .txn
+            .send_response(now, if found { 200 } else { 481 }, resp);
         self.servers.insert(key.clone(), entry);
         self.drain_server(now, &key);
         if !found {
@@ -462,7 +565,12 @@ impl Core {
             self.cancel_branch(now, &k);
         }
         if answer_487 {
-            if let Some(orig) = self.servers.get(&invite).and_then(|e| e.ctx.as_ref()).map(|c| c.request.clone()) {
+            if let Some(orig) = self
+                .servers
+                .get(&invite)
+                .and_then(|e| e.ctx.as_ref())
+                .map(|c| c.request.clone())
+            {
                 self.respond(now, &invite, &orig, 487, "Request Terminated", &[]);
             }
         }
@@ -495,11 +603,17 @@ impl Core {
                         info!(status, %reason, "routing refused");
                         return self.respond(now, &key, &req, status, &reason, &[]);
                     }
-                    Decision::Forward { targets, rewrite_host } => {
+                    Decision::Forward {
+                        targets,
+                        rewrite_host,
+                    } => {
                         if let Sender::Gateway { name, .. } = &sender {
                             debug!(gateway = %name, "inbound call from gateway");
                         }
-                        targets.into_iter().map(|hop| Target { hop, rewrite_host }).collect()
+                        targets
+                            .into_iter()
+                            .map(|hop| Target { hop, rewrite_host })
+                            .collect()
                     }
                 }
             }
@@ -511,7 +625,6 @@ impl Core {
             best: None,
             final_sent: false,
             cancelled: false,
-            inbound_side: flow.side,
             branch_index: 0,
         };
         if let Some(e) = self.servers.get_mut(&key) {
@@ -522,10 +635,17 @@ impl Core {
 
     /// Routes by the Route header set (§16.4, §16.6 steps 6-7). `None`: no Route set to
     /// follow (an initial request for the routing policy).
-    fn route_by_route_set(&self, flow: &Flow, req: &Message) -> Option<Result<Target, (u16, String)>> {
+    fn route_by_route_set(
+        &self,
+        flow: &Flow,
+        req: &Message,
+    ) -> Option<Result<Target, (u16, String)>> {
         let mut routes: Vec<NameAddr<'_>> = req.routes().collect();
         // Our own entries (one or two: the double Record-Route of RFC 5658) are popped.
-        let ours = routes.iter().take_while(|r| self.is_us_uri(Some(r.uri()))).count();
+        let ours = routes
+            .iter()
+            .take_while(|r| self.is_us_uri(Some(r.uri())))
+            .count();
         routes.drain(..ours);
         let in_dialog = req.to_hdr().and_then(|t| t.tag()).is_some();
         let uri = if let Some(next) = routes.first() {
@@ -541,12 +661,16 @@ impl Core {
             }
             ruri
         };
-        Some(self.uri_target(flow.side.other(), &uri).map(|hop| Target { hop, rewrite_host: false }))
+        Some(self.uri_target(flow.side.other(), &uri).map(|hop| Target {
+            hop,
+            rewrite_host: false,
+        }))
     }
 
     /// Resolves a URI (from a Route or the Request-URI) into a next hop on `side`.
     fn uri_target(&self, side: Side, uri: &Uri<'_>) -> Result<NextHop, (u16, String)> {
-        let host = String::from_utf8_lossy(uri.maddr().unwrap_or(uri.host())).into_owned();
+        let maddr = uri.param("maddr").flatten();
+        let host = String::from_utf8_lossy(maddr.unwrap_or(uri.host())).into_owned();
         let transport = match uri.param("transport").flatten() {
             Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
             Some(t) if t.eq_ignore_ascii_case(b"tls") => Transport::Tls,
@@ -555,7 +679,11 @@ impl Core {
             None if uri.scheme() == Scheme::Sips => Transport::Tls,
             None => Transport::Udp,
         };
-        let port = uri.port().unwrap_or(if transport == Transport::Tls { 5061 } else { 5060 });
+        let port = uri.port().unwrap_or(if transport == Transport::Tls {
+            5061
+        } else {
+            5060
+        });
         let ip = self
             .cfg
             .static_host(&host)
@@ -577,13 +705,24 @@ impl Core {
         let Some(uri) = uri else { return false };
         let host = uri.host();
         let host = std::str::from_utf8(host).unwrap_or("");
-        if self.table.own_names.iter().any(|n| n.eq_ignore_ascii_case(host)) {
+        if self
+            .table
+            .own_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(host))
+        {
             return true;
         }
         let port = uri.port().unwrap_or(5060);
-        let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+        let ip = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>();
         match ip {
-            Ok(ip) => self.local.values().any(|a| a.ip() == ip && a.port() == port),
+            Ok(ip) => self
+                .local
+                .values()
+                .any(|a| a.ip() == ip && a.port() == port),
             Err(_) => false,
         }
     }
@@ -593,7 +732,9 @@ impl Core {
     fn forward_next(&mut self, now: Instant, key: &ServerKey) {
         let span = info_span!("forward");
         let _g = span.enter();
-        let Some(e) = self.servers.get_mut(key) else { return };
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
         let flow = e.flow;
         let Some(ctx) = e.ctx.as_mut() else { return };
         let Some(target) = ctx.remaining.pop_front() else {
@@ -611,10 +752,19 @@ impl Core {
         let Ok(sent) = Message::parse(data.clone()) else {
             return self.respond(now, key, &req, 500, "Server Internal Error", &[]);
         };
-        let ckey = ClientKey::new(branch.as_bytes(), req.method().map_or("", |m| m.as_str()).as_bytes());
+        let ckey = ClientKey::new(
+            branch.as_bytes(),
+            req.method().map_or("", |m| m.as_str()).as_bytes(),
+        );
         info!(target = %target.hop.name, addr = %target.hop.addr, transport = target.hop.transport.via_token(), "forwarding");
         self.stats.forwarded += 1;
-        let txn = ClientTxn::new(now, is_invite, data, target.hop.transport.is_reliable(), &self.timers);
+        let txn = ClientTxn::new(
+            now,
+            is_invite,
+            data,
+            target.hop.transport.is_reliable(),
+            &self.timers,
+        );
         let deadline = is_invite.then(|| now + self.cfg.routing.failover_timer);
         self.clients.insert(
             ckey.clone(),
@@ -639,10 +789,20 @@ impl Core {
 
     /// Builds the forwarded copy of `req` for `target` (§16.6): Request-URI, Route pop,
     /// Max-Forwards, Record-Route, Via.
-    fn build_forward(&self, req: &Message, flow: &Flow, target: &Target, branch: &str, record_route: bool) -> Option<Bytes> {
+    fn build_forward(
+        &self,
+        req: &Message,
+        flow: &Flow,
+        target: &Target,
+        branch: &str,
+        record_route: bool,
+    ) -> Option<Bytes> {
         let mut ed = req.edit();
         // Our own Route entries go (§16.4).
-        let ours = req.routes().take_while(|r| self.is_us_uri(Some(r.uri()))).count();
+        let ours = req
+            .routes()
+            .take_while(|r| self.is_us_uri(Some(r.uri())))
+            .count();
         for _ in 0..ours {
             ed.pop_route();
         }
@@ -656,7 +816,10 @@ impl Core {
         ed.set_max_forwards(req.max_forwards().map_or(70, |m| m.saturating_sub(1)));
         let out_side = target.hop.side;
         let out_t = target.hop.transport;
-        let out_port = self.local.get(&(out_side, out_t)).map_or(5060, |a| a.port());
+        let out_port = self
+            .local
+            .get(&(out_side, out_t))
+            .map_or(5060, |a| a.port());
         let dialog_forming = record_route
             || matches!(req.method(), Some(Method::Subscribe | Method::Refer))
                 && req.to_hdr().and_then(|t| t.tag()).is_none();
@@ -669,11 +832,23 @@ impl Core {
                 flow.local.port(),
                 flow.transport.uri_param()
             );
-            let rr_out = format!("<sip:{}:{};transport={};lr>", self.cfg.fqdn_for(out_side), out_port, out_t.uri_param());
-            ed.add_record_route(rr_in.as_bytes());
+            let rr_out = format!(
+                "<sip:{}:{};transport={};lr>",
+                self.cfg.fqdn_for(out_side),
+                out_port,
+                out_t.uri_param()
+            );
+            // Both land above the existing Record-Routes, in call order.
             ed.add_record_route(rr_out.as_bytes());
+            ed.add_record_route(rr_in.as_bytes());
         }
-        let via = format!("SIP/2.0/{} {}:{};branch={};rport", out_t.via_token(), self.cfg.fqdn_for(out_side), out_port, branch);
+        let via = format!(
+            "SIP/2.0/{} {}:{};branch={};rport",
+            out_t.via_token(),
+            self.cfg.fqdn_for(out_side),
+            out_port,
+            branch
+        );
         ed.push_via(via.as_bytes());
         Some(ed.finish())
     }
@@ -681,7 +856,9 @@ impl Core {
     // ---------------------------------------------------------------- relay response
 
     fn on_response(&mut self, now: Instant, flow: Flow, resp: Message) {
-        let (Some(status), Some(via)) = (resp.status(), resp.top_via()) else { return };
+        let (Some(status), Some(via)) = (resp.status(), resp.top_via()) else {
+            return;
+        };
         let Some(branch) = via.branch() else {
             self.stats.stray_responses += 1;
             return;
@@ -696,7 +873,9 @@ impl Core {
             debug!(status, "stray response dropped");
             return;
         };
-        let ack = (c.is_invite && status >= 300).then(|| build_ack(&c.sent, &resp)).flatten();
+        let ack = (c.is_invite && status >= 300)
+            .then(|| build_ack(&c.sent, &resp))
+            .flatten();
         c.txn.handle_response(now, status, ack);
         if (101..200).contains(&status) {
             c.got_provisional = true;
@@ -716,6 +895,7 @@ impl Core {
             self.cancel_branch(now, &key);
         }
     }
+}
 
 impl Core {
     // ---------------------------------------------------------------- transaction plumbing
@@ -729,7 +909,9 @@ impl Core {
     fn drain_client_with(&mut self, now: Instant, key: &ClientKey, resp: Option<&Message>) {
         let mut events = Vec::new();
         {
-            let Some(c) = self.clients.get_mut(key) else { return };
+            let Some(c) = self.clients.get_mut(key) else {
+                return;
+            };
             while let Some(data) = c.txn.poll_transmit() {
                 self.out.push_back(Transmit {
                     side: c.hop.side,
@@ -745,7 +927,9 @@ impl Core {
         for ev in events {
             self.client_event(now, key, ev, resp);
         }
-        let Some(c) = self.clients.get_mut(key) else { return };
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
         if c.txn.is_terminated() {
             if let Some((slot, _)) = c.slot.take() {
                 self.slots.remove(&slot);
@@ -766,7 +950,9 @@ impl Core {
 
     fn drain_server(&mut self, now: Instant, key: &ServerKey) {
         let _ = now;
-        let Some(e) = self.servers.get_mut(key) else { return };
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
         while let Some(data) = e.txn.poll_transmit() {
             let remote = response_addr(&e.flow, e.rport, e.via_port);
             self.out.push_back(Transmit {
@@ -778,7 +964,9 @@ impl Core {
         }
         while let Some(ev) = e.txn.poll_event() {
             match ev {
-                ServerEvent::Timeout => debug!("server transaction timed out waiting for ACK (Timer H)"),
+                ServerEvent::Timeout => {
+                    debug!("server transaction timed out waiting for ACK (Timer H)")
+                }
                 ServerEvent::TransportError => debug!("server transaction transport error"),
                 ServerEvent::Terminated => {}
             }
@@ -799,7 +987,12 @@ impl Core {
     }
 
     /// Keeps one live heap slot per transaction, at its next deadline.
-    fn reschedule(&mut self, old: Option<(u64, Instant)>, at: Option<Instant>, which: TimerSlot) -> Option<(u64, Instant)> {
+    fn reschedule(
+        &mut self,
+        old: Option<(u64, Instant)>,
+        at: Option<Instant>,
+        which: TimerSlot,
+    ) -> Option<(u64, Instant)> {
         match (old, at) {
             (Some((slot, t)), Some(a)) if t == a => Some((slot, t)),
             (old, at) => {
@@ -818,7 +1011,9 @@ impl Core {
 
     /// The failover timer or Timer C of an INVITE branch fired.
     fn client_branch_timer(&mut self, now: Instant, key: &ClientKey) {
-        let Some(c) = self.clients.get_mut(key) else { return };
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
         let Some(d) = c.branch_deadline else { return };
         if d > now {
             return;
@@ -842,9 +1037,19 @@ impl Core {
         }
     }
 
-    fn client_event(&mut self, now: Instant, key: &ClientKey, ev: ClientEvent, resp: Option<&Message>) {
-        let Some(c) = self.clients.get(key) else { return };
-        let Some(parent) = c.parent.clone() else { return };
+    fn client_event(
+        &mut self,
+        now: Instant,
+        key: &ClientKey,
+        ev: ClientEvent,
+        resp: Option<&Message>,
+    ) {
+        let Some(c) = self.clients.get(key) else {
+            return;
+        };
+        let Some(parent) = c.parent.clone() else {
+            return;
+        };
         let abandoned = c.abandoned;
         match ev {
             ClientEvent::Provisional(code) => {
@@ -872,8 +1077,25 @@ impl Core {
             }
             ClientEvent::Timeout | ClientEvent::TransportError => {
                 if !abandoned {
-                    info!("branch failed: {}", if matches!(ev, ClientEvent::Timeout) { "timeout" } else { "transport error" });
-                    self.branch_failed(now, &parent, key, None, if matches!(ev, ClientEvent::Timeout) { 408 } else { 503 });
+                    info!(
+                        "branch failed: {}",
+                        if matches!(ev, ClientEvent::Timeout) {
+                            "timeout"
+                        } else {
+                            "transport error"
+                        }
+                    );
+                    self.branch_failed(
+                        now,
+                        &parent,
+                        key,
+                        None,
+                        if matches!(ev, ClientEvent::Timeout) {
+                            408
+                        } else {
+                            503
+                        },
+                    );
                 }
             }
         }
@@ -881,11 +1103,20 @@ impl Core {
 
     /// The fail phase: a branch ended without a 2xx. Fail over to the next target when the code
     /// allows it, else settle the best response (§16.7 step 6).
-    fn branch_failed(&mut self, now: Instant, parent: &ServerKey, key: &ClientKey, resp: Option<Message>, code: u16) {
+    fn branch_failed(
+        &mut self,
+        now: Instant,
+        parent: &ServerKey,
+        key: &ClientKey,
+        resp: Option<Message>,
+        code: u16,
+    ) {
         let span = info_span!("fail", code);
         let _g = span.enter();
         let failover_codes = self.cfg.routing.failover_codes.clone();
-        let Some(e) = self.servers.get_mut(parent) else { return };
+        let Some(e) = self.servers.get_mut(parent) else {
+            return;
+        };
         let Some(ctx) = e.ctx.as_mut() else { return };
         if ctx.current.as_ref() == Some(key) {
             ctx.current = None;
@@ -894,24 +1125,26 @@ impl Core {
             return;
         }
         if let Some(r) = resp {
-            let better = ctx.best.as_ref().and_then(|b| b.status()).is_none_or(|b| rank(code) < rank(b));
+            let better = ctx
+                .best
+                .as_ref()
+                .and_then(|b| b.status())
+                .is_none_or(|b| rank(code) < rank(b));
             if better {
                 ctx.best = Some(r);
             }
-        } else if ctx.best.is_none() {
-            ctx.best = None;
         }
-        let retry = !ctx.cancelled && code != 603 && failover_codes.contains(&code) && !ctx.remaining.is_empty();
-        let synthetic = if ctx.best.is_none() { Some(code) } else { None };
+        let retry = !ctx.cancelled
+            && code != 603
+            && failover_codes.contains(&code)
+            && !ctx.remaining.is_empty();
         if retry {
             self.stats.failovers += 1;
             info!(code, "failing over to the next target");
             self.forward_next(now, parent);
         } else {
-            if let (Some(code), Some(ctx)) = (synthetic, self.servers.get_mut(parent).and_then(|e| e.ctx.as_mut())) {
-                ctx.best = None;
+            if let Some(ctx) = self.servers.get_mut(parent).and_then(|e| e.ctx.as_mut()) {
                 ctx.remaining.clear();
-                let _ = code;
             }
             self.send_best_or(now, parent, code);
         }
@@ -923,7 +1156,9 @@ impl Core {
 
     /// Sends the best final response upstream, or a locally generated `fallback`.
     fn send_best_or(&mut self, now: Instant, key: &ServerKey, fallback: u16) {
-        let Some(e) = self.servers.get_mut(key) else { return };
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
         let Some(ctx) = e.ctx.as_mut() else { return };
         if ctx.final_sent {
             return;
@@ -936,18 +1171,30 @@ impl Core {
                 let code = r.status().unwrap_or(500);
                 if code == 503 {
                     // §16.7 step 6 / §21.5.4: a 503 from downstream is not passed upstream as such.
-                    self.respond(now, key, &req, 500, "Server Internal Error", &[("Reason", b"SIP;cause=503;text=\"next hop unavailable\"")]);
+                    self.respond(
+                        now,
+                        key,
+                        &req,
+                        500,
+                        "Server Internal Error",
+                        &[("Reason", b"SIP;cause=503;text=\"next hop unavailable\"")],
+                    );
                 } else {
                     self.relay_upstream(now, key, &r, code);
                 }
             }
             None if cancelled => self.respond(now, key, &req, 487, "Request Terminated", &[]),
             None => {
-                let (code, reason) = match fallback {
-                    503 | 408 if fallback == 503 => (503, "Service Unavailable"),
-                    _ => (408, "Request Timeout"),
+                let (code, reason) = if fallback == 503 {
+                    (503, "Service Unavailable")
+                } else {
+                    (408, "Request Timeout")
                 };
-                let retry_after: &[(&str, &[u8])] = if code == 503 { &[("Retry-After", b"30")] } else { &[] };
+                let retry_after: &[(&str, &[u8])] = if code == 503 {
+                    &[("Retry-After", b"30")]
+                } else {
+                    &[]
+                };
                 self.respond(now, key, &req, code, reason, retry_after);
             }
         }
@@ -971,10 +1218,27 @@ impl Core {
     }
 
     /// Sends a locally generated response through the server transaction.
-    fn respond(&mut self, now: Instant, key: &ServerKey, req: &Message, status: u16, reason: &str, extra: &[(&str, &[u8])]) {
-        let tag = (status > 100 && req.to_hdr().and_then(|t| t.tag()).is_none()).then(|| local_tag(key));
-        let data = build_response(req, status, reason, tag.as_deref().map(str::as_bytes), extra);
-        let Some(e) = self.servers.get_mut(key) else { return };
+    fn respond(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        req: &Message,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &[u8])],
+    ) {
+        let tag =
+            (status > 100 && req.to_hdr().and_then(|t| t.tag()).is_none()).then(|| local_tag(key));
+        let data = build_response(
+            req,
+            status,
+            reason,
+            tag.as_deref().map(str::as_bytes),
+            extra,
+        );
+        let Some(e) = self.servers.get_mut(key) else {
+            return;
+        };
         if status >= 200 {
             if let Some(ctx) = e.ctx.as_mut() {
                 ctx.final_sent = true;
@@ -987,7 +1251,9 @@ impl Core {
     /// Sends a CANCEL for an INVITE branch (§9.1): same Request-URI, Call-ID, From, To, CSeq
     /// number and the single Via of the request it cancels, with its Route set.
     fn cancel_branch(&mut self, now: Instant, key: &ClientKey) {
-        let Some(c) = self.clients.get_mut(key) else { return };
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
         c.abandoned = true;
         if !c.got_provisional {
             c.cancel_pending = true;
@@ -996,13 +1262,20 @@ impl Core {
         if c.txn.state() != State::Proceeding {
             return;
         }
-        let Some(data) = build_cancel(&c.sent) else { return };
+        let Some(data) = build_cancel(&c.sent) else {
+            return;
+        };
         let hop = c.hop.clone();
-        let ckey = ClientKey { branch: key.branch.clone(), method: crate::txn::TxnMethod::Cancel };
+        let ckey = ClientKey {
+            branch: key.branch.clone(),
+            method: crate::txn::TxnMethod::Cancel,
+        };
         if self.clients.contains_key(&ckey) {
             return;
         }
-        let Ok(sent) = Message::parse(data.clone()) else { return };
+        let Ok(sent) = Message::parse(data.clone()) else {
+            return;
+        };
         let txn = ClientTxn::new(now, false, data, hop.transport.is_reliable(), &self.timers);
         self.clients.insert(
             ckey.clone(),
@@ -1087,7 +1360,10 @@ fn sent_by(via: &[u8]) -> &[u8] {
         .position(|b| b.is_ascii_whitespace())
         .map_or(via, |i| via.get(i..).unwrap_or_default());
     let trimmed = after_proto.trim_ascii_start();
-    let end = trimmed.iter().position(|b| *b == b';').unwrap_or(trimmed.len());
+    let end = trimmed
+        .iter()
+        .position(|b| *b == b';')
+        .unwrap_or(trimmed.len());
     trimmed.get(..end).unwrap_or_default().trim_ascii_end()
 }
 
@@ -1103,9 +1379,17 @@ fn local_tag(key: &ServerKey) -> String {
 fn rewrite_uri_host(uri: &Uri<'_>, host: &str) -> Option<String> {
     let user = uri.user().map(|u| String::from_utf8_lossy(u).into_owned());
     match uri.scheme() {
-        Scheme::Tel => Some(format!("sip:{}@{};user=phone", String::from_utf8_lossy(uri.host()), host)),
+        Scheme::Tel => Some(format!(
+            "sip:{}@{};user=phone",
+            String::from_utf8_lossy(uri.host()),
+            host
+        )),
         Scheme::Sip | Scheme::Sips => {
-            let scheme = if uri.scheme() == Scheme::Sips { "sips" } else { "sip" };
+            let scheme = if uri.scheme() == Scheme::Sips {
+                "sips"
+            } else {
+                "sip"
+            };
             let params = String::from_utf8_lossy(uri.params_raw());
             // maddr would send it elsewhere; the next hop is decided already.
             let params: String = params
@@ -1139,9 +1423,18 @@ fn build_ack(sent: &Message, resp: &Message) -> Option<Bytes> {
         s.push_str(&format!("Route: {}\r\n", String::from_utf8_lossy(r.raw())));
     }
     s.push_str("Max-Forwards: 70\r\n");
-    s.push_str(&format!("From: {}\r\n", String::from_utf8_lossy(sent.header(HeaderName::From)?)));
-    s.push_str(&format!("To: {}\r\n", String::from_utf8_lossy(resp.header(HeaderName::To)?)));
-    s.push_str(&format!("Call-ID: {}\r\n", String::from_utf8_lossy(sent.call_id()?)));
+    s.push_str(&format!(
+        "From: {}\r\n",
+        String::from_utf8_lossy(sent.header(HeaderName::From)?)
+    ));
+    s.push_str(&format!(
+        "To: {}\r\n",
+        String::from_utf8_lossy(resp.header(HeaderName::To)?)
+    ));
+    s.push_str(&format!(
+        "Call-ID: {}\r\n",
+        String::from_utf8_lossy(sent.call_id()?)
+    ));
     s.push_str(&format!("CSeq: {} ACK\r\n", cseq.seq));
     s.push_str("Content-Length: 0\r\n\r\n");
     Some(Bytes::from(s))
@@ -1153,16 +1446,100 @@ fn build_cancel(sent: &Message) -> Option<Bytes> {
     let top = sent.top_via()?;
     let cseq = sent.cseq()?;
     let mut s = String::with_capacity(512);
-    s.push_str(&format!("CANCEL {} SIP/2.0\r\n", String::from_utf8_lossy(uri.raw())));
+    s.push_str(&format!(
+        "CANCEL {} SIP/2.0\r\n",
+        String::from_utf8_lossy(uri.raw())
+    ));
     s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(top.raw())));
     for r in sent.routes() {
         s.push_str(&format!("Route: {}\r\n", String::from_utf8_lossy(r.raw())));
     }
     s.push_str("Max-Forwards: 70\r\n");
-    s.push_str(&format!("From: {}\r\n", String::from_utf8_lossy(sent.header(HeaderName::From)?)));
-    s.push_str(&format!("To: {}\r\n", String::from_utf8_lossy(sent.header(HeaderName::To)?)));
-    s.push_str(&format!("Call-ID: {}\r\n", String::from_utf8_lossy(sent.call_id()?)));
+    s.push_str(&format!(
+        "From: {}\r\n",
+        String::from_utf8_lossy(sent.header(HeaderName::From)?)
+    ));
+    s.push_str(&format!(
+        "To: {}\r\n",
+        String::from_utf8_lossy(sent.header(HeaderName::To)?)
+    ));
+    s.push_str(&format!(
+        "Call-ID: {}\r\n",
+        String::from_utf8_lossy(sent.call_id()?)
+    ));
     s.push_str(&format!("CSeq: {} CANCEL\r\n", cseq.seq));
     s.push_str("Content-Length: 0\r\n\r\n");
     Some(Bytes::from(s))
+}
+
+/// A response to a request the parser refused, built leniently from its raw header lines
+/// (RFC 3261 §8.2.6 as far as the lines allow): every Via, From, To (with a tag added),
+/// Call-ID and CSeq line is copied as it came. `None` when there is no Via to answer along.
+/// Also returns whether the top Via asked for rport, and its port.
+fn error_response(raw: &[u8], status: u16, reason: &str) -> Option<(Bytes, bool, Option<u16>)> {
+    let head_end = memchr::memmem::find(raw, b"\r\n\r\n").map_or(raw.len(), |p| p + 2);
+    let head = raw.get(..head_end)?;
+    if head.starts_with(b"SIP/") {
+        return None;
+    }
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(format!("SIP/2.0 {status} {reason}\r\n").as_bytes());
+    let mut lines = head.split(|b| *b == b'\n').skip(1).peekable();
+    let mut vias = 0;
+    let mut top: Option<(bool, Option<u16>)> = None;
+    while let Some(line) = lines.next() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let name = HeaderName::from_bytes(line.get(..colon).unwrap_or_default().trim_ascii());
+        let mut value = line
+            .get(colon + 1..)
+            .unwrap_or_default()
+            .trim_ascii()
+            .to_vec();
+        while lines
+            .peek()
+            .is_some_and(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t'))
+        {
+            if let Some(l) = lines.next() {
+                value.push(b' ');
+                value.extend_from_slice(l.strip_suffix(b"\r").unwrap_or(l).trim_ascii());
+            }
+        }
+        if value.iter().any(|b| *b == 0 || *b == b'\r' || *b == b'\n') {
+            continue;
+        }
+        let canon = match name {
+            HeaderName::Via => {
+                vias += 1;
+                if top.is_none() {
+                    let first = value.split(|b| *b == b',').next().unwrap_or_default();
+                    let v = Via::parse(first).ok()?;
+                    top = Some((v.rport().is_some(), v.port()));
+                }
+                "Via"
+            }
+            HeaderName::From => "From",
+            HeaderName::To => {
+                if !value.windows(4).any(|w| w.eq_ignore_ascii_case(b"tag=")) {
+                    value.extend_from_slice(b";tag=sipedge-err");
+                }
+                "To"
+            }
+            HeaderName::CallId => "Call-ID",
+            HeaderName::CSeq => "CSeq",
+            _ => continue,
+        };
+        out.extend_from_slice(canon.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(&value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if vias == 0 {
+        return None;
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    let (rport, port) = top?;
+    Some((Bytes::from(out), rport, port))
 }

@@ -43,12 +43,14 @@ pub async fn resolve_table(cfg: &Config) -> Result<RoutingTable, StartError> {
             resolved.insert(n, ip);
             continue;
         }
-        match tokio::net::lookup_host((n.as_str(), 0)).await {
-            Ok(mut addrs) => {
-                if let Some(a) = addrs.next() {
-                    resolved.insert(n, a.ip());
-                }
+        let found = tokio::net::lookup_host(format!("{n}:0"))
+            .await
+            .map(|mut a| a.next());
+        match found {
+            Ok(Some(a)) => {
+                resolved.insert(n, a.ip());
             }
+            Ok(None) => warn!(name = %n, "name has no address"),
             Err(e) => warn!(name = %n, error = %e, "name does not resolve"),
         }
     }
@@ -56,7 +58,10 @@ pub async fn resolve_table(cfg: &Config) -> Result<RoutingTable, StartError> {
 }
 
 /// Runs the appliance until `shutdown` turns true and the drain ends.
-pub async fn run(cfg: Arc<Config>, mut shutdown: watch::Receiver<bool>) -> Result<Stats, StartError> {
+pub async fn run(
+    cfg: Arc<Config>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Stats, StartError> {
     let table = resolve_table(&cfg).await?;
     let (tx, mut rx) = mpsc::channel::<Inbound>(8192);
     let transports = Transports::bind(&cfg, tx).await?;

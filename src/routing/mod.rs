@@ -61,7 +61,10 @@ pub enum Decision {
         /// `Some(host)`: rewrite the Request-URI host to the target's name.
         rewrite_host: bool,
     },
-    Reject { status: u16, reason: String },
+    Reject {
+        status: u16,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,15 +135,21 @@ impl RoutingTable {
     /// Gateways of this appliance's site in trial order: priority groups first (lower value
     /// first), equal priority rotated by `spread` so load spreads evenly.
     pub fn site_gateways(&self, spread: u64) -> Vec<&GatewayEntry> {
-        let mut gws: Vec<&GatewayEntry> =
-            self.gateways.iter().filter(|g| g.site == self.own_site).collect();
+        let mut gws: Vec<&GatewayEntry> = self
+            .gateways
+            .iter()
+            .filter(|g| g.site == self.own_site)
+            .collect();
         gws.sort_by_key(|g| g.priority);
         let mut out = Vec::with_capacity(gws.len());
         let mut i = 0;
         while i < gws.len() {
             let p = gws[i].priority;
-            let group: Vec<&GatewayEntry> =
-                gws[i..].iter().take_while(|g| g.priority == p).copied().collect();
+            let group: Vec<&GatewayEntry> = gws[i..]
+                .iter()
+                .take_while(|g| g.priority == p)
+                .copied()
+                .collect();
             let n = group.len();
             // Weighted rotation: expand the start index over the sum of weights.
             let total: u64 = group.iter().map(|g| u64::from(g.weight)).sum();
@@ -211,7 +220,10 @@ pub fn route(req: &Message, sender: &Sender, table: &RoutingTable, spread: u64) 
             trace.push(format!(
                 "site {}: gateways in order {}",
                 table.own_site,
-                gws.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ")
+                gws.iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
             Routed {
                 decision: Decision::Forward {
@@ -253,9 +265,15 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
             t.identify(Side::Gateway, ip("127.0.0.2")),
-            Some(Sender::Gateway { name: "gw1.lab.example".into(), site: "lab".into() })
+            Some(Sender::Gateway {
+                name: "gw1.lab.example".into(),
+                site: "lab".into()
+            })
         );
-        assert_eq!(t.identify(Side::Cloud, ip("127.0.0.3")), Some(Sender::CloudPeer));
+        assert_eq!(
+            t.identify(Side::Cloud, ip("127.0.0.3")),
+            Some(Sender::CloudPeer)
+        );
         // The cloud peer's address means nothing on the gateway side, and vice versa.
         assert_eq!(t.identify(Side::Gateway, ip("127.0.0.3")), None);
         assert_eq!(t.identify(Side::Cloud, ip("127.0.0.2")), None);
@@ -267,7 +285,10 @@ mod tests {
         let t = table();
         let r = route(
             &invite("sip:+14255550100@mediation.lab.example"),
-            &Sender::Gateway { name: "gw1.lab.example".into(), site: "lab".into() },
+            &Sender::Gateway {
+                name: "gw1.lab.example".into(),
+                site: "lab".into(),
+            },
             &t,
             0,
         );
@@ -287,18 +308,32 @@ mod tests {
     fn gateway_of_another_site_is_refused() {
         let r = route(
             &invite("sip:+14255550100@mediation.lab.example"),
-            &Sender::Gateway { name: "gw1.remote.example".into(), site: "remote".into() },
+            &Sender::Gateway {
+                name: "gw1.remote.example".into(),
+                site: "remote".into(),
+            },
             &table(),
             0,
         );
-        assert!(matches!(r.decision, Decision::Reject { status: 403, ref reason } if reason.contains("site remote")));
+        assert!(
+            matches!(r.decision, Decision::Reject { status: 403, ref reason } if reason.contains("site remote"))
+        );
     }
 
     #[test]
     fn cloud_call_spreads_over_site_gateways_with_failover_order() {
         let t = table();
-        let order = |spread| match route(&invite("sip:+33144556677@ap.lab.example"), &Sender::CloudPeer, &t, spread).decision {
-            Decision::Forward { targets, .. } => targets.into_iter().map(|h| h.name).collect::<Vec<_>>(),
+        let order = |spread| match route(
+            &invite("sip:+33144556677@ap.lab.example"),
+            &Sender::CloudPeer,
+            &t,
+            spread,
+        )
+        .decision
+        {
+            Decision::Forward { targets, .. } => {
+                targets.into_iter().map(|h| h.name).collect::<Vec<_>>()
+            }
             d => panic!("{d:?}"),
         };
         assert_eq!(order(0), vec!["gw1.lab.example", "gw2.lab.example"]);
@@ -309,7 +344,12 @@ mod tests {
 
     #[test]
     fn unknown_scheme_is_416() {
-        let r = route(&invite("mailto:x@example.com"), &Sender::CloudPeer, &table(), 0);
+        let r = route(
+            &invite("mailto:x@example.com"),
+            &Sender::CloudPeer,
+            &table(),
+            0,
+        );
         assert!(matches!(r.decision, Decision::Reject { status: 416, .. }));
     }
 }

@@ -43,7 +43,9 @@ impl FramingError {
         match self {
             FramingError::Invalid(e) => e.response(),
             FramingError::TooLarge => Some((513, "Message Too Large")),
-            FramingError::MissingContentLength => Some((400, "Bad Request - Missing Content-Length")),
+            FramingError::MissingContentLength => {
+                Some((400, "Bad Request - Missing Content-Length"))
+            }
             FramingError::BadContentLength => Some((400, "Bad Request - Bad Content-Length")),
         }
     }
@@ -58,6 +60,9 @@ pub struct StreamFramer {
     /// How far the search for CRLFCRLF has already looked.
     scanned: usize,
     failed: Option<FramingError>,
+    /// The header section (or whole frame) that caused the failure, so the caller can
+    /// answer it before closing.
+    failed_head: Option<bytes::Bytes>,
     pongs: u64,
 }
 
@@ -119,6 +124,7 @@ impl StreamFramer {
             max: max_message,
             scanned: 0,
             failed: None,
+            failed_head: None,
             pongs: 0,
         }
     }
@@ -142,8 +148,17 @@ impl StreamFramer {
 
     fn fail(&mut self, e: FramingError) -> Result<Option<Frame>, FramingError> {
         self.failed = Some(e.clone());
+        if self.failed_head.is_none() {
+            let end = memchr::memmem::find(&self.buf, b"\r\n\r\n").map_or(0, |p| p + 4);
+            self.failed_head = Some(self.buf.split_to(end).freeze());
+        }
         self.buf.clear();
         Err(e)
+    }
+
+    /// After an error: the header section (or frame) that caused it, when one was read.
+    pub fn failed_head(&self) -> Option<&[u8]> {
+        self.failed_head.as_deref().filter(|h| !h.is_empty())
     }
 
     /// Next complete frame: `Ok(None)` = wait for more data (incomplete
@@ -205,9 +220,12 @@ impl StreamFramer {
         }
         let frame = self.buf.split_to(total).freeze();
         self.scanned = 0;
-        match Message::parse(frame) {
+        match Message::parse(frame.clone()) {
             Ok(m) => Ok(Some(Frame::Message(m))),
-            Err(e) => Err(FramingError::Invalid(e)),
+            Err(e) => {
+                self.failed_head = Some(frame);
+                self.fail(FramingError::Invalid(e))
+            }
         }
     }
 }
@@ -285,14 +303,21 @@ mod tests {
         let mut f = StreamFramer::new(64);
         f.push(&[b'A'; 65]);
         assert_eq!(f.next_frame().unwrap_err(), FramingError::TooLarge);
-        assert_eq!(f.next_frame().unwrap_err(), FramingError::TooLarge, "sticky");
+        assert_eq!(
+            f.next_frame().unwrap_err(),
+            FramingError::TooLarge,
+            "sticky"
+        );
         let mut f = StreamFramer::new(OPT.len() - 1);
         f.push(OPT.get(..OPT.len() - 5).unwrap());
         assert_eq!(f.next_frame().unwrap_err(), FramingError::TooLarge);
         let mut f = StreamFramer::new(100);
         f.push(b"OPTIONS sip:u@h SIP/2.0\r\nl: 18446744073709551615\r\n\r\n");
         assert_eq!(f.next_frame().unwrap_err(), FramingError::TooLarge);
-        assert_eq!(FramingError::TooLarge.response(), Some((513, "Message Too Large")));
+        assert_eq!(
+            FramingError::TooLarge.response(),
+            Some((513, "Message Too Large"))
+        );
     }
 
     #[test]
@@ -300,7 +325,10 @@ mod tests {
         let no_cl = b"OPTIONS sip:u@h SIP/2.0\r\nVia: SIP/2.0/TCP a\r\n\r\n";
         let mut f = StreamFramer::default();
         f.push(no_cl);
-        assert_eq!(f.next_frame().unwrap_err(), FramingError::MissingContentLength);
+        assert_eq!(
+            f.next_frame().unwrap_err(),
+            FramingError::MissingContentLength
+        );
         let mut f = StreamFramer::default();
         f.push(b"OPTIONS sip:u@h SIP/2.0\r\nContent-Length: -999\r\n\r\n");
         assert_eq!(f.next_frame().unwrap_err(), FramingError::BadContentLength);
@@ -311,7 +339,9 @@ mod tests {
         f.push(b"OPTIONS sip:u@h SIP/2.0\r\nContent-Length:\r\n 2\r\n\r\nab");
         // Folded Content-Length is read; the message itself lacks headers.
         match f.next_frame().unwrap_err() {
-            FramingError::Invalid(e) => assert_eq!(e.kind(), ParseErrorKind::MissingHeader(HeaderName::Via)),
+            FramingError::Invalid(e) => {
+                assert_eq!(e.kind(), ParseErrorKind::MissingHeader(HeaderName::Via))
+            }
             e => panic!("{e:?}"),
         }
         // A parse error does not poison the stream.

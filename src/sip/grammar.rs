@@ -367,8 +367,7 @@ mod tests {
 
     #[test]
     fn list_split_respects_quotes_and_angles() {
-        let v: Vec<&[u8]> =
-            ListIter::new(br#""a, b" <sip:x;p=1,2>;q=1 , <sip:y>,sip:z"#).collect();
+        let v: Vec<&[u8]> = ListIter::new(br#""a, b" <sip:x;p=1,2>;q=1 , <sip:y>,sip:z"#).collect();
         assert_eq!(
             v,
             vec![
@@ -395,7 +394,10 @@ mod tests {
         assert_eq!(ps[1].value, None);
         assert_eq!(ps[2].value, Some(&b"\"a;b\""[..]));
         assert!(ParamIter::header(s).validate());
-        assert_eq!(ParamIter::header(s).find("TAG"), Some(Some(&b"1918181833n"[..])));
+        assert_eq!(
+            ParamIter::header(s).find("TAG"),
+            Some(Some(&b"1918181833n"[..]))
+        );
         assert_eq!(ParamIter::header(s).find("x"), Some(None));
         assert_eq!(ParamIter::header(s).find("y"), None);
     }

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Side, Transport};
-use crate::sip::{Frame, Message, ParseError, StreamFramer};
+use crate::sip::{Frame, Message, StreamFramer};
 
 pub type ConnId = u64;
 
@@ -43,8 +43,14 @@ pub struct Flow {
 #[derive(Debug)]
 pub enum Inbound {
     Message(Flow, Message),
-    /// Bytes that did not parse; the proxy answers when an answer can be built.
-    Malformed(Flow, Bytes, ParseError),
+    /// Bytes that did not parse; the proxy answers with `response` when an answer can be
+    /// built from them.
+    Malformed {
+        flow: Flow,
+        bytes: Bytes,
+        response: Option<(u16, &'static str)>,
+        reason: String,
+    },
     /// A message could not be delivered to `remote` (connect failure, reset).
     SendFailed {
         side: Side,
@@ -88,7 +94,10 @@ const WRITE_QUEUE: usize = 256;
 
 impl Transports {
     /// Binds every configured listener and starts its receive loop.
-    pub async fn bind(cfg: &Config, inbound: mpsc::Sender<Inbound>) -> std::io::Result<Arc<Transports>> {
+    pub async fn bind(
+        cfg: &Config,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> std::io::Result<Arc<Transports>> {
         let limits = StreamLimits {
             max_connections: cfg.limits.max_connections,
             max_per_ip: cfg.limits.max_connections_per_ip,
@@ -106,7 +115,9 @@ impl Transports {
                 udp.insert(side, Arc::new(sock));
             }
             if let Some(addr) = l.tcp {
-                let lis = TcpListener::bind(addr).await.map_err(|e| annotate(e, side, "tcp", addr))?;
+                let lis = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| annotate(e, side, "tcp", addr))?;
                 info!(side = side.as_str(), %addr, "listening on TCP");
                 tcp_local.insert(side, addr);
                 tcp_listeners.push((side, lis));
@@ -121,7 +132,12 @@ impl Transports {
             limits,
         });
         for (side, sock) in &t.udp {
-            tokio::spawn(udp_loop(*side, sock.clone(), t.inbound.clone(), t.limits.max_message));
+            tokio::spawn(udp_loop(
+                *side,
+                sock.clone(),
+                t.inbound.clone(),
+                t.limits.max_message,
+            ));
         }
         for (side, lis) in tcp_listeners {
             tokio::spawn(accept_loop(side, lis, t.clone()));
@@ -140,10 +156,19 @@ impl Transports {
 
     /// Sends one message; never blocks. Errors are reported through `Inbound::SendFailed` for
     /// streams, or returned at once for what can be known at once.
-    pub fn send(self: &Arc<Self>, side: Side, transport: Transport, remote: SocketAddr, data: Bytes) -> Result<(), SendError> {
+    pub fn send(
+        self: &Arc<Self>,
+        side: Side,
+        transport: Transport,
+        remote: SocketAddr,
+        data: Bytes,
+    ) -> Result<(), SendError> {
         match transport {
             Transport::Udp => {
-                let sock = self.udp.get(&side).ok_or(SendError::NoListener(side, transport))?;
+                let sock = self
+                    .udp
+                    .get(&side)
+                    .ok_or(SendError::NoListener(side, transport))?;
                 match sock.try_send_to(&data, remote) {
                     Ok(_) => Ok(()),
                     // A full socket buffer is loss; the transaction layer retransmits.
@@ -159,7 +184,11 @@ impl Transports {
                 if let Some(tx) = existing {
                     return tx.try_send(data).map_err(|_| SendError::QueueFull);
                 }
-                let local = self.tcp_local.get(&side).copied().ok_or(SendError::NoListener(side, transport))?;
+                let local = self
+                    .tcp_local
+                    .get(&side)
+                    .copied()
+                    .ok_or(SendError::NoListener(side, transport))?;
                 let t = self.clone();
                 tokio::spawn(async move {
                     match connect(local, remote).await {
@@ -172,7 +201,11 @@ impl Transports {
                             warn!(side = side.as_str(), %remote, error = %e, "TCP connect failed");
                             let _ = t
                                 .inbound
-                                .send(Inbound::SendFailed { side, transport, remote })
+                                .send(Inbound::SendFailed {
+                                    side,
+                                    transport,
+                                    remote,
+                                })
                                 .await;
                         }
                     }
@@ -190,7 +223,12 @@ impl Transports {
 
     /// Registers a connection (accepted or opened) and starts its reader and writer tasks.
     /// Returns its write queue, or `None` when a limit refused it (the stream is dropped).
-    fn register(self: &Arc<Self>, side: Side, stream: TcpStream, remote: SocketAddr) -> Option<mpsc::Sender<Bytes>> {
+    fn register(
+        self: &Arc<Self>,
+        side: Side,
+        stream: TcpStream,
+        remote: SocketAddr,
+    ) -> Option<mpsc::Sender<Bytes>> {
         let local = stream.local_addr().ok()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
@@ -204,7 +242,9 @@ impl Transports {
             table.total += 1;
             *table.per_ip.entry(remote.ip()).or_insert(0) += 1;
             // A newer connection from the same address replaces the older one for sending.
-            table.by_remote.insert((side, remote), ConnEntry { id, tx: tx.clone() });
+            table
+                .by_remote
+                .insert((side, remote), ConnEntry { id, tx: tx.clone() });
         }
         debug!(side = side.as_str(), %remote, conn = id, "connection open");
         let flow = Flow {
@@ -227,7 +267,11 @@ impl Transports {
 
     fn unregister(&self, side: Side, remote: SocketAddr, id: ConnId) {
         if let Ok(mut table) = self.conns.lock() {
-            if table.by_remote.get(&(side, remote)).is_some_and(|c| c.id == id) {
+            if table
+                .by_remote
+                .get(&(side, remote))
+                .is_some_and(|c| c.id == id)
+            {
                 table.by_remote.remove(&(side, remote));
             }
             table.total = table.total.saturating_sub(1);
@@ -255,11 +299,18 @@ pub enum SendError {
 }
 
 fn annotate(e: std::io::Error, side: Side, what: &str, addr: SocketAddr) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("cannot bind {} {what} listener {addr}: {e}", side.as_str()))
+    std::io::Error::new(
+        e.kind(),
+        format!("cannot bind {} {what} listener {addr}: {e}", side.as_str()),
+    )
 }
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
     let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     // Room for bursts of signalling at load.
     let _ = s.set_recv_buffer_size(4 << 20);
@@ -270,7 +321,11 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 async fn connect(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStream> {
-    let sock = if remote.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let sock = if remote.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     // Leave from our listener's address (not its port) so the peer sees the address it knows.
     if local.is_ipv4() == remote.is_ipv4() {
         sock.bind(SocketAddr::new(local.ip(), 0))?;
@@ -315,7 +370,12 @@ async fn udp_loop(side: Side, sock: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>, m
         let bytes = Bytes::copy_from_slice(data);
         let ev = match Message::parse(bytes.clone()) {
             Ok(m) => Inbound::Message(flow, m),
-            Err(e) => Inbound::Malformed(flow, bytes, e),
+            Err(e) => Inbound::Malformed {
+                flow,
+                bytes,
+                response: e.response(),
+                reason: e.to_string(),
+            },
         };
         if tx.send(ev).await.is_err() {
             return;
@@ -364,7 +424,12 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, flow: Flow, t: &Arc<T
                 Ok(None) => break,
                 Ok(Some(Frame::Keepalive)) => {
                     // RFC 5626 §4.4.1: a double-CRLF ping gets a single-CRLF pong.
-                    let _ = t.send(flow.side, Transport::Tcp, flow.remote, Bytes::from_static(b"\r\n"));
+                    let _ = t.send(
+                        flow.side,
+                        Transport::Tcp,
+                        flow.remote,
+                        Bytes::from_static(b"\r\n"),
+                    );
                 }
                 Ok(Some(Frame::Message(m))) => {
                     if t.inbound.send(Inbound::Message(flow, m)).await.is_err() {
@@ -374,11 +439,16 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, flow: Flow, t: &Arc<T
                 Err(e) => {
                     // Framing is lost: answer if we can, then close (RFC 3261 §18.3).
                     warn!(remote = %flow.remote, error = %e, "stream framing error, closing connection");
-                    let pending = framer.take_pending();
-                    if let Ok(pe) = ParseError::try_from(e) {
-                        let _ = t.inbound.send(Inbound::Malformed(flow, pending, pe)).await;
-                        // Give the proxy a moment to queue its 400 before the connection goes.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    if let Some(head) = framer.failed_head() {
+                        let ev = Inbound::Malformed {
+                            flow,
+                            bytes: Bytes::copy_from_slice(head),
+                            response: e.response(),
+                            reason: e.to_string(),
+                        };
+                        let _ = t.inbound.send(ev).await;
+                        // Give the proxy a moment to queue its answer before the connection goes.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     return;
                 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 
 pub fn lab_config_text() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sipedge.toml")).unwrap()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sipedge.toml"))
+        .unwrap()
 }
 
 /// A running appliance; stopped (SIGTERM, then SIGKILL) when dropped.
@@ -29,7 +30,8 @@ impl Lab {
     pub fn start_with(edit: impl FnOnce(String) -> String) -> Lab {
         let guard = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
-        let text = edit(lab_config_text()).replace("state_dir = \"../state\"", "state_dir = \"state\"");
+        let text =
+            edit(lab_config_text()).replace("state_dir = \"../state\"", "state_dir = \"state\"");
         let cfg = dir.path().join("sipedge.toml");
         std::fs::write(&cfg, text).unwrap();
         let log = dir.path().join("sipedge.log");
@@ -43,7 +45,12 @@ impl Lab {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn sipedge");
-        let lab = Lab { child, dir, log, _guard: guard };
+        let lab = Lab {
+            child,
+            dir,
+            log,
+            _guard: guard,
+        };
         lab.wait_ready();
         lab
     }
@@ -56,12 +63,18 @@ impl Lab {
         let deadline = Instant::now() + Duration::from_secs(20);
         let agent = Agent::bind("127.0.0.2:0");
         while Instant::now() < deadline {
-            agent.send_to(&options("sip:mediation.lab.example", &agent), "127.0.0.1:5068");
+            agent.send_to(
+                &options("sip:mediation.lab.example", &agent),
+                "127.0.0.1:5068",
+            );
             if agent.recv_timeout(Duration::from_millis(200)).is_some() {
                 return;
             }
         }
-        panic!("sipedge did not answer OPTIONS within 20 s; log:\n{}", self.log_text());
+        panic!(
+            "sipedge did not answer OPTIONS within 20 s; log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn log_text(&self) -> String {
@@ -70,13 +83,19 @@ impl Lab {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
                 return st;
             }
-            assert!(Instant::now() < deadline, "sipedge did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "sipedge did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -89,7 +108,10 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
@@ -131,7 +153,9 @@ impl Agent {
     pub fn expect(&self, needle: &str, t: Duration) -> String {
         let deadline = Instant::now() + t;
         while Instant::now() < deadline {
-            if let Some((m, _)) = self.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            if let Some((m, _)) =
+                self.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
                 let s = String::from_utf8_lossy(&m).into_owned();
                 if s.lines().next().unwrap_or("").contains(needle) {
                     return s;
@@ -170,7 +194,12 @@ pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 
 /// Is sipp installed? Under CI its absence is a failure, never a silent pass.
 pub fn sipp_available() -> bool {
-    let ok = Command::new("sipp").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    let ok = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
     if !ok && std::env::var_os("CI").is_some() {
         panic!("sipp is required under CI (apt-get install sip-tester)");
     }
@@ -203,7 +232,11 @@ impl Sipp {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sipp");
-        Sipp { child, name: name.into(), stat_dir }
+        Sipp {
+            child,
+            name: name.into(),
+            stat_dir,
+        }
     }
 
     /// Waits for exit within `t`; returns the exit code (0 = every call succeeded).
@@ -216,7 +249,11 @@ impl Sipp {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("sipp {} did not finish within {t:?}; {}", self.name, self.errors());
+                panic!(
+                    "sipp {} did not finish within {t:?}; {}",
+                    self.name,
+                    self.errors()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
