@@ -171,6 +171,11 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// The lab with the cloud peer and the gateways reached over TCP (transport is per trunk).
+fn tcp_everywhere(cfg: String) -> String {
+    cfg.replace("transport = \"udp\"", "transport = \"tcp\"")
+}
+
 fn load(transport: &str) -> Run<'_> {
     Run {
         transport,
@@ -195,7 +200,7 @@ fn tcp_gateway_to_cloud_1000_calls() {
     if !sipp_available() {
         return;
     }
-    let lab = Lab::start();
+    let lab = Lab::start_with(tcp_everywhere);
     gateway_to_cloud(&lab, load("t1"));
 }
 
@@ -213,7 +218,7 @@ fn tcp_cloud_to_gateway_1000_calls() {
     if !sipp_available() {
         return;
     }
-    let lab = Lab::start();
+    let lab = Lab::start_with(tcp_everywhere);
     cloud_to_gateway(&lab, load("t1"));
 }
 
