@@ -51,7 +51,7 @@ impl ServerTxn {
         ServerTxn {
             invite: kind_invite,
             reliable,
-            cfg: *cfg,
+            cfg: cfg.sanitized(),
             state: if kind_invite {
                 State::Proceeding
             } else {
@@ -60,7 +60,7 @@ impl ServerTxn {
             last: None,
             last_status: None,
             timers: TimerTable::new(),
-            interval: cfg.t1,
+            interval: cfg.sanitized().t1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
