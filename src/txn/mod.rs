@@ -193,3 +193,48 @@ pub enum State {
     /// Done: the caller drops the transaction.
     Terminated,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_timer_values_rfc3261_table4() {
+        let c = TimerConfig::default();
+        assert_eq!(c.t1, Duration::from_millis(500));
+        assert_eq!(c.t2, Duration::from_secs(4));
+        assert_eq!(c.t4, Duration::from_secs(5));
+        assert_eq!(c.timeout_64t1(), Duration::from_secs(32));
+        assert_eq!(c.timer_d(), Duration::from_secs(32));
+        assert_eq!(c.sanitized(), c);
+    }
+
+    #[test]
+    fn sanitized_raises_t1_and_t2() {
+        let c = TimerConfig {
+            t1: Duration::ZERO,
+            t2: Duration::ZERO,
+            t4: Duration::ZERO,
+        }
+        .sanitized();
+        assert_eq!(c.t1, TimerConfig::MIN_T1);
+        assert_eq!(c.t2, TimerConfig::MIN_T1);
+        assert_eq!(c.t4, Duration::ZERO);
+        let c = TimerConfig {
+            t1: Duration::from_secs(2),
+            t2: Duration::from_secs(1),
+            t4: Duration::from_secs(5),
+        }
+        .sanitized();
+        assert_eq!(c.t2, Duration::from_secs(2));
+    }
+
+    /// A proxy keeps one of these per in-flight transaction: keep them small
+    /// (measured 392 / 360 bytes on x86_64, the timer table being 192).
+    #[test]
+    fn per_transaction_footprint() {
+        assert!(std::mem::size_of::<ClientTxn>() <= 512);
+        assert!(std::mem::size_of::<ServerTxn>() <= 512);
+        assert!(std::mem::size_of::<TimerTable>() <= 12 * 16);
+    }
+}
