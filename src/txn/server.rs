@@ -46,8 +46,7 @@ impl ServerTxn {
     /// Creates the transaction for a request that just arrived. INVITE starts
     /// in Proceeding (§17.2.1), non-INVITE in Trying (§17.2.2). No timer runs
     /// until the TU responds.
-    pub fn new(now: Instant, kind_invite: bool, reliable: bool, cfg: &TimerConfig) -> ServerTxn {
-        let _ = now;
+    pub fn new(_now: Instant, kind_invite: bool, reliable: bool, cfg: &TimerConfig) -> ServerTxn {
         ServerTxn {
             invite: kind_invite,
             reliable,
