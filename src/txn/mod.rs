@@ -233,6 +233,13 @@ mod tests {
     /// (measured 392 / 360 bytes on x86_64, the timer table being 192).
     #[test]
     fn per_transaction_footprint() {
+        eprintln!(
+            "ClientTxn={} ServerTxn={} TimerTable={} ServerKey={} bytes",
+            std::mem::size_of::<ClientTxn>(),
+            std::mem::size_of::<ServerTxn>(),
+            std::mem::size_of::<TimerTable>(),
+            std::mem::size_of::<ServerKey>()
+        );
         assert!(std::mem::size_of::<ClientTxn>() <= 512);
         assert!(std::mem::size_of::<ServerTxn>() <= 512);
         assert!(std::mem::size_of::<TimerTable>() <= 12 * 16);
