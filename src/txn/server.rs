@@ -25,7 +25,7 @@ pub enum ServerEvent {
 /// The INVITE server transaction does **not** send `100 Trying` by itself
 /// (§17.2.1 allows omitting it when the TU answers within 200 ms): the proxy
 /// TU sends 100 through [`ServerTxn::send_response`] as soon as it accepts
-/// the request (§16.2 / §16.7 step 1 of the proxy).
+/// the request.
 #[derive(Debug)]
 pub struct ServerTxn {
     invite: bool,
