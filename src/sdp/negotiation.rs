@@ -1,5 +1,13 @@
 //! Per-dialog offer/answer state (RFC 3264, RFC 3261 §13.2.1, RFC 6337),
 //! pure: the caller reports which message carried which body.
+//!
+//! A media-anchoring proxy has two offer/answer relationships per dialog:
+//! the caller with the anchor and the anchor with the callee. Keep one
+//! [`Negotiation`] per leg and feed each the bodies as that leg saw them
+//! (the UA's original, and our rewritten body): then [`Stream::srtp`] and
+//! [`Stream::rtcp_mux`] describe that leg, and the UA's [`Endpoint`] is where
+//! the anchor sends that leg's media. Fed with both originals instead, the
+//! endpoints are still each UA's addresses and crypto.
 
 use super::crypto::CryptoLine;
 use super::parse::{ConnAddr, Direction, Proto, Sdp};
@@ -103,6 +111,9 @@ pub struct Endpoint {
     pub crypto: Vec<CryptoLine>,
     /// Crypto lines are present but every one needs an MKI.
     pub requires_mki: bool,
+    /// This side keys with SDES: a non-DTLS SAVP/SAVPF m-line, or RTP/AVP
+    /// with a usable crypto line (RFC 8643 opportunistic SRTP).
+    pub sdes: bool,
 }
 
 impl Endpoint {
@@ -125,6 +136,9 @@ impl Endpoint {
             payload_types: m.payload_types(),
             crypto: m.crypto().to_vec(),
             requires_mki: m.requires_mki(),
+            sdes: !m.proto().is_dtls()
+                && m.proto().is_rtp()
+                && (m.proto().is_secure() || m.usable_crypto().is_some()),
         })
     }
 
