@@ -611,3 +611,44 @@ fn mixed_line_ends_are_kept_per_line() {
         b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\ns=-\r\nc=IN IP4 203.0.113.1\nt=0 0\r\nm=audio 40000 RTP/AVP 0\n"
     );
 }
+
+/// Timing figure for the report:
+/// `cargo test --release --test sdp_corpus -- --ignored --nocapture timing`.
+#[test]
+#[ignore]
+fn timing() {
+    let offer = teams_offer();
+    let policy = CodecPolicy::new(["PCMU", "PCMA", "G729"]);
+    let ours = CryptoLine::new(1, CryptoSuite::AesCm128HmacSha1_80, [7; 30]).unwrap();
+    let iterations = 100_000u32;
+    let start = std::time::Instant::now();
+    let mut total = 0usize;
+    for _ in 0..iterations {
+        let sdp = Sdp::parse(offer.as_bytes()).unwrap();
+        total += sdp.media().len();
+    }
+    let parse = start.elapsed() / iterations;
+    let sdp = Sdp::parse(offer.as_bytes()).unwrap();
+    let start = std::time::Instant::now();
+    for _ in 0..iterations {
+        let kept = filter_offer(&sdp, &policy).unwrap();
+        let rw = Rewrite {
+            connection: anchor(),
+            media: vec![MediaRewrite {
+                port: 40000,
+                rtcp_port: Some(40001),
+                profile: Profile::Srtp,
+                crypto: Some(ours.clone()),
+                keep_formats: kept.into_iter().next().flatten(),
+            }],
+            strip_ice: true,
+            origin: None,
+        };
+        total += rewrite(&sdp, &rw).unwrap().len();
+    }
+    let rw = start.elapsed() / iterations;
+    println!(
+        "teams offer ({} bytes): parse {parse:?}/op, filter+rewrite {rw:?}/op (checksum {total})",
+        offer.len()
+    );
+}

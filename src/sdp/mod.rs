@@ -176,4 +176,75 @@ mod tests {
         assert_eq!(SdpError::MalformedLine { line: 3 }.status_code(), 400);
         assert_eq!(SdpError::OfferPending.status_code(), 491);
     }
+
+    mod fuzz {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const SEED: &str =
+            "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/SAVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
+a=rtcp:4001 IN IP4 10.0.0.2\r\na=rtcp-mux\r\na=ice-ufrag:x\r\n\
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^31\r\n\
+m=video 0 RTP/AVP 31\r\n";
+
+        fn rewrite_for(sdp: &Sdp, port: u16, srtp: bool, keep: Option<Vec<u8>>) -> Rewrite {
+            let crypto = CryptoLine::new(1, CryptoSuite::AesCm128HmacSha1_80, [9; 30]).ok();
+            Rewrite {
+                connection: "203.0.113.1".parse().unwrap(),
+                media: (0..sdp.media().len())
+                    .map(|_| MediaRewrite {
+                        port,
+                        rtcp_port: port.checked_add(1),
+                        profile: if srtp { Profile::Srtp } else { Profile::Rtp },
+                        crypto: crypto.clone(),
+                        keep_formats: keep.clone(),
+                    })
+                    .collect(),
+                strip_ice: true,
+                origin: None,
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Ok(sdp) = Sdp::parse(&body) {
+                    prop_assert_eq!(sdp.to_vec(), body);
+                    let _ = filter_offer(&sdp, &CodecPolicy::new(["PCMU"]));
+                    let _ = rewrite(&sdp, &rewrite_for(&sdp, 1, false, None));
+                }
+            }
+
+            #[test]
+            fn mutated_sdp_never_panics_and_rewrites_reparse(
+                pos in 0usize..400,
+                byte in any::<u8>(),
+                port in any::<u16>(),
+                srtp in any::<bool>(),
+                keep in proptest::option::of(proptest::collection::vec(0u8..128, 0..4)),
+            ) {
+                let mut body = SEED.as_bytes().to_vec();
+                let pos = pos % body.len();
+                body[pos] = byte;
+                let Ok(sdp) = Sdp::parse(&body) else { return Ok(()); };
+                prop_assert_eq!(sdp.to_vec(), body.clone());
+                let mut n = Negotiation::new();
+                let _ = n.on_message(Side::Caller, Carrier::Invite, Some(sdp.clone()));
+                let _ = n.on_message(Side::Callee, Carrier::Success, Some(sdp.clone()));
+                let _ = n.streams();
+                if let Ok(out) = rewrite(&sdp, &rewrite_for(&sdp, port, srtp, keep)) {
+                    let re = Sdp::parse(&out);
+                    prop_assert!(re.is_ok(), "{:?}", String::from_utf8_lossy(&out));
+                    let re = re.unwrap();
+                    prop_assert_eq!(re.media().len(), sdp.media().len());
+                    for (a, b) in sdp.media().iter().zip(re.media()) {
+                        if a.is_rejected() {
+                            prop_assert!(b.is_rejected());
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
