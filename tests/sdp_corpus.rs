@@ -419,7 +419,7 @@ fn gateway_g729_annexb_with_rtcp_mux_and_lf() {
     let m = &sdp.media()[0];
     assert_eq!(m.fmtp(18), Some("annexb=no"));
     assert!(m.rtcp_mux());
-    // RFC 5761 §5.1.3: a=rtcp carries the RTP port when muxing.
+    // RFC 5761 §5.1.1: a=rtcp may carry the RTP port when muxing.
     assert_eq!(m.rtcp().unwrap().port, 20000);
     let kept = filter_offer(&sdp, &CodecPolicy::new(["G729", "PCMA"])).unwrap();
     assert_eq!(kept, vec![Some(vec![18, 101])]);

@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn rfc4568_example_key_decodes_to_30_bytes() {
-        // RFC 4568 §4 example key-salt.
+        // A key-salt from the RFC 4568 examples.
         let key = decode("WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz").unwrap();
         assert_eq!(key.len(), 30);
         assert_eq!(encode(&key), "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz");

@@ -41,7 +41,7 @@ impl CodecPolicy {
 /// * `None`: leave the formats alone (rejected m-line, or a non-RTP m-line
 ///   whose format is allowed);
 /// * `Some(pts)`: keep these payload types (offer order), telephone-event
-///   included whenever it was offered (RFC 4733 §2.5.1);
+///   included whenever it was offered (RFC 4733);
 /// * `Some(vec![])`: nothing acceptable — reject this m-line (port 0,
 ///   RFC 3264 §6), which [`super::rewrite`] does with `keep_formats`.
 ///

@@ -28,9 +28,9 @@ pub enum CryptoSuite {
     Aes256CmHmacSha1_80,
     /// `AES_256_CM_HMAC_SHA1_32` (RFC 6188).
     Aes256CmHmacSha1_32,
-    /// `AEAD_AES_128_GCM` (RFC 7714 §14.2).
+    /// `AEAD_AES_128_GCM` (RFC 7714).
     AeadAes128Gcm,
-    /// `AEAD_AES_256_GCM` (RFC 7714 §14.2).
+    /// `AEAD_AES_256_GCM` (RFC 7714).
     AeadAes256Gcm,
     /// Any other suite name, kept verbatim; RFC 4568 §5.1.2 has the answerer
     /// ignore crypto lines with unknown suites.
@@ -78,10 +78,10 @@ impl CryptoSuite {
             CryptoSuite::AesCm128HmacSha1_80
             | CryptoSuite::AesCm128HmacSha1_32
             | CryptoSuite::F8_128HmacSha1_80 => Some(30),
-            // RFC 6188 §7.1: 192/256-bit key + 112-bit salt.
+            // RFC 6188: 192/256-bit key + 112-bit salt.
             CryptoSuite::Aes192CmHmacSha1_80 | CryptoSuite::Aes192CmHmacSha1_32 => Some(38),
             CryptoSuite::Aes256CmHmacSha1_80 | CryptoSuite::Aes256CmHmacSha1_32 => Some(46),
-            // RFC 7714 §14.2: 96-bit salt.
+            // RFC 7714: 96-bit salt.
             CryptoSuite::AeadAes128Gcm => Some(28),
             CryptoSuite::AeadAes256Gcm => Some(44),
             CryptoSuite::Other(_) => None,
@@ -150,7 +150,7 @@ pub struct CryptoLine {
 fn parse_lifetime(s: &str) -> Result<Lifetime, SdpError> {
     if let Some(exp) = s.strip_prefix("2^") {
         let exp: u32 = parse_digits(exp)?;
-        // The lifetime must fit in 64 bits (SRTP caps it at 2^48, RFC 3711 §9.2).
+        // The lifetime must fit in 64 bits (SRTP itself caps it at 2^48, RFC 3711).
         if exp > 63 {
             return Err(SdpError::InvalidCrypto);
         }
@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn parses_rfc4568_example_with_lifetime_and_mki() {
-        // RFC 4568 §4 example.
+        // The RFC 4568 §4 example form (lifetime and MKI).
         let v = format!("1 AES_CM_128_HMAC_SHA1_80 inline:{RFC4568_KEY}|2^20|1:4");
         let c = CryptoLine::parse(&v).unwrap();
         assert_eq!(c.tag, 1);

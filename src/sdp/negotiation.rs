@@ -191,7 +191,7 @@ pub struct Negotiation {
     late_offer_from: Option<Side>,
     current: Option<Exchange>,
     /// The current answer came in a provisional response: later 18x/2xx to
-    /// the same request may carry it again (RFC 6337 §3.1).
+    /// the same request may carry it again (RFC 3261 §13.2.1, RFC 6337).
     answer_repeatable: bool,
 }
 
@@ -297,7 +297,7 @@ impl Negotiation {
                 Ok(None)
             }
             (Carrier::Failure, _) => {
-                // RFC 3261 §14.1, RFC 3311 §5.2: a failed offer leaves the
+                // RFC 3261 §14.1, RFC 3311: a failed offer leaves the
                 // session as it was.
                 if pending_from_other {
                     self.pending = None;
@@ -399,7 +399,7 @@ impl Negotiation {
                 continue;
             };
             let srtp = if am.proto().is_rtp() && !am.proto().is_secure() {
-                // RFC 8643 §3: RTP/AVP with crypto on both sides.
+                // RFC 8643: RTP/AVP with crypto on both sides.
                 oe.usable_crypto().is_some() && ae.usable_crypto().is_some()
             } else {
                 am.proto().is_secure() && !am.proto().is_dtls()
@@ -791,7 +791,7 @@ mod tests {
             ),
             Ok(Some(SdpRole::Answer))
         );
-        // A PRACK with SDP and nothing pending is a new offer (RFC 3262 §5).
+        // A PRACK with SDP and nothing pending is a new offer (RFC 3262).
         assert_eq!(
             n.on_message(
                 Side::Caller,

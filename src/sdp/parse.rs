@@ -227,7 +227,7 @@ pub enum Proto {
     RtpSavp,
     /// `RTP/SAVPF`
     RtpSavpf,
-    /// `UDP/TLS/RTP/SAVP` (DTLS-SRTP, RFC 5764 §8)
+    /// `UDP/TLS/RTP/SAVP` (DTLS-SRTP, RFC 5764)
     UdpTlsRtpSavp,
     /// `UDP/TLS/RTP/SAVPF`
     UdpTlsRtpSavpf,
@@ -388,7 +388,7 @@ pub struct Fmtp {
     pub params: String,
 }
 
-/// `a=rtcp:<port> [IN <type> <addr>]` (RFC 3605 §2.1).
+/// `a=rtcp:<port> [IN <type> <addr>]` (RFC 3605).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RtcpAttr {
     /// RTCP port.

@@ -25,7 +25,7 @@ pub struct MediaRewrite {
     pub port: u16,
     /// Our RTCP port: rewrites `a=rtcp`; `None` removes `a=rtcp` (RTCP on
     /// port + 1, or muxed). If the SDP has no `a=rtcp` and this is not
-    /// port + 1, an `a=rtcp` line is added (RFC 3605 §2.1).
+    /// port + 1, an `a=rtcp` line is added (RFC 3605).
     pub rtcp_port: Option<u16>,
     /// Profile toward the receiver of this SDP. Non-RTP protos (`udptl` …)
     /// are left alone.
