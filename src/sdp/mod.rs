@@ -21,7 +21,7 @@ mod rewrite;
 pub use base64::{decode as base64_decode, encode as base64_encode};
 pub use codec::{filter_offer, CodecPolicy};
 pub use crypto::{CryptoLine, CryptoSuite, KeyParam, Lifetime, Mki};
-pub use negotiation::{Carrier, Endpoint, Exchange, Negotiation, SdpRole, Side, Stream};
+pub use negotiation::{Carrier, Endpoint, Exchange, NegotiatedStream, Negotiation, SdpRole, Side};
 pub use parse::{
     static_payload_type, AddrType, Candidate, ConnAddr, Connection, Direction, Fmtp, Ice, Media,
     Origin, Proto, RtcpAttr, Rtpmap, Sdp,

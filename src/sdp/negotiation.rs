@@ -4,8 +4,8 @@
 //! A media-anchoring proxy has two offer/answer relationships per dialog:
 //! the caller with the anchor and the anchor with the callee. Keep one
 //! [`Negotiation`] per leg and feed each the bodies as that leg saw them
-//! (the UA's original, and our rewritten body): then [`Stream::srtp`] and
-//! [`Stream::rtcp_mux`] describe that leg, and the UA's [`Endpoint`] is where
+//! (the UA's original, and our rewritten body): then [`NegotiatedStream::srtp`] and
+//! [`NegotiatedStream::rtcp_mux`] describe that leg, and the UA's [`Endpoint`] is where
 //! the anchor sends that leg's media. Fed with both originals instead, the
 //! endpoints are still each UA's addresses and crypto.
 
@@ -151,7 +151,7 @@ impl Endpoint {
 
 /// What the media layer needs about one negotiated m-line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stream {
+pub struct NegotiatedStream {
     /// m-line index.
     pub index: usize,
     /// Media type.
@@ -171,7 +171,7 @@ pub struct Stream {
     pub on_hold: bool,
 }
 
-impl Stream {
+impl NegotiatedStream {
     /// The endpoint of `side`.
     pub fn endpoint(&self, side: Side) -> &Endpoint {
         match side {
@@ -181,8 +181,8 @@ impl Stream {
     }
 }
 
-/// Offer/answer state of one dialog (clone it per early dialog when a
-/// forked INVITE gets 18x with different To tags).
+/// Offer/answer state of one dialog. A forked INVITE gets one per early
+/// dialog: see [`Negotiation::fork`].
 #[derive(Clone, Debug, Default)]
 pub struct Negotiation {
     pending: Option<(Side, Sdp)>,
@@ -364,6 +364,28 @@ impl Negotiation {
         Ok(SdpRole::Answer)
     }
 
+    /// The state for another early dialog of the same initial INVITE (a 1xx
+    /// or 2xx with a new To tag after forking, RFC 3261 §13.2.2.4): the
+    /// INVITE's offer is pending again so that dialog's own answer can be
+    /// applied; with a late offer, that dialog's own offer is awaited.
+    pub fn fork(&self) -> Negotiation {
+        let late = |side: Side| Negotiation {
+            late_offer_from: Some(side),
+            ..Negotiation::default()
+        };
+        match (&self.pending, &self.current) {
+            (Some((Side::Callee, _)), None) => late(Side::Callee),
+            (_, Some(c)) if c.early && self.pending.is_none() => match c.offerer {
+                Side::Caller => Negotiation {
+                    pending: Some((Side::Caller, c.offer.clone())),
+                    ..Negotiation::default()
+                },
+                Side::Callee => late(Side::Callee),
+            },
+            _ => self.clone(),
+        }
+    }
+
     /// The offer waiting for its answer, and who made it.
     pub fn pending_offer(&self) -> Option<(Side, &Sdp)> {
         self.pending.as_ref().map(|(s, sdp)| (*s, sdp))
@@ -386,7 +408,7 @@ impl Negotiation {
     }
 
     /// Per m-line view of the current exchange for the media layer.
-    pub fn streams(&self) -> Vec<Stream> {
+    pub fn streams(&self) -> Vec<NegotiatedStream> {
         let Some(c) = &self.current else {
             return Vec::new();
         };
@@ -408,7 +430,7 @@ impl Negotiation {
                 Side::Caller => (oe, ae),
                 Side::Callee => (ae, oe),
             };
-            out.push(Stream {
+            out.push(NegotiatedStream {
                 index,
                 kind: om.kind().to_owned(),
                 rejected: om.is_rejected() || am.is_rejected(),
@@ -573,6 +595,74 @@ mod tests {
     }
 
     #[test]
+    fn forked_early_dialogs_get_their_own_answer() {
+        let mut a = Negotiation::new();
+        a.on_message(
+            Side::Caller,
+            Carrier::Invite,
+            Some(sdp(1, "m=audio 4000 RTP/AVP 0\r\n")),
+        )
+        .unwrap();
+        let before = a.fork();
+        assert_eq!(before.pending_offer().map(|p| p.0), Some(Side::Caller));
+        a.on_message(
+            Side::Callee,
+            Carrier::Provisional,
+            Some(sdp(1, "m=audio 5000 RTP/AVP 0\r\n")),
+        )
+        .unwrap();
+        // A second early dialog shows up after the first answered.
+        let mut b = a.fork();
+        assert!(b.current().is_none());
+        assert_eq!(
+            b.on_message(
+                Side::Callee,
+                Carrier::Provisional,
+                Some(sdp(1, "m=audio 6000 RTP/AVP 0\r\n"))
+            ),
+            Ok(Some(SdpRole::Answer))
+        );
+        assert_eq!(a.streams()[0].callee.rtp_port, 5000);
+        assert_eq!(b.streams()[0].callee.rtp_port, 6000);
+        assert_eq!(b.streams()[0].caller.rtp_port, 4000);
+
+        // Late offer: each dialog makes its own offer.
+        let mut l = Negotiation::new();
+        l.on_message(Side::Caller, Carrier::Invite, None).unwrap();
+        l.on_message(
+            Side::Callee,
+            Carrier::Provisional,
+            Some(sdp(1, "m=audio 5000 RTP/AVP 0\r\n")),
+        )
+        .unwrap();
+        let mut m = l.fork();
+        assert!(m.awaiting_late_offer() && m.pending_offer().is_none());
+        assert_eq!(
+            m.on_message(
+                Side::Callee,
+                Carrier::Success,
+                Some(sdp(1, "m=audio 7000 RTP/AVP 0\r\n"))
+            ),
+            Ok(Some(SdpRole::Offer))
+        );
+        // A confirmed dialog forks into a plain copy.
+        let mut c = Negotiation::new();
+        c.on_message(
+            Side::Caller,
+            Carrier::Invite,
+            Some(sdp(1, "m=audio 4000 RTP/AVP 0\r\n")),
+        )
+        .unwrap();
+        c.on_message(
+            Side::Callee,
+            Carrier::Success,
+            Some(sdp(1, "m=audio 5000 RTP/AVP 0\r\n")),
+        )
+        .unwrap();
+        assert_eq!(c.fork().streams(), c.streams());
+    }
+
+    #[test]
     fn answer_media_count_must_match() {
         let mut n = Negotiation::new();
         n.on_message(
@@ -663,6 +753,21 @@ mod tests {
         assert!(s[0].callee.on_hold);
         assert_eq!(s[0].callee.direction, Direction::SendOnly);
         assert_eq!(s[0].caller.direction, Direction::RecvOnly);
+        // Both directions off.
+        n.on_message(
+            Side::Caller,
+            Carrier::Update,
+            Some(sdp(3, "m=audio 4000 RTP/AVP 0\r\na=inactive\r\n")),
+        )
+        .unwrap();
+        n.on_message(
+            Side::Callee,
+            Carrier::Success,
+            Some(sdp(3, "m=audio 5000 RTP/AVP 0\r\na=inactive\r\n")),
+        )
+        .unwrap();
+        assert!(n.streams()[0].on_hold);
+        assert_eq!(n.streams()[0].caller.direction, Direction::Inactive);
         // Old-style hold with c=0.0.0.0.
         let hold = Sdp::parse(
             b"v=0\r\no=- 1 3 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n",

@@ -32,7 +32,8 @@ pub struct MediaRewrite {
     pub profile: Profile,
     /// Our crypto line. Their `a=crypto` lines are always removed (the keys
     /// are terminated at the anchor); ours is added if given. With
-    /// [`Profile::Rtp`] that is an RFC 8643 opportunistic SRTP offer.
+    /// [`Profile::Rtp`] that is an RFC 8643 opportunistic SRTP offer. In an
+    /// answer, give it the tag and suite of the offered line accepted.
     pub crypto: Option<CryptoLine>,
     /// RTP payload types to keep (in the m-line's order); the `a=rtpmap`,
     /// `a=fmtp` and `a=rtcp-fb` lines of the others are removed. An empty
