@@ -259,6 +259,8 @@ impl Negotiation {
             (Carrier::Ack, Some(sdp)) => {
                 if pending_from_other {
                     self.answer(from, sdp, false).map(Some)
+                } else if self.repeats_current(from, &sdp) {
+                    Ok(None)
                 } else {
                     Err(SdpError::UnexpectedSdp)
                 }
@@ -282,6 +284,15 @@ impl Negotiation {
                     && self.current.as_ref().is_some_and(|c| c.offerer != from)
                 {
                     self.repeat_answer(sdp, early).map(Some)
+                } else if self.repeats_current(from, &sdp) {
+                    // A copy of what this side already sent (e.g. the answer
+                    // of a reliable 18x again in the 2xx): nothing new.
+                    if carrier == Carrier::Success {
+                        if let Some(c) = &mut self.current {
+                            c.early = false;
+                        }
+                    }
+                    Ok(None)
                 } else {
                     Err(SdpError::UnexpectedSdp)
                 }
@@ -310,6 +321,14 @@ impl Negotiation {
             }
             (Carrier::Update | Carrier::Prack | Carrier::Provisional, None) => Ok(None),
         }
+    }
+
+    /// True if `sdp` is byte-identical to the body `from` gave in the current
+    /// exchange.
+    fn repeats_current(&self, from: Side, sdp: &Sdp) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.sdp_of(from).as_bytes() == sdp.as_bytes())
     }
 
     fn offer(&mut self, from: Side, sdp: Sdp) -> Result<SdpRole, SdpError> {
@@ -563,14 +582,23 @@ mod tests {
         assert_eq!(r, Ok(Some(SdpRole::Answer)));
         assert!(!n.is_early());
         assert_eq!(n.streams()[0].callee.rtp_port, 5004);
-        // After the 2xx a body in a response is not expected any more.
+        // After the 2xx a different body in a response is not expected any
+        // more; a byte-identical copy is ignored.
+        assert_eq!(
+            n.on_message(
+                Side::Callee,
+                Carrier::Success,
+                Some(sdp(1, "m=audio 5006 RTP/AVP 0\r\n"))
+            ),
+            Err(SdpError::UnexpectedSdp)
+        );
         assert_eq!(
             n.on_message(
                 Side::Callee,
                 Carrier::Success,
                 Some(sdp(1, "m=audio 5004 RTP/AVP 0\r\n"))
             ),
-            Err(SdpError::UnexpectedSdp)
+            Ok(None)
         );
     }
 
@@ -926,9 +954,18 @@ mod tests {
             n.on_message(
                 Side::Caller,
                 Carrier::Ack,
-                Some(sdp(1, "m=audio 4000 RTP/AVP 0\r\n"))
+                Some(sdp(1, "m=audio 4002 RTP/AVP 0\r\n"))
             ),
             Err(SdpError::UnexpectedSdp)
+        );
+        // The caller repeating its own offer in the ACK is harmless.
+        assert_eq!(
+            n.on_message(
+                Side::Caller,
+                Carrier::Ack,
+                Some(sdp(1, "m=audio 4000 RTP/AVP 0\r\n"))
+            ),
+            Ok(None)
         );
     }
 
