@@ -206,7 +206,59 @@ m=video 0 RTP/AVP 31\r\n";
             }
         }
 
+        fn body(i: u8) -> Option<Sdp> {
+            let media = match i % 5 {
+                0 => return None,
+                1 => "m=audio 4000 RTP/AVP 0\r\n",
+                2 => "m=audio 4002 RTP/AVP 0\r\na=sendonly\r\nm=video 0 RTP/AVP 31\r\n",
+                3 => "m=audio 0 RTP/AVP 0\r\nm=video 4004 RTP/AVP 31\r\n",
+                _ => "m=audio 4006 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n",
+            };
+            let text = format!(
+                "v=0\r\no=- 1 {i} IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n{media}"
+            );
+            Sdp::parse(text.as_bytes()).ok()
+        }
+
+        const CARRIERS: [Carrier; 7] = [
+            Carrier::Invite,
+            Carrier::Update,
+            Carrier::Prack,
+            Carrier::Ack,
+            Carrier::Provisional,
+            Carrier::Success,
+            Carrier::Failure,
+        ];
+
         proptest! {
+            #[test]
+            fn random_message_sequences_keep_invariants(
+                steps in proptest::collection::vec((any::<bool>(), 0usize..7, any::<u8>()), 0..24)
+            ) {
+                let mut n = Negotiation::new();
+                for (caller, c, b) in steps {
+                    let side = if caller { Side::Caller } else { Side::Callee };
+                    let before_pending = n.pending_offer().map(|(s, _)| s);
+                    let r = n.on_message(side, CARRIERS[c], body(b));
+                    if let Ok(Some(SdpRole::Answer)) = r {
+                        prop_assert!(n.pending_offer().is_none());
+                    }
+                    if let Ok(Some(SdpRole::Offer)) = r {
+                        prop_assert_eq!(before_pending, None);
+                        prop_assert_eq!(n.pending_offer().map(|(s, _)| s), Some(side));
+                    }
+                    if let Some(x) = n.current() {
+                        // RFC 3264 §6: every completed exchange pairs m-lines.
+                        prop_assert_eq!(x.offer.media().len(), x.answer.media().len());
+                        for (o, a) in x.offer.media().iter().zip(x.answer.media()) {
+                            prop_assert!(!o.is_rejected() || a.is_rejected());
+                        }
+                        prop_assert_eq!(n.streams().len(), x.offer.media().len());
+                    }
+                    let _ = n.fork();
+                }
+            }
+
             #[test]
             fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
                 if let Ok(sdp) = Sdp::parse(&body) {

@@ -1252,6 +1252,28 @@ a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubG
     }
 
     #[test]
+    fn rtpmap_and_candidate_edge_cases() {
+        assert_eq!(
+            Rtpmap::parse("111 opus/48000/2"),
+            Some(Rtpmap {
+                payload_type: 111,
+                encoding: "opus".into(),
+                clock_rate: 48000,
+                params: Some("2".into()),
+            })
+        );
+        assert_eq!(Rtpmap::parse("200 X/8000"), None);
+        assert_eq!(Rtpmap::parse("96 /8000"), None);
+        assert_eq!(Rtpmap::parse("96 X"), None);
+        let c = Candidate::parse("1 1 UDP 2130706431 2001:db8::7 5000 typ host").unwrap();
+        assert_eq!(c.address, ConnAddr::Ip("2001:db8::7".parse().unwrap()));
+        let c = Candidate::parse("2 1 udp 1 4a7b.local 5000 typ host generation 0").unwrap();
+        assert_eq!(c.address, ConnAddr::Name("4a7b.local".into()));
+        assert_eq!(Candidate::parse("1 1 UDP 1 10.0.0.1 5000 host"), None);
+        assert_eq!(Candidate::parse("1 1 UDP 1 10.0.0.1 99999 typ host"), None);
+    }
+
+    #[test]
     fn multicast_connection_and_port_count() {
         let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 224.2.1.1/127/3\r\nt=0 0\r\nm=video 49170/2 RTP/AVP 31\r\n";
         let sdp = Sdp::parse(body.as_bytes()).unwrap();
