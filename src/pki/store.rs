@@ -524,7 +524,14 @@ impl CaStore {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "sipedge");
-        dn.push(DnType::CommonName, format!("sipedge root CA {}", t.year()));
+        // A distinct name per CA: webpki (and OpenSSL) find the issuer by
+        // subject name, so two CAs with one name would turn "issuer unknown"
+        // into a confusing signature failure.
+        let tag: [u8; 4] = rand::random();
+        dn.push(
+            DnType::CommonName,
+            format!("sipedge root CA {} {}", t.year(), hex_upper(&tag)),
+        );
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![

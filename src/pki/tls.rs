@@ -205,12 +205,28 @@ pub fn describe_refusal(err: &rustls::Error) -> String {
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 "not yet valid".into()
             }
-            CertificateError::BadSignature => "bad certificate signature".into(),
+            CertificateError::BadSignature => {
+                "issuer unknown (signature does not verify against the trusted CA of that name)"
+                    .into()
+            }
             CertificateError::Other(OtherError(inner)) => inner.to_string(),
             other => format!("invalid certificate: {other:?}"),
         },
         E::NoCertificatesPresented => "no client certificate presented".into(),
-        E::PeerIncompatible(p) => format!("incompatible peer: {p:?}"),
+        E::PeerIncompatible(p) => {
+            use rustls::PeerIncompatible as P;
+            match p {
+                // A TLS 1.0/1.1 ClientHello has no signature_algorithms
+                // extension (RFC 5246 §7.4.1.4.1 introduced it).
+                P::SignatureAlgorithmsExtensionRequired | P::Tls12NotOffered => {
+                    "incompatible peer: protocol older than TLS 1.2 (TLS 1.2 is the minimum)".into()
+                }
+                P::NoCipherSuitesInCommon => {
+                    "incompatible peer: no cipher suite in common (TLS 1.2 needs an ECDHE AES-GCM suite; CBC suites are not offered)".into()
+                }
+                other => format!("incompatible peer: {other:?}"),
+            }
+        }
         other => other.to_string(),
     }
 }
