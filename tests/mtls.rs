@@ -345,18 +345,38 @@ async fn tls13_is_preferred() {
     let addr = listener.local_addr().expect("addr");
     let acceptor = TlsAcceptor::from(pki.server_config());
     let srv = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.expect("accept");
-        let tls = acceptor.accept(tcp).await.expect("handshake");
-        tls.get_ref().1.protocol_version()
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut tls = acceptor.accept(tcp).await.expect("handshake");
+            let conn = tls.get_ref().1;
+            out.push((conn.protocol_version(), conn.handshake_kind()));
+            let _ = tls.write_all(b"x").await;
+            let _ = tls.flush().await;
+        }
+        out
     });
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let _tls = TlsConnector::from(pki.client("gw1.lab.example"))
-        .connect(server_name(SERVER).expect("name"), tcp)
-        .await
-        .expect("client handshake");
+    let client = pki.client("gw1.lab.example");
+    for _ in 0..2 {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let mut tls = TlsConnector::from(client.clone())
+            .connect(server_name(SERVER).expect("name"), tcp)
+            .await
+            .expect("client handshake");
+        let mut b = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut tls, &mut b)
+            .await
+            .expect("read");
+    }
+    // TLS 1.3 negotiated, and the reconnect is a full handshake (no
+    // resumption: the client certificate is verified on every connect).
+    let full = Some(rustls::HandshakeKind::Full);
     assert_eq!(
         srv.await.expect("join"),
-        Some(rustls::ProtocolVersion::TLSv1_3)
+        vec![
+            (Some(rustls::ProtocolVersion::TLSv1_3), full),
+            (Some(rustls::ProtocolVersion::TLSv1_3), full)
+        ]
     );
 }
 

@@ -494,9 +494,13 @@ fn server_config(
         .with_client_cert_verifier(verifier)
         .with_single_cert(material.cert_chain, material.key)
         .map_err(tls_err)?;
-    // SIP over TLS does not use ALPN; no session tickets needed across
-    // restarts, the in-memory session cache is the default.
-    cfg.ignore_client_order = false;
+    // No session resumption: every connection runs the full client
+    // certificate verification (CRL, identity binding), so a revocation or a
+    // reconfigured gateway takes effect on the next connect. SIP flows are
+    // long-lived (RFC 5923 connection reuse), so resumption would save
+    // little.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
     Ok(Arc::new(cfg))
 }
 
