@@ -662,7 +662,7 @@ fn appliance_certs_satisfy_edge_rules() {
     let findings = check_edge_cert(
         &cert,
         &key,
-        &[root.clone()],
+        std::slice::from_ref(&root),
         "edge.lab.example",
         &domains,
         now,
@@ -688,7 +688,7 @@ fn appliance_certs_satisfy_edge_rules() {
     let findings = check_edge_cert(
         &gw_cert,
         &other_key,
-        &[root.clone()],
+        std::slice::from_ref(&root),
         "edge.lab.example",
         &domains,
         now,
@@ -712,7 +712,7 @@ fn appliance_certs_satisfy_edge_rules() {
     let f = check_edge_cert(
         &cert,
         &key,
-        &[root.clone()],
+        std::slice::from_ref(&root),
         "edge.lab.example",
         &domains,
         in_350_days,
@@ -725,7 +725,7 @@ fn appliance_certs_satisfy_edge_rules() {
     let f = check_edge_cert(
         &cert,
         &key,
-        &[root.clone()],
+        std::slice::from_ref(&root),
         "edge.lab.example",
         &domains,
         in_400_days,
@@ -767,4 +767,107 @@ fn appliance_certs_satisfy_edge_rules() {
         f.iter().any(|x| x.text.contains("never in the subject")),
         "{f:?}"
     );
+}
+
+#[test]
+fn cli_end_to_end() {
+    use sipedge::pki::cli::{run_ca_to, run_cert_to, CaCommand, CertCommand, PkiContext};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = PkiContext {
+        state_dir: dir.path().join("state"),
+        policy: policy(),
+    };
+    let out_dir = dir.path().join("out");
+    let mut buf = Vec::new();
+    run_ca_to(
+        CaCommand::Init {
+            key_type: KeyType::EcdsaP256,
+            days: 30,
+            force: false,
+        },
+        &ctx,
+        &mut buf,
+    )
+    .expect("init");
+    let pw = dir.path().join("pw");
+    fs::write(&pw, "s3cret\n").expect("pw");
+    run_ca_to(
+        CaCommand::Issue {
+            name: "gw1.lab.example".into(),
+            ip: vec![],
+            days: 10,
+            out: out_dir.clone(),
+            p12_password_file: Some(pw.clone()),
+            force: false,
+        },
+        &ctx,
+        &mut buf,
+    )
+    .expect("issue");
+    run_ca_to(CaCommand::List, &ctx, &mut buf).expect("list");
+    run_ca_to(
+        CaCommand::Revoke {
+            serial: None,
+            name: Some("gw1.lab.example".into()),
+            reason: RevokeReason::CessationOfOperation,
+        },
+        &ctx,
+        &mut buf,
+    )
+    .expect("revoke");
+    run_ca_to(CaCommand::List, &ctx, &mut buf).expect("list");
+    run_cert_to(
+        CertCommand::Show {
+            file: out_dir.join("gw1.lab.example.p12"),
+            password_file: Some(pw),
+        },
+        &mut buf,
+    )
+    .expect("show");
+    let text = String::from_utf8(buf).expect("utf-8");
+    assert!(
+        text.contains("root CA (ECDSA-P256, 30 days) created"),
+        "{text}"
+    );
+    assert!(text.contains("issued gw1.lab.example serial"), "{text}");
+    assert!(text.contains("valid"), "{text}");
+    assert!(text.contains("revoked (cessation-of-operation"), "{text}");
+    assert!(text.contains("Format:       PKCS#12"), "{text}");
+    assert!(
+        text.contains("EKU:          serverAuth, clientAuth"),
+        "{text}"
+    );
+
+    // Errors name the argument / file.
+    let mut sink = Vec::new();
+    let err = run_ca_to(
+        CaCommand::Sign {
+            csr: dir.path().join("missing.csr"),
+            name: "gw1.lab.example".into(),
+            out: out_dir.clone(),
+            force: false,
+        },
+        &ctx,
+        &mut sink,
+    )
+    .expect_err("missing csr");
+    assert!(err.to_string().contains("missing.csr"), "{err}");
+    let bad_csr = dir.path().join("bad.csr");
+    fs::write(
+        &bad_csr,
+        "-----BEGIN CERTIFICATE REQUEST-----\nMAA=\n-----END CERTIFICATE REQUEST-----\n",
+    )
+    .expect("write");
+    let err = run_ca_to(
+        CaCommand::Sign {
+            csr: bad_csr,
+            name: "gw1.lab.example".into(),
+            out: out_dir,
+            force: false,
+        },
+        &ctx,
+        &mut sink,
+    )
+    .expect_err("bad csr");
+    assert!(err.to_string().contains("bad.csr"), "{err}");
 }

@@ -130,8 +130,13 @@ fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
-fn info_from_der(der: &[u8], format: &'static str, chain_len: usize) -> Result<CertInfo, PkiError> {
-    let cert = parse_cert(der, format)?;
+fn info_from_der(
+    der: &[u8],
+    format: &'static str,
+    chain_len: usize,
+    what: &str,
+) -> Result<CertInfo, PkiError> {
+    let cert = parse_cert(der, what)?;
     let (dns, ips) = san_names(&cert);
     let mut sans: Vec<String> = dns.into_iter().map(|d| format!("DNS:{d}")).collect();
     sans.extend(ips.into_iter().map(|ip| format!("IP:{ip}")));
@@ -197,7 +202,7 @@ pub fn show_cert_bytes(
         let first = certs
             .first()
             .ok_or_else(|| PkiError::invalid(what, "no CERTIFICATE block in the PEM file"))?;
-        return info_from_der(first, "PEM", certs.len());
+        return info_from_der(first, "PEM", certs.len(), what);
     }
     if pkcs12::looks_like_pkcs12(data) {
         let password = password.ok_or_else(|| {
@@ -214,9 +219,9 @@ pub fn show_cert_bytes(
             .certs
             .first()
             .ok_or_else(|| PkiError::invalid(what, "PKCS#12 bundle holds no certificate"))?;
-        return info_from_der(first, "PKCS#12", contents.certs.len());
+        return info_from_der(first, "PKCS#12", contents.certs.len(), what);
     }
-    info_from_der(data, "DER", 1)
+    info_from_der(data, "DER", 1, what)
 }
 
 /// Severity of a [`Finding`].
@@ -362,4 +367,45 @@ pub fn check_edge_cert(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error_naming_the_source() {
+        let err = show_cert_bytes(b"\x30\x03\x02\x01", None, "x.der").expect_err("garbage");
+        assert!(err.to_string().starts_with("x.der:"), "{err}");
+        let err = show_cert_bytes(
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            None,
+            "k.pem",
+        )
+        .expect_err("no cert");
+        assert!(err.to_string().contains("no CERTIFICATE"), "{err}");
+        for n in 0..48u8 {
+            let data: Vec<u8> = (0..n).map(|i| i.wrapping_mul(29) ^ 0x30).collect();
+            let _ = show_cert_bytes(&data, Some("pw"), "fuzz");
+        }
+    }
+
+    #[test]
+    fn self_signed_cert_is_described() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let params =
+            rcgen::CertificateParams::new(vec!["a.example".to_string(), "10.0.0.1".to_string()])
+                .expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        let info = show_cert_bytes(cert.pem().as_bytes(), None, "t").expect("show");
+        assert_eq!(info.format, "PEM");
+        assert_eq!(
+            info.sans,
+            vec!["DNS:a.example".to_string(), "IP:10.0.0.1".to_string()]
+        );
+        assert_eq!((info.key_type.as_str(), info.key_bits), ("EC", 256));
+        let der = show_cert_bytes(cert.der(), None, "t").expect("der");
+        assert_eq!(der.sha256_fingerprint, info.sha256_fingerprint);
+        assert_eq!(der.format, "DER");
+    }
 }
