@@ -651,6 +651,16 @@ fn appliance_certs_satisfy_edge_rules() {
     let again = appliance_certs(&c.store, &req).expect("again");
     assert!(!again.issued_cloud_side && !again.issued_gateway_side);
     assert_eq!(again.cloud_side.serial, certs.cloud_side.serial);
+    // With another SIP domain only the cloud side is re-issued.
+    let mut more = req.clone();
+    more.sip_domains.push("northwind.example".into());
+    let third = appliance_certs(&c.store, &more).expect("third");
+    assert!(third.issued_cloud_side && !third.issued_gateway_side);
+    // After `init --force` (new root) both are re-issued.
+    CaStore::init(&c.state, KeyType::EcdsaP256, 3650, true).expect("reinit");
+    let fourth = appliance_certs(&c.store, &req).expect("fourth");
+    assert!(fourth.issued_cloud_side && fourth.issued_gateway_side);
+    let certs = fourth;
 
     let load = |p: &Path| CertificateDer::from_pem_file(p).expect("cert");
     let key = PrivateKeyDer::from_pem_file(certs.cloud_side.key_path.as_deref().expect("key"))

@@ -63,6 +63,61 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Pk
     result
 }
 
+/// An exclusive lock on a directory held by a `.lock` file (created with
+/// O_EXCL), released on drop. Serialises index/CRL updates between
+/// concurrent `sipedge ca` invocations and the running appliance. A lock
+/// older than [`STALE_LOCK`] is considered left over by a crashed process.
+/// Blocking (polls up to ~5 s): call from `spawn_blocking` in async code.
+#[derive(Debug)]
+pub(crate) struct DirLock {
+    path: PathBuf,
+}
+
+pub(crate) const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl DirLock {
+    pub(crate) fn acquire(dir: &Path) -> Result<DirLock, PkiError> {
+        let path = dir.join(".lock");
+        for _ in 0..50 {
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(SECRET)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    let _ = writeln!(f, "{}", std::process::id());
+                    return Ok(DirLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let stale = fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > STALE_LOCK);
+                    if stale {
+                        tracing::warn!(lock = %path.display(), "removing stale CA lock");
+                        let _ = fs::remove_file(&path);
+                        continue;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(io_err(&path)(e)),
+            }
+        }
+        Err(PkiError::Invalid {
+            what: path.display().to_string(),
+            reason: "the CA is locked by another sipedge process (delete the file if no other process runs)".into(),
+        })
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +136,23 @@ mod tests {
             .expect("readdir")
             .count();
         assert_eq!(entries, 1);
+    }
+
+    #[test]
+    fn dir_lock_is_exclusive_and_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = DirLock::acquire(dir.path()).expect("lock");
+        let lock_file = dir.path().join(".lock");
+        assert!(lock_file.exists());
+        let other = std::thread::spawn({
+            let d = dir.path().to_path_buf();
+            move || DirLock::acquire(&d).map(|_| std::time::Instant::now())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let released = std::time::Instant::now();
+        drop(lock);
+        let got = other.join().expect("join").expect("second lock");
+        assert!(got >= released, "second holder must wait for the first");
+        assert!(!lock_file.exists());
     }
 }

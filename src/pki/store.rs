@@ -29,7 +29,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::FromDer;
 
-use super::fsutil::{self, io_err, PUBLIC, SECRET};
+use super::fsutil::{self, io_err, DirLock, PUBLIC, SECRET};
 use super::{normalize_name, pkcs12, pkcs7, KeyType, NamePolicy, PkiError};
 
 /// Default validity of leaf certificates, days.
@@ -559,6 +559,14 @@ impl CaStore {
         Ok(store)
     }
 
+    /// Serialise mutations of the index and CRL.
+    fn lock(&self) -> Result<DirLock, PkiError> {
+        if !self.is_initialised() {
+            return Err(PkiError::NoCa(self.ca_dir()));
+        }
+        DirLock::acquire(&self.ca_dir())
+    }
+
     fn load(&self) -> Result<LoadedCa, PkiError> {
         if !self.is_initialised() {
             return Err(PkiError::NoCa(self.ca_dir()));
@@ -646,6 +654,7 @@ impl CaStore {
             return Err(PkiError::NameNotAllowed { name });
         }
         check_days(req.days, "--days")?;
+        let _lock = self.lock()?;
         let ca = self.load()?;
         let (dns, mut ips) = match IpAddr::from_str(&name) {
             Ok(ip) => (Vec::new(), vec![ip]),
@@ -835,6 +844,7 @@ impl CaStore {
         if !force && !policy.permits(&name) {
             return Err(PkiError::NameNotAllowed { name });
         }
+        let _lock = self.lock()?;
         let ca = self.load()?;
         let csr_der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
             .map_err(|e| PkiError::invalid("CSR", format!("not a PEM CERTIFICATE REQUEST: {e}")))?;
@@ -915,6 +925,7 @@ impl CaStore {
         target: &RevokeTarget,
         reason: RevokeReason,
     ) -> Result<Vec<IndexEntry>, PkiError> {
+        let _lock = self.lock()?;
         let ca = self.load()?;
         let mut index = self.list()?;
         let t = now();
@@ -956,6 +967,7 @@ impl CaStore {
 
     /// Re-sign the CRL (e.g. periodically, before its nextUpdate).
     pub fn refresh_crl(&self) -> Result<(), PkiError> {
+        let _lock = self.lock()?;
         let ca = self.load()?;
         let index = self.list()?;
         self.write_crl(&ca, &index)
@@ -1012,6 +1024,7 @@ impl CaStore {
     /// same SANs, same validity length, same output directory); the old one
     /// is marked superseded.
     pub fn renew(&self, name: &str) -> Result<IssuedCert, PkiError> {
+        let _lock = self.lock()?;
         let ca = self.load()?;
         let mut index = self.list()?;
         let wanted = normalize_name(name);
@@ -1135,11 +1148,12 @@ pub fn appliance_certs(
             cloud_dns.push(n);
         }
     }
+    let _lock = store.lock()?;
     let ca = store.load()?;
     let mut index = store.list()?;
     let mut one = |cn: &str, dns: Vec<String>| -> Result<(IssuedCert, bool), PkiError> {
         let stem = file_stem_for(cn);
-        if let Some(existing) = reusable(&req.out_dir, &stem, cn, &dns)? {
+        if let Some(existing) = reusable(&req.out_dir, &stem, cn, &dns, ca.cert_der.as_ref())? {
             return Ok((existing, false));
         }
         let t = now();
@@ -1174,6 +1188,7 @@ fn reusable(
     stem: &str,
     cn: &str,
     dns: &[String],
+    root_der: &[u8],
 ) -> Result<Option<IssuedCert>, PkiError> {
     let cert_path = out_dir.join(format!("{stem}.crt"));
     let key_path = out_dir.join(format!("{stem}.key"));
@@ -1184,6 +1199,14 @@ fn reusable(
     let Ok(info) = super::show_cert(&cert_path, None) else {
         return Ok(None);
     };
+    // Issued by the current root (not by a CA replaced with `init --force`).
+    let chain = fsutil::read(&chain_path)?;
+    let chained_to_root = CertificateDer::pem_slice_iter(&chain)
+        .filter_map(Result::ok)
+        .any(|c| c.as_ref() == root_der);
+    if !chained_to_root {
+        return Ok(None);
+    }
     let mut want: Vec<String> = dns.to_vec();
     want.sort();
     let mut have: Vec<String> = info
