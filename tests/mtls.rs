@@ -489,3 +489,46 @@ fn crl_file_loads_as_pem() {
         .expect("pem");
     assert_eq!(crls.len(), 1);
 }
+
+#[tokio::test]
+async fn client_verifies_server_name_and_cloud_side_allow_list() {
+    use sipedge::pki::tls::server_config_cloud_side;
+    let pki = Pki::new(KeyType::EcdsaP256);
+    pki.issue("gw1.lab.example");
+    pki.issue("gw2.lab.example");
+
+    // Outbound: the server certificate must match the configured FQDN.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = TlsAcceptor::from(pki.server_config());
+    let srv = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        acceptor.accept(tcp).await.is_ok()
+    });
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let err = TlsConnector::from(pki.client("gw1.lab.example"))
+        .connect(server_name("other.lab.example").expect("name"), tcp)
+        .await
+        .expect_err("name mismatch");
+    assert!(
+        err.to_string()
+            .contains("not valid for name \"other.lab.example\""),
+        "{err}"
+    );
+    assert!(!srv.await.expect("join"));
+
+    // Cloud side: any certificate of the trusted CA naming an allowed peer.
+    let cloud = server_config_cloud_side(
+        pki.material(SERVER),
+        pki.trust(),
+        vec!["gw1.lab.example".into()],
+    )
+    .expect("cloud config");
+    let (srv, cli) = handshake(cloud.clone(), pki.client("gw1.lab.example")).await;
+    assert!(srv.is_ok() && cli.is_ok(), "{srv:?} {cli:?}");
+    let (srv, _) = handshake(cloud, pki.client("gw2.lab.example")).await;
+    assert_eq!(
+        srv,
+        Err("certificate gw2.lab.example is not an allowed peer name".to_string())
+    );
+}
