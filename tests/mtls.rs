@@ -156,8 +156,7 @@ async fn handshake(
     (server_result, client_result)
 }
 
-async fn refused(pki: &Pki, server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> String {
-    let _ = pki;
+async fn refused(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> String {
     let (srv, cli) = handshake(server, client).await;
     assert!(cli.is_err(), "client must not get application data");
     srv.expect_err("server must refuse")
@@ -194,14 +193,14 @@ async fn negative_matrix() {
             })
             .with_no_client_auth(),
     );
-    let reason = refused(&pki, pki.server_config(), no_cert).await;
+    let reason = refused(pki.server_config(), no_cert).await;
     assert_eq!(reason, "no client certificate presented");
 
     // 2. A rogue CA issuing a configured name.
     let rogue = Pki::new(KeyType::EcdsaP256);
     rogue.issue("gw1.lab.example");
     let rogue_client = client_config(rogue.material("gw1.lab.example"), pki.trust()).expect("cfg");
-    let reason = refused(&pki, pki.server_config(), rogue_client).await;
+    let reason = refused(pki.server_config(), rogue_client).await;
     assert_eq!(reason, "issuer unknown");
 
     // 3. Revoked (the server is built with the fresh CRL).
@@ -212,7 +211,7 @@ async fn negative_matrix() {
             RevokeReason::KeyCompromise,
         )
         .expect("revoke");
-    let reason = refused(&pki, pki.server_config(), pki.client("gw2.lab.example")).await;
+    let reason = refused(pki.server_config(), pki.client("gw2.lab.example")).await;
     assert_eq!(reason, "certificate revoked");
 
     // 4. Expired (issued with a past validity through the test hook).
@@ -223,12 +222,12 @@ async fn negative_matrix() {
         now - time::Duration::days(35),
     ));
     pki.store.issue(&pki.policy, &req).expect("issue expired");
-    let reason = refused(&pki, pki.server_config(), pki.client("gw3.lab.example")).await;
+    let reason = refused(pki.server_config(), pki.client("gw3.lab.example")).await;
     assert!(reason.starts_with("expired"), "{reason}");
 
     // 5. A valid certificate of a gateway configured for another site.
     pki.issue("gw1.remote.example");
-    let reason = refused(&pki, pki.server_config(), pki.client("gw1.remote.example")).await;
+    let reason = refused(pki.server_config(), pki.client("gw1.remote.example")).await;
     assert_eq!(
         reason,
         "gw1.remote.example belongs to site remote; this appliance serves site lab"
@@ -236,12 +235,7 @@ async fn negative_matrix() {
 
     // 6. A valid certificate (our CA) for a name no gateway is configured with.
     pki.issue("stranger.lab.example");
-    let reason = refused(
-        &pki,
-        pki.server_config(),
-        pki.client("stranger.lab.example"),
-    )
-    .await;
+    let reason = refused(pki.server_config(), pki.client("stranger.lab.example")).await;
     assert_eq!(reason, "no configured gateway named stranger.lab.example");
 }
 
