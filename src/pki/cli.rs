@@ -14,14 +14,14 @@ use super::{
 /// `sipedge ca …`
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum CaCommand {
-    /// Create the root CA in <state_dir>/ca (refuses to replace an existing one).
+    /// Create the root CA in STATE_DIR/ca (refuses to replace an existing one).
     Init {
         #[arg(long, value_enum, default_value_t = KeyType::Rsa3072)]
         key_type: KeyType,
         /// Root validity in days.
         #[arg(long, default_value_t = DEFAULT_CA_DAYS)]
         days: u32,
-        /// Replace an existing CA (it is kept as ca.backup-<timestamp>).
+        /// Replace an existing CA (it is kept as ca.backup-TIMESTAMP).
         #[arg(long)]
         force: bool,
     },

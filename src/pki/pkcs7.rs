@@ -7,8 +7,8 @@ use super::der;
 const OID_SIGNED_DATA: &[u64] = &[1, 2, 840, 113_549, 1, 7, 2];
 const OID_DATA: &[u64] = &[1, 2, 840, 113_549, 1, 7, 1];
 
-/// DER ContentInfo { signedData, SignedData { version 1, digestAlgorithms {},
-/// encapContentInfo { data }, certificates [0] IMPLICIT SET OF, signerInfos {} } }.
+/// DER `ContentInfo { signedData, SignedData { version 1, digestAlgorithms {},
+/// encapContentInfo { data }, certificates [0] IMPLICIT SET OF, signerInfos {} } }`.
 pub fn certs_only(certs: &[&[u8]]) -> Vec<u8> {
     // `certificates [0] IMPLICIT CertificateSet`: SET OF sorted (X.690 §11.6).
     let mut sorted: Vec<&[u8]> = certs.to_vec();
