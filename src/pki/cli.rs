@@ -154,6 +154,11 @@ fn print_issued(out: &mut impl Write, c: &IssuedCert) -> std::io::Result<()> {
 fn print_entry(out: &mut impl Write, e: &IndexEntry) -> std::io::Result<()> {
     let status = match e.revocation {
         Some((r, t)) => format!("revoked ({}, {})", r.as_str(), t.date()),
+        None if e.status == super::CertStatus::Valid
+            && e.not_after < time::OffsetDateTime::now_utc() =>
+        {
+            "expired".to_string()
+        }
         None => format!("{:?}", e.status).to_lowercase(),
     };
     writeln!(
