@@ -659,3 +659,270 @@ fn service(e: &Entry, mode: IoMode, bufs: &mut WorkerBufs) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::srtp::{generate_key_salt, SrtpParams, SrtpSuite};
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    const GW: &str = "192.0.2.10:4000";
+    const CLOUD: &str = "198.51.100.20:5000";
+
+    fn rtp(ssrc: u32, seq: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn state() -> RelayState {
+        let mut st = RelayState::default();
+        st.legs[0].set_remote(a(GW), None);
+        st.legs[1].set_remote(a(CLOUD), Some(a("198.51.100.20:5001")));
+        st.legs[1].has_rtcp_socket = true;
+        st
+    }
+
+    struct Bufs {
+        out: [u8; SLOT],
+        scratch: [u8; SLOT],
+    }
+
+    fn bufs() -> Bufs {
+        Bufs {
+            out: [0; SLOT],
+            scratch: [0; SLOT],
+        }
+    }
+
+    fn run(
+        st: &mut RelayState,
+        b: &mut Bufs,
+        from: Leg,
+        rtcp_sock: bool,
+        src: &str,
+        pkt: &[u8],
+    ) -> Option<Route> {
+        st.process(
+            from,
+            rtcp_sock,
+            a(src),
+            pkt,
+            &mut b.out,
+            &mut b.scratch,
+            Instant::now(),
+        )
+    }
+
+    #[test]
+    fn plain_rtp_is_forwarded_in_place_to_the_other_leg() {
+        let mut st = state();
+        let mut b = bufs();
+        let p = rtp(1, 10, b"abc");
+        let r = run(&mut st, &mut b, Leg::A, false, GW, &p).expect("route");
+        assert_eq!(
+            r,
+            Route {
+                to: Leg::B,
+                via_rtcp: false,
+                dest: a(CLOUD),
+                len: p.len(),
+                in_place: true
+            }
+        );
+        let r = run(&mut st, &mut b, Leg::B, false, CLOUD, &rtp(2, 1, b"x")).expect("back");
+        assert_eq!(r.dest, a(GW));
+        let ca = st.legs[0].counters;
+        assert_eq!((ca.rx_packets, ca.forwarded, ca.tx_packets), (1, 1, 1));
+        assert_eq!(ca.rx_bytes, p.len() as u64);
+        assert_eq!(st.legs[1].counters.tx_bytes, p.len() as u64);
+        assert_eq!(ca.seq.ssrc(), Some(1));
+    }
+
+    #[test]
+    fn foreign_source_is_dropped_and_counted() {
+        let mut st = state();
+        let mut b = bufs();
+        assert!(run(&mut st, &mut b, Leg::A, false, "203.0.113.5:4000", &rtp(1, 1, b"")).is_none());
+        let c = st.legs[0].counters;
+        assert_eq!((c.rx_packets, c.drops.foreign_source, c.forwarded), (1, 1, 0));
+        assert_eq!(st.legs[1].counters.tx_packets, 0);
+    }
+
+    #[test]
+    fn nat_latch_on_first_packet_then_strict() {
+        let mut st = state();
+        let mut b = bufs();
+        let nat = "192.0.2.10:34567";
+        assert!(run(&mut st, &mut b, Leg::A, false, nat, &rtp(1, 1, b"")).is_some());
+        // Replies go to the latched source (symmetric RTP).
+        let r = run(&mut st, &mut b, Leg::B, false, CLOUD, &rtp(2, 1, b"")).expect("b");
+        assert_eq!(r.dest, a(nat));
+        // The signalled port is now bleed.
+        assert!(run(&mut st, &mut b, Leg::A, false, GW, &rtp(1, 2, b"")).is_none());
+        assert_eq!(st.legs[0].counters.drops.foreign_source, 1);
+        // Re-offer re-evaluates.
+        st.legs[0].set_remote(a(GW), None);
+        assert!(run(&mut st, &mut b, Leg::A, false, GW, &rtp(1, 3, b"")).is_some());
+        assert!(run(&mut st, &mut b, Leg::A, false, nat, &rtp(1, 4, b"")).is_none());
+    }
+
+    #[test]
+    fn no_remote_on_other_leg_is_no_route() {
+        let mut st = RelayState::default();
+        st.legs[0].set_remote(a(GW), None);
+        let mut b = bufs();
+        assert!(run(&mut st, &mut b, Leg::A, false, GW, &rtp(1, 1, b"")).is_none());
+        assert_eq!(st.legs[0].counters.drops.no_route, 1);
+        // Packets to a leg without remote are foreign (nothing signalled).
+        assert!(run(&mut st, &mut b, Leg::B, false, CLOUD, &rtp(1, 1, b"")).is_none());
+        assert_eq!(st.legs[1].counters.drops.foreign_source, 1);
+    }
+
+    #[test]
+    fn malformed_packets_are_dropped() {
+        let mut st = state();
+        let mut b = bufs();
+        assert!(run(&mut st, &mut b, Leg::A, false, GW, &[0x80, 0, 1]).is_none());
+        let mut v1 = rtp(1, 1, b"");
+        v1[0] = 0x40; // version 1
+        assert!(run(&mut st, &mut b, Leg::A, false, GW, &v1).is_none());
+        assert!(run(&mut st, &mut b, Leg::A, false, GW, &[]).is_none());
+        assert_eq!(st.legs[0].counters.drops.malformed, 3);
+    }
+
+    #[test]
+    fn rtcp_routing_mux_and_separate() {
+        let mut st = state();
+        let mut b = bufs();
+        let rr = [0x80u8, 201, 0, 1, 0, 0, 0, 9];
+        // Leg A is rtcp-mux: RTCP arrives on the RTP socket, recognised by
+        // its packet type, and goes to B's RTCP address via B's RTCP socket.
+        let r = run(&mut st, &mut b, Leg::A, false, GW, &rr).expect("route");
+        assert!(r.via_rtcp);
+        assert_eq!(r.dest, a("198.51.100.20:5001"));
+        assert_eq!(st.legs[0].counters.rtcp_packets, 1);
+        assert_eq!(st.legs[0].counters.seq.ssrc(), None, "RTCP not in RTP stats");
+        // B's RTCP socket → A, which is mux: A's RTP socket and address.
+        let r = run(&mut st, &mut b, Leg::B, true, "198.51.100.20:5001", &rr).expect("back");
+        assert!(!r.via_rtcp);
+        assert_eq!(r.dest, a(GW));
+        // The RTCP socket locked on 5001: the same IP from another port
+        // (here B's RTP port) is bleed now.
+        assert!(run(&mut st, &mut b, Leg::B, true, CLOUD, &rr).is_none());
+    }
+
+    fn srtp_pair() -> (SrtpParams, SrtpParams) {
+        let (k1, k2) = (generate_key_salt(), generate_key_salt());
+        (
+            SrtpParams {
+                suite: SrtpSuite::Aes128CmSha1_80,
+                local_key_salt: k1,
+                remote_key_salt: k2,
+            },
+            SrtpParams {
+                suite: SrtpSuite::Aes128CmSha1_80,
+                local_key_salt: k2,
+                remote_key_salt: k1,
+            },
+        )
+    }
+
+    #[test]
+    fn srtp_on_leg_b_protects_and_unprotects() {
+        let mut st = state();
+        let (ours, theirs) = srtp_pair();
+        st.legs[1].srtp = Some(SrtpLeg::new(&ours).expect("ctx"));
+        let mut peer = SrtpLeg::new(&theirs).expect("peer");
+        let mut b = bufs();
+
+        // A (plain) → B (SRTP).
+        let p = rtp(7, 100, b"hello");
+        let r = run(&mut st, &mut b, Leg::A, false, GW, &p).expect("route");
+        assert!(!r.in_place);
+        assert_eq!(r.len, p.len() + 10);
+        let mut dec = [0u8; 256];
+        let n = peer.unprotect_rtp(&b.out[..r.len], &mut dec).expect("peer decrypts");
+        assert_eq!(&dec[..n], &p[..]);
+
+        // B (SRTP) → A (plain).
+        let q = rtp(8, 5, b"world");
+        let mut enc = [0u8; 256];
+        let m = peer.protect_rtp(&q, &mut enc).expect("peer encrypts");
+        let r = run(&mut st, &mut b, Leg::B, false, CLOUD, &enc[..m]).expect("route");
+        assert_eq!(&b.out[..r.len], &q[..]);
+        assert_eq!(st.legs[1].counters.seq.ssrc(), Some(8));
+
+        // Replay of the same SRTP packet.
+        assert!(run(&mut st, &mut b, Leg::B, false, CLOUD, &enc[..m]).is_none());
+        assert_eq!(st.legs[1].counters.drops.replay, 1);
+        // Tampered packet.
+        let q2 = rtp(8, 6, b"world");
+        let m2 = peer.protect_rtp(&q2, &mut enc).expect("peer encrypts");
+        enc[13] ^= 0x55;
+        assert!(run(&mut st, &mut b, Leg::B, false, CLOUD, &enc[..m2]).is_none());
+        assert_eq!(st.legs[1].counters.drops.srtp_auth, 1);
+        assert_eq!(st.legs[1].counters.forwarded, 1);
+    }
+
+    #[test]
+    fn failed_auth_does_not_latch() {
+        let mut st = state();
+        let (ours, theirs) = srtp_pair();
+        st.legs[1].srtp = Some(SrtpLeg::new(&ours).expect("ctx"));
+        let mut peer = SrtpLeg::new(&theirs).expect("peer");
+        let mut b = bufs();
+        let attacker = "198.51.100.20:6666";
+        assert!(run(&mut st, &mut b, Leg::B, false, attacker, &rtp(9, 1, &[0; 20])).is_none());
+        assert_eq!(st.legs[1].counters.drops.srtp_auth, 1);
+        let mut enc = [0u8; 256];
+        let m = peer.protect_rtp(&rtp(9, 1, b"ok"), &mut enc).expect("enc");
+        assert!(run(&mut st, &mut b, Leg::B, false, CLOUD, &enc[..m]).is_some());
+    }
+
+    #[test]
+    fn srtcp_under_mux_on_srtp_leg() {
+        let mut st = RelayState::default();
+        st.legs[0].set_remote(a(GW), None);
+        st.legs[1].set_remote(a(CLOUD), None);
+        let (ours, theirs) = srtp_pair();
+        st.legs[1].srtp = Some(SrtpLeg::new(&ours).expect("ctx"));
+        let mut peer = SrtpLeg::new(&theirs).expect("peer");
+        let mut b = bufs();
+        let sr = [0x80u8, 200, 0, 1, 0, 0, 0, 3];
+        let r = run(&mut st, &mut b, Leg::A, false, GW, &sr).expect("route");
+        assert!(!r.via_rtcp);
+        let mut dec = [0u8; 128];
+        let n = peer.unprotect_rtcp(&b.out[..r.len], &mut dec).expect("srtcp");
+        assert_eq!(&dec[..n], &sr);
+    }
+
+    #[test]
+    fn activity_is_recorded_per_direction() {
+        let mut st = state();
+        let mut b = bufs();
+        let t = Instant::now();
+        st.process(Leg::A, false, a(GW), &rtp(1, 1, b""), &mut b.out, &mut b.scratch, t);
+        assert_eq!(st.activity.last_activity(Leg::A), Some(t));
+        assert_eq!(st.activity.last_activity(Leg::B), None);
+        // Dropped packets are not activity.
+        st.process(Leg::B, false, a("203.0.113.1:1"), &rtp(1, 1, b""), &mut b.out, &mut b.scratch, t);
+        assert_eq!(st.activity.last_activity(Leg::B), None);
+    }
+
+    #[test]
+    fn rtcp_detection_by_packet_type() {
+        assert!(looks_like_rtcp(&[0x80, 200]));
+        assert!(looks_like_rtcp(&[0x80, 223]));
+        assert!(!looks_like_rtcp(&[0x80, 0]));
+        assert!(!looks_like_rtcp(&[0x80, 96]));
+        assert!(!looks_like_rtcp(&[0x80, 0xe0])); // M bit + PT 96
+        assert!(!looks_like_rtcp(&[0x80]));
+    }
+}
