@@ -73,8 +73,8 @@ fn thread_cpu() -> Duration {
 }
 
 fn udp(rcvbuf: usize) -> UdpSocket {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-        .expect("socket");
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("socket");
     let _ = s.set_recv_buffer_size(rcvbuf);
     let _ = s.set_send_buffer_size(rcvbuf);
     s.bind(&SocketAddr::new(LO, 0).into()).expect("bind");
@@ -304,7 +304,10 @@ fn bench_relay(
     let w = pump.run(&dests, rounds, MEASURE);
     let allocs = ALLOCS.load(Ordering::Relaxed) - a0;
     let cpu = relay.worker_cpu_times().iter().sum::<Duration>() - cpu0;
-    let forwarded: u64 = calls.iter().map(|c| c.snapshot().a.counters.forwarded).sum();
+    let forwarded: u64 = calls
+        .iter()
+        .map(|c| c.snapshot().a.counters.forwarded)
+        .sum();
     assert!(forwarded >= w.received, "relay counters cover what arrived");
     Figures {
         name,
@@ -326,7 +329,11 @@ fn bench_naive(rounds: usize) -> Figures {
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let cpu_ns = Arc::new(AtomicU64::new(0));
-    let (s2, m2, c2) = (Arc::clone(&stop), Arc::clone(&measuring), Arc::clone(&cpu_ns));
+    let (s2, m2, c2) = (
+        Arc::clone(&stop),
+        Arc::clone(&measuring),
+        Arc::clone(&cpu_ns),
+    );
     let t = std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         let mut started: Option<Duration> = None;
@@ -402,20 +409,59 @@ fn bench_srtp() {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
-    println!("relay benchmark: {} ms per variant after {} ms warm-up, 1 relay worker, 172-byte RTP", MEASURE.as_millis(), WARMUP.as_millis());
+    println!(
+        "relay benchmark: {} ms per variant after {} ms warm-up, 1 relay worker, 172-byte RTP",
+        MEASURE.as_millis(),
+        WARMUP.as_millis()
+    );
     println!("-- one call, 64-packet bursts (batches fill up)");
-    let batched = bench_relay("relay batched (recvmmsg/sendmmsg)", IoMode::Batched, 1, 64, false, 44000);
+    let batched = bench_relay(
+        "relay batched (recvmmsg/sendmmsg)",
+        IoMode::Batched,
+        1,
+        64,
+        false,
+        44000,
+    );
     batched.print();
-    let single = bench_relay("relay single (recvfrom/sendto)", IoMode::Single, 1, 64, false, 45000);
+    let single = bench_relay(
+        "relay single (recvfrom/sendto)",
+        IoMode::Single,
+        1,
+        64,
+        false,
+        45000,
+    );
     single.print();
     let naive = bench_naive(64);
     naive.print();
-    let srtp = bench_relay("relay batched, SRTP on leg B", IoMode::Batched, 1, 64, true, 46000);
+    let srtp = bench_relay(
+        "relay batched, SRTP on leg B",
+        IoMode::Batched,
+        1,
+        64,
+        true,
+        46000,
+    );
     srtp.print();
     println!("-- 100 calls, one packet per call per round (batches of ~1)");
-    let many_b = bench_relay("relay batched, 100 calls", IoMode::Batched, 100, 1, false, 47000);
+    let many_b = bench_relay(
+        "relay batched, 100 calls",
+        IoMode::Batched,
+        100,
+        1,
+        false,
+        47000,
+    );
     many_b.print();
-    let many_s = bench_relay("relay single, 100 calls", IoMode::Single, 100, 1, false, 48000);
+    let many_s = bench_relay(
+        "relay single, 100 calls",
+        IoMode::Single,
+        100,
+        1,
+        false,
+        48000,
+    );
     many_s.print();
     println!("-- ratios (per core)");
     println!(

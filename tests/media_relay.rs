@@ -133,7 +133,11 @@ fn relay_both_ways(mode: IoMode, suite: SrtpSuite, base: u16) {
             let pkt = recv(&call.peer);
             assert_eq!(pkt.len(), 12 + 160 + suite.rtp_overhead());
             let plain = call.peer_rx.decrypt_rtp(&pkt).expect("peer decrypts");
-            assert_eq!(&plain[..], &rtp(0x1111, 1000 + i, &payload(i))[..], "packet {i}");
+            assert_eq!(
+                &plain[..],
+                &rtp(0x1111, 1000 + i, &payload(i))[..],
+                "packet {i}"
+            );
         }
     }
 
@@ -147,7 +151,11 @@ fn relay_both_ways(mode: IoMode, suite: SrtpSuite, base: u16) {
             call.peer.send_to(&enc, b.rtp).expect("send");
         }
         for i in burst * 50..(burst + 1) * 50 {
-            assert_eq!(recv(&call.gateway), rtp(0x2222, 50 + i, &payload(i)), "packet {i}");
+            assert_eq!(
+                recv(&call.gateway),
+                rtp(0x2222, 50 + i, &payload(i)),
+                "packet {i}"
+            );
         }
     }
 
@@ -161,9 +169,13 @@ fn relay_both_ways(mode: IoMode, suite: SrtpSuite, base: u16) {
     // RTP bleed: a foreign IP, and the right IP from another port after
     // the latch locked on the gateway's port.
     let stranger = sock(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
-    stranger.send_to(&rtp(0x3333, 1, b"bleed"), a.rtp).expect("send");
+    stranger
+        .send_to(&rtp(0x3333, 1, b"bleed"), a.rtp)
+        .expect("send");
     let same_ip = sock(LO);
-    same_ip.send_to(&rtp(0x3333, 2, b"bleed"), a.rtp).expect("send");
+    same_ip
+        .send_to(&rtp(0x3333, 2, b"bleed"), a.rtp)
+        .expect("send");
     // A replayed SRTP packet from the peer.
     call.peer.send_to(&enc, b.rtp).expect("send replay");
     assert!(eventually(|| {
@@ -184,12 +196,17 @@ fn relay_both_ways(mode: IoMode, suite: SrtpSuite, base: u16) {
     assert_eq!(s.b.counters.forwarded, u64::from(N) + 1);
     assert_eq!(s.b.counters.rtcp_packets, 1);
     assert_eq!(s.b.counters.tx_packets, u64::from(N));
-    assert_eq!((s.a.ssrc, s.a.lost, s.a.expected), (Some(0x1111), 0, u64::from(N)));
+    assert_eq!(
+        (s.a.ssrc, s.a.lost, s.a.expected),
+        (Some(0x1111), 0, u64::from(N))
+    );
     assert_eq!((s.b.ssrc, s.b.lost), (Some(0x2222), 0));
     assert!(s.b.srtp && !s.a.srtp);
     assert!(s.last_activity[0].is_some() && s.last_activity[1].is_some());
     assert!(call.session.idle_since().is_some());
-    assert!(!call.session.is_idle(Instant::now(), Duration::from_secs(60)));
+    assert!(!call
+        .session
+        .is_idle(Instant::now(), Duration::from_secs(60)));
 
     assert!(call.session.release());
     assert!(!call.session.release(), "second release is a no-op");
@@ -226,19 +243,30 @@ fn rekey_on_reoffer_and_plain_after_clear() {
         local_key_salt: rk,
         remote_key_salt: pk,
     };
-    assert!(call.session.set_srtp(Leg::B, params.clone()).expect("rekey"));
+    assert!(call
+        .session
+        .set_srtp(Leg::B, params.clone())
+        .expect("rekey"));
     assert!(!call.session.set_srtp(Leg::B, params).expect("same keys"));
     let mut peer_rx = new_context(SrtpSuite::Aes128CmSha1_80, &rk, true).expect("ctx");
     call.gateway
         .send_to(&rtp(5, 1, b"after rekey"), a.rtp)
         .expect("send");
     let pkt = recv(&call.peer);
-    assert_eq!(&peer_rx.decrypt_rtp(&pkt).expect("new key")[..], &rtp(5, 1, b"after rekey")[..]);
-    assert!(call.peer_rx.decrypt_rtp(&pkt).is_err(), "old key no longer valid");
+    assert_eq!(
+        &peer_rx.decrypt_rtp(&pkt).expect("new key")[..],
+        &rtp(5, 1, b"after rekey")[..]
+    );
+    assert!(
+        call.peer_rx.decrypt_rtp(&pkt).is_err(),
+        "old key no longer valid"
+    );
 
     // Re-offer without crypto: plain both ways.
     call.session.clear_srtp(Leg::B).expect("clear");
-    call.gateway.send_to(&rtp(5, 2, b"plain"), a.rtp).expect("send");
+    call.gateway
+        .send_to(&rtp(5, 2, b"plain"), a.rtp)
+        .expect("send");
     assert_eq!(recv(&call.peer), rtp(5, 2, b"plain"));
 
     // Re-offer moving the peer to a new port: the latch follows.
@@ -246,7 +274,9 @@ fn rekey_on_reoffer_and_plain_after_clear() {
     call.session
         .set_remote(Leg::B, peer2.local_addr().expect("a"), None)
         .expect("remote");
-    call.gateway.send_to(&rtp(5, 3, b"moved"), a.rtp).expect("send");
+    call.gateway
+        .send_to(&rtp(5, 3, b"moved"), a.rtp)
+        .expect("send");
     assert_eq!(recv(&peer2), rtp(5, 3, b"moved"));
 }
 

@@ -103,7 +103,8 @@ impl PortPool {
             return Err(MediaError::EmptyRange);
         }
         // Pairs (base + 2k, base + 2k + 1) with base + 2k + 1 <= last.
-        let pairs = usize::from((last - base + 1) / 2);
+        // Ports base..=last hold floor((last - base + 1) / 2) whole pairs.
+        let pairs = usize::from((last - base).div_ceil(2));
         if pairs == 0 {
             return Err(MediaError::EmptyRange);
         }
@@ -314,7 +315,10 @@ mod tests {
             let p = pool.allocate(LO, false).expect("allocate");
             assert_eq!(p.rtp_port() % 2, 0, "RTP port is even");
             assert_eq!(p.rtcp_port(), Some(p.rtp_port() + 1));
-            assert_eq!(p.rtp_socket().local_addr().expect("addr").port(), p.rtp_port());
+            assert_eq!(
+                p.rtp_socket().local_addr().expect("addr").port(),
+                p.rtp_port()
+            );
             pairs.push(p);
         }
         let mut ports: Vec<u16> = pairs.iter().map(|p| p.rtp_port()).collect();
@@ -388,6 +392,9 @@ mod tests {
             Err(MediaError::PortsExhausted)
         ));
         drop(squatter);
-        assert_eq!(pool.allocate(LO, false).expect("now free").rtp_port(), 41500);
+        assert_eq!(
+            pool.allocate(LO, false).expect("now free").rtp_port(),
+            41500
+        );
     }
 }

@@ -422,8 +422,13 @@ impl Relay {
             }
             // SAFETY: wake is a fresh descriptor we own.
             let wake = unsafe { OwnedFd::from_raw_fd(wake) };
-            epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, wake.as_raw_fd(), WAKE_TOKEN)
-                .map_err(MediaError::Io)?;
+            epoll_ctl(
+                epfd.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                wake.as_raw_fd(),
+                WAKE_TOKEN,
+            )
+            .map_err(MediaError::Io)?;
             let ctl = Arc::new(WorkerCtl {
                 epfd,
                 wake,
@@ -478,7 +483,9 @@ impl Relay {
             .workers
             .get(idx)
             .map(|w| Arc::clone(&w.ctl))
-            .ok_or(MediaError::Io(std::io::Error::other("relay has no workers")))?;
+            .ok_or(MediaError::Io(std::io::Error::other(
+                "relay has no workers",
+            )))?;
         let mut att = Attachment {
             ctl,
             regs: Vec::with_capacity(4),
@@ -749,9 +756,20 @@ mod tests {
     fn foreign_source_is_dropped_and_counted() {
         let mut st = state();
         let mut b = bufs();
-        assert!(run(&mut st, &mut b, Leg::A, false, "203.0.113.5:4000", &rtp(1, 1, b"")).is_none());
+        assert!(run(
+            &mut st,
+            &mut b,
+            Leg::A,
+            false,
+            "203.0.113.5:4000",
+            &rtp(1, 1, b"")
+        )
+        .is_none());
         let c = st.legs[0].counters;
-        assert_eq!((c.rx_packets, c.drops.foreign_source, c.forwarded), (1, 1, 0));
+        assert_eq!(
+            (c.rx_packets, c.drops.foreign_source, c.forwarded),
+            (1, 1, 0)
+        );
         assert_eq!(st.legs[1].counters.tx_packets, 0);
     }
 
@@ -808,7 +826,11 @@ mod tests {
         assert!(r.via_rtcp);
         assert_eq!(r.dest, a("198.51.100.20:5001"));
         assert_eq!(st.legs[0].counters.rtcp_packets, 1);
-        assert_eq!(st.legs[0].counters.seq.ssrc(), None, "RTCP not in RTP stats");
+        assert_eq!(
+            st.legs[0].counters.seq.ssrc(),
+            None,
+            "RTCP not in RTP stats"
+        );
         // B's RTCP socket → A, which is mux: A's RTP socket and address.
         let r = run(&mut st, &mut b, Leg::B, true, "198.51.100.20:5001", &rr).expect("back");
         assert!(!r.via_rtcp);
@@ -848,7 +870,9 @@ mod tests {
         assert!(!r.in_place);
         assert_eq!(r.len, p.len() + 10);
         let mut dec = [0u8; 256];
-        let n = peer.unprotect_rtp(&b.out[..r.len], &mut dec).expect("peer decrypts");
+        let n = peer
+            .unprotect_rtp(&b.out[..r.len], &mut dec)
+            .expect("peer decrypts");
         assert_eq!(&dec[..n], &p[..]);
 
         // B (SRTP) → A (plain).
@@ -879,7 +903,15 @@ mod tests {
         let mut peer = SrtpLeg::new(&theirs).expect("peer");
         let mut b = bufs();
         let attacker = "198.51.100.20:6666";
-        assert!(run(&mut st, &mut b, Leg::B, false, attacker, &rtp(9, 1, &[0; 20])).is_none());
+        assert!(run(
+            &mut st,
+            &mut b,
+            Leg::B,
+            false,
+            attacker,
+            &rtp(9, 1, &[0; 20])
+        )
+        .is_none());
         assert_eq!(st.legs[1].counters.drops.srtp_auth, 1);
         let mut enc = [0u8; 256];
         let m = peer.protect_rtp(&rtp(9, 1, b"ok"), &mut enc).expect("enc");
@@ -899,7 +931,9 @@ mod tests {
         let r = run(&mut st, &mut b, Leg::A, false, GW, &sr).expect("route");
         assert!(!r.via_rtcp);
         let mut dec = [0u8; 128];
-        let n = peer.unprotect_rtcp(&b.out[..r.len], &mut dec).expect("srtcp");
+        let n = peer
+            .unprotect_rtcp(&b.out[..r.len], &mut dec)
+            .expect("srtcp");
         assert_eq!(&dec[..n], &sr);
     }
 
@@ -908,11 +942,27 @@ mod tests {
         let mut st = state();
         let mut b = bufs();
         let t = Instant::now();
-        st.process(Leg::A, false, a(GW), &rtp(1, 1, b""), &mut b.out, &mut b.scratch, t);
+        st.process(
+            Leg::A,
+            false,
+            a(GW),
+            &rtp(1, 1, b""),
+            &mut b.out,
+            &mut b.scratch,
+            t,
+        );
         assert_eq!(st.activity.last_activity(Leg::A), Some(t));
         assert_eq!(st.activity.last_activity(Leg::B), None);
         // Dropped packets are not activity.
-        st.process(Leg::B, false, a("203.0.113.1:1"), &rtp(1, 1, b""), &mut b.out, &mut b.scratch, t);
+        st.process(
+            Leg::B,
+            false,
+            a("203.0.113.1:1"),
+            &rtp(1, 1, b""),
+            &mut b.out,
+            &mut b.scratch,
+            t,
+        );
         assert_eq!(st.activity.last_activity(Leg::B), None);
     }
 

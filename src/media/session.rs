@@ -201,10 +201,7 @@ impl MediaSession {
     /// Hold state of `leg` (from SDP direction attributes); a leg on hold
     /// is not supervised for media inactivity.
     pub fn set_hold(&mut self, leg: Leg, on_hold: bool, now: Instant) -> Result<(), MediaError> {
-        self.shared()?
-            .lock()
-            .activity
-            .set_hold(leg, on_hold, now);
+        self.shared()?.lock().activity.set_hold(leg, on_hold, now);
         Ok(())
     }
 
@@ -227,7 +224,9 @@ impl MediaSession {
     /// commit, after release, or when every leg is on hold. The proxy sends
     /// BYE once `now - idle_since >= media_timeout`.
     pub fn idle_since(&self) -> Option<Instant> {
-        self.shared.as_ref().and_then(|s| s.lock().activity.idle_since())
+        self.shared
+            .as_ref()
+            .and_then(|s| s.lock().activity.idle_since())
     }
 
     /// `idle_since` compared against `timeout` at `now`.

@@ -248,7 +248,9 @@ mod tests {
             let n = ours.protect_rtp(&p, &mut enc).expect("protect");
             assert_eq!(n, p.len() + suite.rtp_overhead());
             assert_ne!(enc.get(12..p.len()), p.get(12..), "payload encrypted");
-            let m = theirs.unprotect_rtp(&enc[..n], &mut dec).expect("unprotect");
+            let m = theirs
+                .unprotect_rtp(&enc[..n], &mut dec)
+                .expect("unprotect");
             assert_eq!(&dec[..m], &p[..]);
         }
     }
@@ -262,9 +264,15 @@ mod tests {
         let n = ours.protect_rtp(&p, &mut enc).expect("protect");
         let mut bad = enc;
         bad[14] ^= 1;
-        assert_eq!(theirs.unprotect_rtp(&bad[..n], &mut dec), Err(SrtpFail::Auth));
+        assert_eq!(
+            theirs.unprotect_rtp(&bad[..n], &mut dec),
+            Err(SrtpFail::Auth)
+        );
         assert!(theirs.unprotect_rtp(&enc[..n], &mut dec).is_ok());
-        assert_eq!(theirs.unprotect_rtp(&enc[..n], &mut dec), Err(SrtpFail::Replay));
+        assert_eq!(
+            theirs.unprotect_rtp(&enc[..n], &mut dec),
+            Err(SrtpFail::Replay)
+        );
         assert!(theirs.unprotect_rtp(&enc[..5], &mut dec).is_err());
         // Output buffer too small.
         let p2 = rtp(8, b"payload");
@@ -281,8 +289,13 @@ mod tests {
         let mut dec = [0u8; 128];
         let n = ours.protect_rtcp(&rr, &mut enc).expect("protect");
         assert_eq!(n, rr.len() + SrtpSuite::Aes128CmSha1_32.rtcp_overhead());
-        let m = theirs.unprotect_rtcp(&enc[..n], &mut dec).expect("unprotect");
+        let m = theirs
+            .unprotect_rtcp(&enc[..n], &mut dec)
+            .expect("unprotect");
         assert_eq!(&dec[..m], &rr);
-        assert_eq!(theirs.unprotect_rtcp(&enc[..n], &mut dec), Err(SrtpFail::Replay));
+        assert_eq!(
+            theirs.unprotect_rtcp(&enc[..n], &mut dec),
+            Err(SrtpFail::Replay)
+        );
     }
 }
