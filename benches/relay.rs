@@ -463,6 +463,9 @@ fn main() {
         48000,
     );
     many_s.print();
+    for f in [&batched, &single, &naive, &many_b, &many_s] {
+        assert_eq!(f.allocs, 0, "{}: heap allocation in steady state", f.name);
+    }
     println!("-- ratios (per core)");
     println!(
         "batched / naive = {:.2}x, batched / single = {:.2}x, single / naive = {:.2}x, 100 calls batched / single = {:.2}x",

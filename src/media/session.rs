@@ -199,7 +199,9 @@ impl MediaSession {
     }
 
     /// Hold state of `leg` (from SDP direction attributes); a leg on hold
-    /// is not supervised for media inactivity.
+    /// is not supervised for media inactivity. Forwarding is unaffected:
+    /// whatever a held endpoint still sends (e.g. music on hold, RTCP) is
+    /// relayed as usual.
     pub fn set_hold(&mut self, leg: Leg, on_hold: bool, now: Instant) -> Result<(), MediaError> {
         self.shared()?.lock().activity.set_hold(leg, on_hold, now);
         Ok(())
