@@ -273,3 +273,109 @@ impl Drop for MediaSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::relay::RelayConfig;
+    use crate::media::srtp::{generate_key_salt, SrtpSuite};
+    use std::net::Ipv4Addr;
+
+    const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn relay() -> Relay {
+        Relay::start(RelayConfig {
+            workers: 1,
+            ..RelayConfig::default()
+        })
+        .expect("relay")
+    }
+
+    fn cfg(rtcp_mux: bool) -> LegConfig {
+        LegConfig { ip: LO, rtcp_mux }
+    }
+
+    #[test]
+    fn lifecycle_offer_commit_release_once() {
+        let relay = relay();
+        let pool = PortPool::new(41600..=41609).expect("pool");
+        let mut s = MediaSession::new(&relay, &pool, cfg(false), cfg(true)).expect("session");
+        assert_eq!(pool.available(), 3);
+        assert_eq!(s.state(), SessionState::Offered);
+        let a = s.local(Leg::A);
+        assert_eq!(a.rtcp.map(|r| r.port()), Some(a.rtp.port() + 1));
+        assert_eq!(s.local(Leg::B).rtcp, None);
+        // No supervision before the answer.
+        assert_eq!(s.idle_since(), None);
+        let t0 = Instant::now();
+        s.commit(t0).expect("commit");
+        assert_eq!(s.state(), SessionState::Active);
+        assert_eq!(s.idle_since(), Some(t0));
+        assert!(s.is_idle(t0 + Duration::from_secs(60), Duration::from_secs(60)));
+        s.set_hold(Leg::A, true, t0).expect("hold");
+        s.set_hold(Leg::B, true, t0).expect("hold");
+        assert_eq!(
+            s.idle_since(),
+            None,
+            "both legs on hold: nothing to supervise"
+        );
+        let snap = s.snapshot();
+        assert!(snap.a.on_hold && snap.b.on_hold);
+
+        assert!(s.release());
+        assert_eq!(s.state(), SessionState::Released);
+        assert_eq!(pool.available(), 5, "ports back at once when idle");
+        assert!(!s.release(), "second release is a no-op");
+        assert_eq!(pool.available(), 5);
+        assert!(matches!(
+            s.set_remote(Leg::A, a.rtp, None),
+            Err(MediaError::Released)
+        ));
+        assert!(matches!(s.commit(t0), Err(MediaError::Released)));
+        assert_eq!(s.snapshot().state, SessionState::Released);
+        assert!(s.snapshot().a.on_hold, "final snapshot kept");
+        assert_eq!(s.idle_since(), None);
+    }
+
+    #[test]
+    fn drop_releases() {
+        let relay = relay();
+        let pool = PortPool::new(41700..=41703).expect("pool");
+        let s = MediaSession::new(&relay, &pool, cfg(true), cfg(true)).expect("session");
+        assert_eq!(pool.available(), 0);
+        drop(s);
+        assert_eq!(pool.available(), 2);
+    }
+
+    #[test]
+    fn partial_allocation_is_rolled_back() {
+        let relay = relay();
+        let pool = PortPool::new(41800..=41801).expect("pool");
+        assert!(matches!(
+            MediaSession::new(&relay, &pool, cfg(false), cfg(false)),
+            Err(MediaError::PortsExhausted)
+        ));
+        assert_eq!(pool.available(), 1, "leg A's pair returned");
+    }
+
+    #[test]
+    fn set_srtp_rekeys_only_on_change() {
+        let relay = relay();
+        let pool = PortPool::new(41900..=41903).expect("pool");
+        let mut s = MediaSession::new(&relay, &pool, cfg(true), cfg(true)).expect("session");
+        let p = SrtpParams {
+            suite: SrtpSuite::Aes128CmSha1_80,
+            local_key_salt: generate_key_salt(),
+            remote_key_salt: generate_key_salt(),
+        };
+        assert!(s.set_srtp(Leg::B, p.clone()).expect("first"));
+        assert!(!s.set_srtp(Leg::B, p.clone()).expect("same"));
+        let mut p2 = p.clone();
+        p2.suite = SrtpSuite::Aes128CmSha1_32;
+        assert!(s.set_srtp(Leg::B, p2).expect("suite change"));
+        assert!(s.snapshot().b.srtp);
+        s.clear_srtp(Leg::B).expect("clear");
+        assert!(!s.snapshot().b.srtp);
+        assert!(s.set_srtp(Leg::B, p).expect("again after clear"));
+    }
+}
