@@ -36,11 +36,15 @@ use super::{Leg, MediaError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoMode {
     /// `recvmmsg`, then `sendmmsg` per run of datagrams leaving on the
-    /// same socket (`sendto` for a lone one). The default: in
-    /// `benches/relay.rs` it relays 4–7 % more packets per CPU-second than
-    /// [`IoMode::Single`] when batches fill, and is within noise (−1…−5 %)
-    /// when every wake-up carries one packet. On loopback the kernel's
-    /// per-datagram work dominates, so batching gains little either way.
+    /// same socket (`sendto` for a lone one, which measured cheaper than a
+    /// one-entry `sendmmsg`). The default. Measured with `benches/relay.rs`
+    /// on the 2-core dev VM over loopback, packets per relay-thread
+    /// CPU-second, 6 runs: full 64-packet bursts 0.93–1.07× (mean ≈1.03×)
+    /// of [`IoMode::Single`]; one packet per wake-up (100 calls)
+    /// 0.94–1.01× (mean ≈0.98×). The kernel's per-datagram work is >90 % of
+    /// the relay thread's time (perf), so the system-call strategy is
+    /// within noise; batched is kept for its edge when queues fill, i.e.
+    /// under load.
     Batched,
     /// `recvfrom`/`sendto`: one system call per packet.
     Single,
