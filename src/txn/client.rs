@@ -59,6 +59,7 @@ impl ClientTxn {
         reliable: bool,
         cfg: &TimerConfig,
     ) -> ClientTxn {
+        let cfg = &cfg.sanitized();
         let mut txn = ClientTxn {
             invite: kind_invite,
             reliable,
@@ -460,6 +461,28 @@ mod tests {
         };
         assert_eq!(cfg.timer_d(), Duration::from_secs(32));
         assert_eq!(big.timer_d(), Duration::from_secs(64));
+    }
+
+    #[test]
+    fn zero_config_does_not_spin() {
+        let now = Instant::now();
+        let zero = TimerConfig {
+            t1: Duration::ZERO,
+            t2: Duration::ZERO,
+            t4: Duration::ZERO,
+        };
+        for invite in [true, false] {
+            let mut t = ClientTxn::new(now, invite, Bytes::from_static(b"R"), false, &zero);
+            // each handle_timeout terminates in bounded work and the clock
+            // has to move for the next retransmission
+            t.handle_timeout(now);
+            let (tx, _) = drain(&mut t);
+            assert_eq!(tx.len(), 1, "only the initial send at t=0");
+            let next = t.poll_timeout();
+            assert_eq!(next, Some(now + TimerConfig::MIN_T1));
+            t.handle_timeout(now + Duration::from_secs(1));
+            assert!(t.is_terminated(), "64*T1 = 64 ms elapsed");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub enum ServerEvent {
 /// The INVITE server transaction does **not** send `100 Trying` by itself
 /// (§17.2.1 allows omitting it when the TU answers within 200 ms): the proxy
 /// TU sends 100 through [`ServerTxn::send_response`] as soon as it accepts
-/// the request (§16.2 / §16.7 step 1 of the proxy).
+/// the request.
 #[derive(Debug)]
 pub struct ServerTxn {
     invite: bool,
@@ -46,12 +46,11 @@ impl ServerTxn {
     /// Creates the transaction for a request that just arrived. INVITE starts
     /// in Proceeding (§17.2.1), non-INVITE in Trying (§17.2.2). No timer runs
     /// until the TU responds.
-    pub fn new(now: Instant, kind_invite: bool, reliable: bool, cfg: &TimerConfig) -> ServerTxn {
-        let _ = now;
+    pub fn new(_now: Instant, kind_invite: bool, reliable: bool, cfg: &TimerConfig) -> ServerTxn {
         ServerTxn {
             invite: kind_invite,
             reliable,
-            cfg: *cfg,
+            cfg: cfg.sanitized(),
             state: if kind_invite {
                 State::Proceeding
             } else {
@@ -60,7 +59,7 @@ impl ServerTxn {
             last: None,
             last_status: None,
             timers: TimerTable::new(),
-            interval: cfg.t1,
+            interval: cfg.sanitized().t1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }

@@ -1301,3 +1301,236 @@ mod endpoint_tests {
         ));
     }
 }
+
+/// Property tests: arbitrary input sequences (including nonsense status
+/// codes, ACKs in any state, time jumps) never panic and never break the
+/// state diagrams of `mod.rs`.
+#[cfg(test)]
+mod props {
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use crate::txn::{ClientEvent, ClientTxn, ServerEvent, ServerTxn, State, TimerConfig};
+    use State::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Advance(u32),
+        Response(u16),
+        TransportError,
+        Timeout,
+        Retransmission,
+        Ack,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u32..40_000).prop_map(Op::Advance),
+            prop_oneof![0u16..1000, 100u16..700, 200u16..300].prop_map(Op::Response),
+            Just(Op::TransportError),
+            Just(Op::Timeout),
+            Just(Op::Retransmission),
+            Just(Op::Ack),
+        ]
+    }
+
+    fn client_edge_ok(invite: bool, a: State, b: State) -> bool {
+        a == b
+            || matches!(
+                (invite, a, b),
+                (
+                    true,
+                    Calling,
+                    Proceeding | Completed | Accepted | Terminated
+                ) | (true, Proceeding, Completed | Accepted | Terminated)
+                    | (true, Completed | Accepted, Terminated)
+                    | (false, Trying, Proceeding | Completed | Terminated)
+                    | (false, Proceeding, Completed | Terminated)
+                    | (false, Completed, Terminated)
+            )
+    }
+
+    fn server_edge_ok(invite: bool, a: State, b: State) -> bool {
+        a == b
+            || matches!(
+                (invite, a, b),
+                (true, Proceeding, Completed | Accepted | Terminated)
+                    | (true, Completed, Confirmed | Terminated)
+                    | (true, Confirmed | Accepted, Terminated)
+                    | (false, Trying, Proceeding | Completed | Terminated)
+                    | (false, Proceeding, Completed | Terminated)
+                    | (false, Completed, Terminated)
+            )
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 512,
+            // no regression files outside src/txn
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// The driver never sleeps past a deadline: an advance stops at the
+    /// next `poll_timeout()` (that is the sans-IO contract).
+    fn advance(now: Instant, ms: u32, next: Option<Instant>) -> Instant {
+        let target = now + Duration::from_millis(u64::from(ms));
+        match next {
+            Some(at) if at < target => at.max(now),
+            _ => target,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn client_never_breaks_its_diagram(
+            invite: bool,
+            reliable: bool,
+            ops in proptest::collection::vec(op(), 0..60),
+        ) {
+            let base = Instant::now();
+            let mut now = base;
+            let cfg = TimerConfig::default();
+            let mut t = ClientTxn::new(now, invite, Bytes::from_static(b"Q"), reliable, &cfg);
+            prop_assert_eq!(t.poll_transmit(), Some(Bytes::from_static(b"Q")));
+            prop_assert_eq!(t.poll_transmit(), None);
+            let mut events = Vec::new();
+            let mut prev = t.state();
+            for op in ops {
+                let was_terminated = t.is_terminated();
+                match op {
+                    Op::Advance(ms) => now = advance(now, ms, t.poll_timeout()),
+                    Op::Response(s) => {
+                        let ack = (s >= 300).then(|| Bytes::from_static(b"A"));
+                        t.handle_response(now, s, ack);
+                    }
+                    Op::TransportError => t.handle_transport_error(now),
+                    Op::Timeout => {
+                        t.handle_timeout(now);
+                        // everything due has been handled
+                        prop_assert!(t.poll_timeout().is_none_or(|at| at > now));
+                    }
+                    Op::Retransmission | Op::Ack => {}
+                }
+                prop_assert!(t.poll_timeout().is_none_or(|at| at >= now));
+                let st = t.state();
+                prop_assert!(client_edge_ok(invite, prev, st), "{prev:?} -> {st:?}");
+                prev = st;
+                let mut sent = 0;
+                while t.poll_transmit().is_some() {
+                    sent += 1;
+                }
+                while let Some(e) = t.poll_event() {
+                    events.push(e);
+                }
+                if was_terminated {
+                    prop_assert_eq!(sent, 0);
+                }
+                if reliable && !invite {
+                    // no retransmission on TCP/TLS (and no ACK: non-INVITE)
+                    prop_assert_eq!(sent, 0);
+                }
+                if t.is_terminated() {
+                    prop_assert_eq!(t.poll_timeout(), None);
+                }
+            }
+            // at most one failure event, and it is the last one
+            let fails = events
+                .iter()
+                .filter(|e| matches!(e, ClientEvent::Timeout | ClientEvent::TransportError))
+                .count();
+            prop_assert!(fails <= 1);
+            if fails == 1 {
+                prop_assert!(matches!(
+                    events.last(),
+                    Some(ClientEvent::Timeout | ClientEvent::TransportError)
+                ));
+            }
+            let finals: Vec<u16> = events
+                .iter()
+                .filter_map(|e| match e {
+                    ClientEvent::Final(s) => Some(*s),
+                    _ => None,
+                })
+                .collect();
+            // non-2xx finals reach the TU once; only 2xx repeat (RFC 6026)
+            prop_assert!(finals.iter().filter(|s| **s >= 300).count() <= 1);
+            if !invite {
+                prop_assert!(finals.len() <= 1);
+            }
+            if finals.iter().any(|s| *s >= 300) {
+                prop_assert_eq!(finals.len(), 1);
+            }
+            // provisionals never follow a final
+            if let Some(i) = events.iter().position(|e| matches!(e, ClientEvent::Final(_))) {
+                prop_assert!(!events[i..].iter().any(|e| matches!(e, ClientEvent::Provisional(_))));
+            }
+        }
+
+        #[test]
+        fn server_never_breaks_its_diagram(
+            invite: bool,
+            reliable: bool,
+            ops in proptest::collection::vec(op(), 0..60),
+        ) {
+            let base = Instant::now();
+            let mut now = base;
+            let cfg = TimerConfig::default();
+            let mut t = ServerTxn::new(now, invite, reliable, &cfg);
+            let mut events = Vec::new();
+            let mut prev = t.state();
+            let mut final_status = None;
+            for op in ops {
+                let was_terminated = t.is_terminated();
+                match op {
+                    Op::Advance(ms) => now = advance(now, ms, t.poll_timeout()),
+                    Op::Response(s) => {
+                        t.send_response(now, s, Bytes::copy_from_slice(&s.to_be_bytes()));
+                    }
+                    Op::TransportError => t.handle_transport_error(now),
+                    Op::Timeout => {
+                        t.handle_timeout(now);
+                        prop_assert!(t.poll_timeout().is_none_or(|at| at > now));
+                    }
+                    Op::Retransmission => t.handle_retransmission(now),
+                    Op::Ack => {
+                        let absorbed = t.handle_ack(now);
+                        if t.state() == Accepted || !invite {
+                            prop_assert!(!absorbed);
+                        }
+                    }
+                }
+                prop_assert!(t.poll_timeout().is_none_or(|at| at >= now));
+                let st = t.state();
+                prop_assert!(server_edge_ok(invite, prev, st), "{prev:?} -> {st:?}");
+                prev = st;
+                while let Some(m) = t.poll_transmit() {
+                    prop_assert!(!was_terminated);
+                    let s = u16::from_be_bytes([m[0], m[1]]);
+                    prop_assert!((100..=699).contains(&s));
+                    if s >= 200 {
+                        // one final per transaction; only a 2xx to INVITE
+                        // may be re-sent by the TU
+                        match final_status {
+                            None => final_status = Some(s),
+                            Some(f) => prop_assert!(f == s || (invite && (200..300).contains(&s))),
+                        }
+                    }
+                }
+                while let Some(e) = t.poll_event() {
+                    events.push(e);
+                }
+            }
+            let terms = events.iter().filter(|e| **e == ServerEvent::Terminated).count();
+            prop_assert_eq!(terms, usize::from(t.is_terminated()));
+            if t.is_terminated() {
+                prop_assert_eq!(events.last(), Some(&ServerEvent::Terminated));
+            }
+        }
+    }
+}

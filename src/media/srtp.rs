@@ -1,0 +1,301 @@
+//! SRTP/SRTCP for one leg, with rtc-srtp (RFC 3711).
+//!
+//! Keys come from SDES (RFC 4568 `a=crypto` inline key||salt, 30 bytes for
+//! the AES_CM_128 suites): the relay *protects* what it sends on the leg with
+//! the local key and *unprotects* what it receives with the remote key.
+//! Replay protection is on for both SRTP and SRTCP (RFC 3711 §3.3.2).
+
+use std::fmt;
+
+use rand::RngCore;
+use rtc_srtp::context::Context;
+use rtc_srtp::crypto::providers::AwsLcRsCrypto;
+use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
+use rtc_srtp::protection_profile::ProtectionProfile;
+
+use rtc_shared::error::Error as SharedError;
+
+use super::MediaError;
+
+/// Length of an AES_CM_128 master key plus master salt (16 + 14).
+pub const KEY_SALT_LEN: usize = 30;
+const KEY_LEN: usize = 16;
+
+/// Replay window in packets; RFC 3711 §3.3.2 requires at least 64.
+const REPLAY_WINDOW: usize = 128;
+
+/// The SDES crypto suites supported (RFC 4568 §6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SrtpSuite {
+    /// `AES_CM_128_HMAC_SHA1_80`.
+    Aes128CmSha1_80,
+    /// `AES_CM_128_HMAC_SHA1_32` (32-bit SRTP tag; SRTCP keeps 80 bits,
+    /// RFC 4568 §6.2.2).
+    Aes128CmSha1_32,
+}
+
+impl SrtpSuite {
+    fn profile(self) -> ProtectionProfile {
+        match self {
+            SrtpSuite::Aes128CmSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+            SrtpSuite::Aes128CmSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
+        }
+    }
+
+    /// Bytes SRTP adds to an RTP packet (the auth tag).
+    pub fn rtp_overhead(self) -> usize {
+        self.profile().rtp_auth_tag_len()
+    }
+
+    /// Bytes SRTCP adds to an RTCP packet (E-flag/index word + tag).
+    pub fn rtcp_overhead(self) -> usize {
+        4 + self.profile().rtcp_auth_tag_len()
+    }
+}
+
+/// Keys of one leg. `Debug` never prints key material.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpParams {
+    /// Crypto suite.
+    pub suite: SrtpSuite,
+    /// Our key||salt: protects what the relay sends on this leg.
+    pub local_key_salt: [u8; KEY_SALT_LEN],
+    /// The peer's key||salt: unprotects what the relay receives.
+    pub remote_key_salt: [u8; KEY_SALT_LEN],
+}
+
+impl fmt::Debug for SrtpParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SrtpParams")
+            .field("suite", &self.suite)
+            .field("local_key_salt", &"<redacted>")
+            .field("remote_key_salt", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A fresh random master key||salt (one per call and direction).
+pub fn generate_key_salt() -> [u8; KEY_SALT_LEN] {
+    let mut k = [0u8; KEY_SALT_LEN];
+    rand::rng().fill_bytes(&mut k);
+    k
+}
+
+/// Builds a one-direction rtc-srtp context from a 30-byte key||salt.
+/// `inbound` contexts get replay protection.
+pub fn new_context(
+    suite: SrtpSuite,
+    key_salt: &[u8; KEY_SALT_LEN],
+    inbound: bool,
+) -> Result<Context, MediaError> {
+    let (key, salt) = key_salt.split_at(KEY_LEN);
+    let (rtp_opt, rtcp_opt) = if inbound {
+        (
+            Some(srtp_replay_protection(REPLAY_WINDOW)),
+            Some(srtcp_replay_protection(REPLAY_WINDOW)),
+        )
+    } else {
+        (None, None)
+    };
+    Context::new(
+        key,
+        salt,
+        suite.profile(),
+        rtp_opt,
+        rtcp_opt,
+        &AwsLcRsCrypto,
+    )
+    .map_err(|e| MediaError::Srtp(e.to_string()))
+}
+
+/// Why an inbound packet failed SRTP processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SrtpFail {
+    /// Authentication failed or the packet could not be decrypted.
+    Auth,
+    /// Already seen (replay window).
+    Replay,
+    /// Too short or does not fit the output buffer.
+    Malformed,
+}
+
+fn classify(e: &SharedError) -> SrtpFail {
+    match e {
+        SharedError::SrtpSsrcDuplicated(..) | SharedError::SrtcpSsrcDuplicated(..) => {
+            SrtpFail::Replay
+        }
+        SharedError::ErrTooShortRtp
+        | SharedError::ErrTooShortRtcp
+        | SharedError::SrtcpTooSmall(..) => SrtpFail::Malformed,
+        _ => SrtpFail::Auth,
+    }
+}
+
+/// Copies `src` into `out`; `Malformed` when it does not fit.
+fn emit(src: &[u8], out: &mut [u8]) -> Result<usize, SrtpFail> {
+    let dst = out.get_mut(..src.len()).ok_or(SrtpFail::Malformed)?;
+    dst.copy_from_slice(src);
+    Ok(src.len())
+}
+
+/// The two SRTP contexts of one leg.
+pub(crate) struct SrtpLeg {
+    params: SrtpParams,
+    /// Outbound (protect) context, local key.
+    protect: Context,
+    /// Inbound (unprotect) context, remote key, replay protection on.
+    unprotect: Context,
+}
+
+impl fmt::Debug for SrtpLeg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SrtpLeg")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SrtpLeg {
+    pub(crate) fn new(params: &SrtpParams) -> Result<Self, MediaError> {
+        Ok(SrtpLeg {
+            protect: new_context(params.suite, &params.local_key_salt, false)?,
+            unprotect: new_context(params.suite, &params.remote_key_salt, true)?,
+            params: params.clone(),
+        })
+    }
+
+    pub(crate) fn params(&self) -> &SrtpParams {
+        &self.params
+    }
+
+    /// RTP → SRTP into `out`; returns the length written.
+    pub(crate) fn protect_rtp(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<usize, SrtpFail> {
+        let b = self.protect.encrypt_rtp(pkt).map_err(|e| classify(&e))?;
+        emit(&b, out)
+    }
+
+    /// SRTP → RTP into `out`.
+    pub(crate) fn unprotect_rtp(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<usize, SrtpFail> {
+        let b = self.unprotect.decrypt_rtp(pkt).map_err(|e| classify(&e))?;
+        emit(&b, out)
+    }
+
+    /// RTCP → SRTCP into `out`.
+    pub(crate) fn protect_rtcp(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<usize, SrtpFail> {
+        let b = self.protect.encrypt_rtcp(pkt).map_err(|e| classify(&e))?;
+        emit(&b, out)
+    }
+
+    /// SRTCP → RTCP into `out`.
+    pub(crate) fn unprotect_rtcp(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<usize, SrtpFail> {
+        let b = self.unprotect.decrypt_rtcp(pkt).map_err(|e| classify(&e))?;
+        emit(&b, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 0, 0, 0, 0, 0, 0, 160, 0xde, 0xad, 0xbe, 0xef];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn pair(suite: SrtpSuite) -> (SrtpLeg, SrtpLeg) {
+        let (k1, k2) = (generate_key_salt(), generate_key_salt());
+        let ours = SrtpLeg::new(&SrtpParams {
+            suite,
+            local_key_salt: k1,
+            remote_key_salt: k2,
+        })
+        .expect("ours");
+        let theirs = SrtpLeg::new(&SrtpParams {
+            suite,
+            local_key_salt: k2,
+            remote_key_salt: k1,
+        })
+        .expect("theirs");
+        (ours, theirs)
+    }
+
+    #[test]
+    fn keys_are_fresh() {
+        assert_ne!(generate_key_salt(), generate_key_salt());
+    }
+
+    #[test]
+    fn debug_redacts_keys() {
+        let p = SrtpParams {
+            suite: SrtpSuite::Aes128CmSha1_80,
+            local_key_salt: [0xab; 30],
+            remote_key_salt: [0xcd; 30],
+        };
+        let d = format!("{p:?}");
+        assert!(d.contains("redacted"));
+        assert!(!d.contains("171"), "{d}");
+    }
+
+    #[test]
+    fn rtp_round_trip_both_suites_with_overhead() {
+        for suite in [SrtpSuite::Aes128CmSha1_80, SrtpSuite::Aes128CmSha1_32] {
+            let (mut ours, mut theirs) = pair(suite);
+            let mut enc = [0u8; 256];
+            let mut dec = [0u8; 256];
+            let p = rtp(1, b"hello media");
+            let n = ours.protect_rtp(&p, &mut enc).expect("protect");
+            assert_eq!(n, p.len() + suite.rtp_overhead());
+            assert_ne!(enc.get(12..p.len()), p.get(12..), "payload encrypted");
+            let m = theirs
+                .unprotect_rtp(&enc[..n], &mut dec)
+                .expect("unprotect");
+            assert_eq!(&dec[..m], &p[..]);
+        }
+    }
+
+    #[test]
+    fn tampering_replay_and_short_packets_are_classified() {
+        let (mut ours, mut theirs) = pair(SrtpSuite::Aes128CmSha1_80);
+        let mut enc = [0u8; 256];
+        let mut dec = [0u8; 256];
+        let p = rtp(7, b"payload");
+        let n = ours.protect_rtp(&p, &mut enc).expect("protect");
+        let mut bad = enc;
+        bad[14] ^= 1;
+        assert_eq!(
+            theirs.unprotect_rtp(&bad[..n], &mut dec),
+            Err(SrtpFail::Auth)
+        );
+        assert!(theirs.unprotect_rtp(&enc[..n], &mut dec).is_ok());
+        assert_eq!(
+            theirs.unprotect_rtp(&enc[..n], &mut dec),
+            Err(SrtpFail::Replay)
+        );
+        assert!(theirs.unprotect_rtp(&enc[..5], &mut dec).is_err());
+        // Output buffer too small.
+        let p2 = rtp(8, b"payload");
+        let mut tiny = [0u8; 8];
+        assert_eq!(ours.protect_rtp(&p2, &mut tiny), Err(SrtpFail::Malformed));
+    }
+
+    #[test]
+    fn rtcp_round_trip_and_replay() {
+        let (mut ours, mut theirs) = pair(SrtpSuite::Aes128CmSha1_32);
+        // Receiver report, no blocks: V=2, PT=201, length=1, SSRC.
+        let rr = [0x80u8, 201, 0, 1, 1, 2, 3, 4];
+        let mut enc = [0u8; 128];
+        let mut dec = [0u8; 128];
+        let n = ours.protect_rtcp(&rr, &mut enc).expect("protect");
+        assert_eq!(n, rr.len() + SrtpSuite::Aes128CmSha1_32.rtcp_overhead());
+        let m = theirs
+            .unprotect_rtcp(&enc[..n], &mut dec)
+            .expect("unprotect");
+        assert_eq!(&dec[..m], &rr);
+        assert_eq!(
+            theirs.unprotect_rtcp(&enc[..n], &mut dec),
+            Err(SrtpFail::Replay)
+        );
+    }
+}

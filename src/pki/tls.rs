@@ -1,0 +1,727 @@
+//! TLS material and identity-bound verification.
+//!
+//! * Gateway side: mutual TLS is mandatory. [`GatewayClientVerifier`] runs
+//!   rustls' WebPKI client verifier (chain to our trust anchors, validity,
+//!   CRLs) and then binds the certificate to a gateway configured *for this
+//!   appliance's site* (see [`cert_identity`] for which name is used).
+//! * Cloud side: server config with an optional client-name allow list, and a
+//!   client config presenting our certificate, verifying the peer's
+//!   certificate against the FQDN the caller connects to (pass
+//!   [`server_name`] to `TlsConnector::connect`).
+//! * [`ReloadableTls`]: hot-swappable server config; a broken file keeps the
+//!   old config.
+//!
+//! Protocol policy (all configs): TLS 1.2 minimum, TLS 1.3 preferred
+//! (rustls negotiates 1.3 whenever the peer offers it). TLS 1.2 suites are
+//! limited to ECDHE-RSA-AES256-GCM-SHA384 and ECDHE-RSA-AES128-GCM-SHA256,
+//! plus ECDHE-ECDSA-AES256/128-GCM when our key is ECDSA. The CBC suites some
+//! SIP trunk specifications list (ECDHE-RSA-AES256-SHA384 /
+//! ECDHE-RSA-AES128-SHA256) do not exist in rustls, which implements no CBC
+//! suite at all; peers must offer a GCM suite or TLS 1.3.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    RootCertStore, ServerConfig, ServerConnection, SignatureScheme,
+};
+
+use super::inspect::{parse_cert, san_names, subject_cn};
+use super::{fsutil, normalize_name, PkiError};
+
+/// Our certificate chain (leaf first) and private key.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for TlsMaterial {
+    fn clone(&self) -> Self {
+        TlsMaterial {
+            cert_chain: self.cert_chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+fn pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let data = fsutil::read(path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<_, _>>()
+        .map_err(|e| PkiError::invalid(path.display().to_string(), format!("bad PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(PkiError::invalid(
+            path.display().to_string(),
+            "no CERTIFICATE in the file",
+        ));
+    }
+    Ok(certs)
+}
+
+impl TlsMaterial {
+    /// Load a PEM certificate file (leaf first; may already hold the chain),
+    /// a PEM private key (PKCS#8, PKCS#1 or SEC1) and optionally a PEM chain
+    /// file whose certificates are appended when not already present.
+    pub fn from_pem_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        chain: Option<&std::path::Path>,
+    ) -> Result<Self, PkiError> {
+        let mut cert_chain = pem_certs(cert)?;
+        if let Some(chain) = chain {
+            for c in pem_certs(chain)? {
+                if !cert_chain.contains(&c) {
+                    cert_chain.push(c);
+                }
+            }
+        }
+        let key_data = fsutil::read(key)?;
+        let key_der = PrivateKeyDer::from_pem_slice(&key_data).map_err(|e| {
+            PkiError::invalid(
+                key.display().to_string(),
+                format!("no usable private key: {e}"),
+            )
+        })?;
+        let material = TlsMaterial {
+            cert_chain,
+            key: key_der,
+        };
+        material.check_key_matches().map_err(|reason| {
+            PkiError::invalid(format!("{} / {}", cert.display(), key.display()), reason)
+        })?;
+        Ok(material)
+    }
+
+    fn signing_key(&self) -> Result<Arc<dyn rustls::sign::SigningKey>, PkiError> {
+        rustls::crypto::aws_lc_rs::sign::any_supported_type(&self.key)
+            .map_err(|e| PkiError::Tls(format!("unusable private key: {e}")))
+    }
+
+    /// Is the key ECDSA (enables the ECDHE-ECDSA TLS 1.2 suites)?
+    pub fn key_is_ecdsa(&self) -> bool {
+        self.signing_key()
+            .map(|k| k.algorithm() == rustls::SignatureAlgorithm::ECDSA)
+            .unwrap_or(false)
+    }
+
+    fn check_key_matches(&self) -> Result<(), String> {
+        let leaf = self.cert_chain.first().ok_or("no certificate")?;
+        let signer = self.signing_key().map_err(|e| e.to_string())?;
+        let cert = parse_cert(leaf, "certificate").map_err(|e| e.to_string())?;
+        match signer.public_key() {
+            Some(spki) if spki.as_ref() != cert.public_key().raw => {
+                Err("the private key does not match the certificate".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Trust anchors for verifying peers.
+#[derive(Debug, Clone)]
+pub struct TrustAnchors {
+    roots: Arc<RootCertStore>,
+}
+
+impl TrustAnchors {
+    pub fn from_certs(
+        certs: impl IntoIterator<Item = CertificateDer<'static>>,
+    ) -> Result<Self, PkiError> {
+        let mut roots = RootCertStore::empty();
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| PkiError::Tls(format!("unusable trust anchor: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(PkiError::Tls("no trust anchors".into()));
+        }
+        Ok(TrustAnchors {
+            roots: Arc::new(roots),
+        })
+    }
+
+    pub fn from_pem_file(path: &std::path::Path) -> Result<Self, PkiError> {
+        Self::from_certs(pem_certs(path)?)
+            .map_err(|e| PkiError::invalid(path.display().to_string(), e))
+    }
+}
+
+/// A configured gateway: its certificate name (FQDN or IP literal) and site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayIdentity {
+    pub name: String,
+    pub site: String,
+}
+
+/// Why an identity check refused a peer certificate (carried inside
+/// `rustls::Error::InvalidCertificate(CertificateError::Other(..))`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("{name} belongs to site {site}; this appliance serves site {our_site}")]
+    WrongSite {
+        name: String,
+        site: String,
+        our_site: String,
+    },
+    #[error("no configured gateway named {name}")]
+    NotConfigured { name: String },
+    #[error("certificate {name} is not an allowed peer name")]
+    PeerNotAllowed { name: String },
+    #[error("certificate carries no DNS name, IP address or CN")]
+    NoName,
+    #[error("certificate could not be parsed")]
+    Unparseable,
+}
+
+/// A precise, human reason for a handshake refusal (for logs and tests).
+pub fn describe_refusal(err: &rustls::Error) -> String {
+    use rustls::Error as E;
+    match err {
+        E::InvalidCertificate(c) => match c {
+            CertificateError::Revoked => "certificate revoked".into(),
+            CertificateError::UnknownIssuer => "issuer unknown".into(),
+            CertificateError::Expired => "expired".into(),
+            CertificateError::ExpiredContext { time, not_after } => format!(
+                "expired (not after {}, now {})",
+                not_after.as_secs(),
+                time.as_secs()
+            ),
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "not yet valid".into()
+            }
+            CertificateError::BadSignature => {
+                "issuer unknown (signature does not verify against the trusted CA of that name)"
+                    .into()
+            }
+            CertificateError::Other(OtherError(inner)) => inner.to_string(),
+            other => format!("invalid certificate: {other:?}"),
+        },
+        E::NoCertificatesPresented => "no client certificate presented".into(),
+        E::PeerIncompatible(p) => {
+            use rustls::PeerIncompatible as P;
+            match p {
+                // A TLS 1.0/1.1 ClientHello has no signature_algorithms
+                // extension (RFC 5246 §7.4.1.4.1 introduced it).
+                P::SignatureAlgorithmsExtensionRequired | P::Tls12NotOffered => {
+                    "incompatible peer: protocol older than TLS 1.2 (TLS 1.2 is the minimum)".into()
+                }
+                P::NoCipherSuitesInCommon => {
+                    "incompatible peer: no cipher suite in common (TLS 1.2 needs an ECDHE AES-GCM suite; CBC suites are not offered)".into()
+                }
+                other => format!("incompatible peer: {other:?}"),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn refuse(r: Refusal) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(r))))
+}
+
+/// The identity a certificate asserts, as used for gateway binding and
+/// routing: the first DNS SAN, else the first IP SAN, else the subject CN
+/// (RFC 6125 §6.4.4: CN only when there is no SAN). One deterministic name
+/// keeps [`peer_identity`] equal to what the verifier checked; a device whose
+/// first SAN is not its configured name is refused with that name in the
+/// reason.
+pub fn cert_identity(cert: &CertificateDer<'_>) -> Option<String> {
+    let parsed = parse_cert(cert, "certificate").ok()?;
+    let (dns, ips) = san_names(&parsed);
+    if let Some(d) = dns.first() {
+        return Some(normalize_name(d));
+    }
+    if let Some(ip) = ips.first() {
+        return Some(ip.to_string());
+    }
+    subject_cn(&parsed).map(|cn| normalize_name(&cn))
+}
+
+fn same_name(configured: &str, presented: &str) -> bool {
+    match (
+        IpAddr::from_str(configured.trim()),
+        IpAddr::from_str(presented.trim()),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(_), Err(_)) => normalize_name(configured) == normalize_name(presented),
+        _ => false,
+    }
+}
+
+/// The verified gateway name of an established gateway-side connection (the
+/// identity of the peer's leaf certificate, see [`cert_identity`]).
+pub fn peer_identity(conn: &ServerConnection) -> Option<String> {
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(cert_identity)
+}
+
+/// WebPKI verification, then identity binding to a gateway of our site.
+#[derive(Debug)]
+pub struct GatewayClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    gateways: Vec<GatewayIdentity>,
+    our_site: String,
+}
+
+impl GatewayClientVerifier {
+    /// The gateway (configured name) a certificate identifies, or why not.
+    pub fn check_identity(&self, cert: &CertificateDer<'_>) -> Result<String, Refusal> {
+        if parse_cert(cert, "certificate").is_err() {
+            return Err(Refusal::Unparseable);
+        }
+        let id = cert_identity(cert).ok_or(Refusal::NoName)?;
+        let mut other_site = None;
+        for g in self.gateways.iter().filter(|g| same_name(&g.name, &id)) {
+            if g.site == self.our_site {
+                return Ok(id);
+            }
+            other_site.get_or_insert_with(|| g.site.clone());
+        }
+        match other_site {
+            Some(site) => Err(Refusal::WrongSite {
+                name: id,
+                site,
+                our_site: self.our_site.clone(),
+            }),
+            None => Err(Refusal::NotConfigured { name: id }),
+        }
+    }
+}
+
+impl ClientCertVerifier for GatewayClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let presented = cert_identity(end_entity).unwrap_or_else(|| "?".into());
+        if let Err(e) = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            tracing::warn!(peer = %presented, reason = %describe_refusal(&e), "gateway certificate refused");
+            return Err(e);
+        }
+        match self.check_identity(end_entity) {
+            Ok(name) => {
+                tracing::debug!(gateway = %name, "gateway certificate accepted");
+                Ok(ClientCertVerified::assertion())
+            }
+            Err(r) => {
+                tracing::warn!(peer = %presented, reason = %r, "gateway certificate refused");
+                Err(refuse(r))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Cloud-side client verification: WebPKI, then (when the list is not
+/// empty) the certificate identity must be one of `allowed`.
+#[derive(Debug)]
+struct PeerNameVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    allowed: Vec<String>,
+}
+
+impl ClientCertVerifier for PeerNameVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(
+                |e| tracing::warn!(reason = %describe_refusal(e), "cloud peer certificate refused"),
+            )?;
+        if self.allowed.is_empty() {
+            return Ok(verified);
+        }
+        let parsed =
+            parse_cert(end_entity, "certificate").map_err(|_| refuse(Refusal::Unparseable))?;
+        let (dns, _) = san_names(&parsed);
+        let names: Vec<String> = if dns.is_empty() {
+            subject_cn(&parsed).into_iter().collect()
+        } else {
+            dns
+        };
+        if names
+            .iter()
+            .any(|n| self.allowed.iter().any(|a| same_name(a, n)))
+        {
+            return Ok(verified);
+        }
+        let r = Refusal::PeerNotAllowed {
+            name: names.first().cloned().unwrap_or_default(),
+        };
+        tracing::warn!(reason = %r, "cloud peer certificate refused");
+        Err(refuse(r))
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// aws-lc-rs with our suite policy (see the module documentation).
+pub fn crypto_provider(ecdsa_key: bool) -> Arc<CryptoProvider> {
+    let mut suites = vec![
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+    if ecdsa_key {
+        suites.push(cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384);
+        suites.push(cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+    }
+    suites.push(cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384);
+    suites.push(cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256);
+    Arc::new(CryptoProvider {
+        cipher_suites: suites,
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    })
+}
+
+/// TLS 1.3 first, TLS 1.2 as the minimum.
+pub static PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+fn tls_err(e: impl fmt::Display) -> PkiError {
+    PkiError::Tls(e.to_string())
+}
+
+fn webpki_verifier(
+    trust: &TrustAnchors,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, PkiError> {
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(trust.roots.clone(), provider.clone());
+    if !crls.is_empty() {
+        // Revocation is enforced for issuers whose CRL is configured; other
+        // issuers (a vendor CA without a CRL) are not refused for lacking one.
+        builder = builder.with_crls(crls).allow_unknown_revocation_status();
+    }
+    builder.build().map_err(tls_err)
+}
+
+fn server_config(
+    material: TlsMaterial,
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<Arc<ServerConfig>, PkiError> {
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(tls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(material.cert_chain, material.key)
+        .map_err(tls_err)?;
+    // No session resumption: every connection runs the full client
+    // certificate verification (CRL, identity binding), so a revocation or a
+    // reconfigured gateway takes effect on the next connect. SIP flows are
+    // long-lived (RFC 5923 connection reuse), so resumption would save
+    // little.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
+    Ok(Arc::new(cfg))
+}
+
+/// The gateway-facing server: client certificate REQUIRED, chained to
+/// `trust`, not revoked by `crls`, and naming a gateway configured for
+/// `our_site`.
+pub fn server_config_gateway_side(
+    material: TlsMaterial,
+    trust: TrustAnchors,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    gateways: Vec<GatewayIdentity>,
+    our_site: &str,
+) -> Result<Arc<ServerConfig>, PkiError> {
+    let provider = crypto_provider(material.key_is_ecdsa());
+    let inner = webpki_verifier(&trust, crls, &provider)?;
+    let verifier = Arc::new(GatewayClientVerifier {
+        inner,
+        gateways,
+        our_site: our_site.to_string(),
+    });
+    server_config(material, provider, verifier)
+}
+
+/// The cloud-facing server: client certificate required, chained to `trust`
+/// (the cloud's public CAs); when `peer_names` is not empty the peer's
+/// certificate must name one of them.
+pub fn server_config_cloud_side(
+    material: TlsMaterial,
+    trust: TrustAnchors,
+    peer_names: Vec<String>,
+) -> Result<Arc<ServerConfig>, PkiError> {
+    let provider = crypto_provider(material.key_is_ecdsa());
+    let inner = webpki_verifier(&trust, Vec::new(), &provider)?;
+    let verifier = Arc::new(PeerNameVerifier {
+        inner,
+        allowed: peer_names,
+    });
+    server_config(material, provider, verifier)
+}
+
+/// Outbound connections: our certificate as client certificate; the server
+/// certificate is verified against `trust` and the name given to
+/// `TlsConnector::connect` (use [`server_name`] with the configured FQDN).
+pub fn client_config(
+    material: TlsMaterial,
+    trust: TrustAnchors,
+) -> Result<Arc<ClientConfig>, PkiError> {
+    let provider = crypto_provider(material.key_is_ecdsa());
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(tls_err)?
+        .with_root_certificates(trust.roots.clone())
+        .with_client_auth_cert(material.cert_chain, material.key)
+        .map_err(tls_err)?;
+    Ok(Arc::new(cfg))
+}
+
+/// A configured FQDN (or IP literal) as the name to verify the server
+/// certificate against.
+pub fn server_name(fqdn: &str) -> Result<ServerName<'static>, PkiError> {
+    ServerName::try_from(normalize_name(fqdn)).map_err(|e| PkiError::InvalidName {
+        name: fqdn.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Files behind a gateway-side server config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySideFiles {
+    /// Our certificate (PEM; may hold the chain).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub chain: Option<PathBuf>,
+    /// Trust anchors for gateway certificates (our root, vendor CAs).
+    pub trust: PathBuf,
+    /// CRLs (PEM, any number in one file).
+    pub crl: Option<PathBuf>,
+}
+
+impl GatewaySideFiles {
+    /// Build the server config from the files as they are now.
+    pub fn build(
+        &self,
+        gateways: Vec<GatewayIdentity>,
+        our_site: &str,
+    ) -> Result<Arc<ServerConfig>, PkiError> {
+        let material = TlsMaterial::from_pem_files(&self.cert, &self.key, self.chain.as_deref())?;
+        let trust = TrustAnchors::from_pem_file(&self.trust)?;
+        let crls = match &self.crl {
+            Some(p) => {
+                let data = fsutil::read(p)?;
+                CertificateRevocationListDer::pem_slice_iter(&data)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        PkiError::invalid(p.display().to_string(), format!("bad CRL PEM: {e}"))
+                    })?
+            }
+            None => Vec::new(),
+        };
+        server_config_gateway_side(material, trust, crls, gateways, our_site)
+    }
+}
+
+type Builder = dyn Fn() -> Result<Arc<ServerConfig>, PkiError> + Send + Sync;
+
+/// A server config that can be rebuilt at runtime. Each accepted connection
+/// takes [`ReloadableTls::current`] once; established connections keep the
+/// config (and certificate) they started with.
+pub struct ReloadableTls {
+    current: ArcSwap<ServerConfig>,
+    build: Box<Builder>,
+}
+
+impl fmt::Debug for ReloadableTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadableTls").finish_non_exhaustive()
+    }
+}
+
+impl ReloadableTls {
+    /// Build once now (errors are returned) and keep `build` for reloads.
+    pub fn new(
+        build: impl Fn() -> Result<Arc<ServerConfig>, PkiError> + Send + Sync + 'static,
+    ) -> Result<Self, PkiError> {
+        let first = build()?;
+        Ok(ReloadableTls {
+            current: ArcSwap::new(first),
+            build: Box::new(build),
+        })
+    }
+
+    /// The gateway side, rebuilt from `files` on every reload.
+    pub fn gateway_side(
+        files: GatewaySideFiles,
+        gateways: Vec<GatewayIdentity>,
+        our_site: String,
+    ) -> Result<Self, PkiError> {
+        Self::new(move || files.build(gateways.clone(), &our_site))
+    }
+
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current.load_full()
+    }
+
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current())
+    }
+
+    /// Rebuild; on error the previous config stays in service.
+    pub fn reload(&self) -> Result<(), PkiError> {
+        match (self.build)() {
+            Ok(cfg) => {
+                self.current.store(cfg);
+                tracing::info!("TLS configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS reload failed; keeping the previous configuration");
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_compare_as_ip_or_dns() {
+        assert!(same_name("GW1.lab.example.", "gw1.lab.example"));
+        assert!(same_name("10.0.0.1", "10.0.0.1"));
+        assert!(same_name("fd00::1", "fd00:0::1"));
+        assert!(!same_name("10.0.0.1", "gw1.lab.example"));
+        assert!(!same_name("gw1.lab.example", "gw2.lab.example"));
+    }
+
+    #[test]
+    fn suite_policy() {
+        let rsa = crypto_provider(false);
+        let names: Vec<String> = rsa
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        assert!(names
+            .iter()
+            .all(|n| !n.contains("CBC") && !n.contains("ECDSA")));
+        assert!(names.contains(&"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".to_string()));
+        assert!(names.contains(&"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_string()));
+        assert!(!names
+            .iter()
+            .any(|n| n.contains("CHACHA20") && n.contains("ECDHE")));
+        let ec = crypto_provider(true);
+        assert_eq!(ec.cipher_suites.len(), rsa.cipher_suites.len() + 2);
+        // TLS 1.3 suites come first.
+        assert!(names.first().is_some_and(|n| n.starts_with("TLS13")));
+    }
+
+    #[test]
+    fn refusal_texts() {
+        let r = refuse(Refusal::WrongSite {
+            name: "gw1.remote.example".into(),
+            site: "remote".into(),
+            our_site: "lab".into(),
+        });
+        assert_eq!(
+            describe_refusal(&r),
+            "gw1.remote.example belongs to site remote; this appliance serves site lab"
+        );
+        assert_eq!(
+            describe_refusal(&rustls::Error::InvalidCertificate(
+                CertificateError::Revoked
+            )),
+            "certificate revoked"
+        );
+        assert_eq!(
+            describe_refusal(&rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            )),
+            "issuer unknown"
+        );
+    }
+}

@@ -1,0 +1,1286 @@
+//! Line-level SDP parse (RFC 4566 §5): every line is indexed by byte range so
+//! that a rewrite can copy every line it does not change byte-exactly.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use bytes::Bytes;
+
+use super::crypto::CryptoLine;
+use super::SdpError;
+
+/// Line terminator of one line as it came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Eol {
+    /// Last line, unterminated.
+    None,
+    Lf,
+    CrLf,
+}
+
+impl Eol {
+    pub(crate) fn bytes(self) -> &'static [u8] {
+        match self {
+            Eol::None => b"",
+            Eol::Lf => b"\n",
+            Eol::CrLf => b"\r\n",
+        }
+    }
+}
+
+/// One line: `raw[start..end]` is the text without its terminator.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Line {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) eol: Eol,
+}
+
+/// Address type of a `c=`/`o=`/`a=rtcp` address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddrType {
+    /// `IP4`
+    Ip4,
+    /// `IP6`
+    Ip6,
+}
+
+impl AddrType {
+    /// `IP4` or `IP6`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddrType::Ip4 => "IP4",
+            AddrType::Ip6 => "IP6",
+        }
+    }
+
+    /// The address type of an IP address.
+    pub fn of(ip: IpAddr) -> AddrType {
+        match ip {
+            IpAddr::V4(_) => AddrType::Ip4,
+            IpAddr::V6(_) => AddrType::Ip6,
+        }
+    }
+}
+
+/// A connection address: an IP literal or a domain name (RFC 4566 §5.7 allows
+/// an FQDN, as the RFC 4317 examples use).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnAddr {
+    /// An IPv4 or IPv6 literal.
+    Ip(IpAddr),
+    /// A fully qualified domain name, to be resolved by the caller.
+    Name(String),
+}
+
+impl ConnAddr {
+    /// The IP literal, if it is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            ConnAddr::Ip(ip) => Some(*ip),
+            ConnAddr::Name(_) => None,
+        }
+    }
+
+    /// `0.0.0.0` (or `::`): the RFC 2543 way of putting a stream on hold that
+    /// RFC 3264 §8.4 still asks answerers to understand.
+    pub fn is_hold(&self) -> bool {
+        matches!(self, ConnAddr::Ip(ip) if ip.is_unspecified())
+    }
+}
+
+fn parse_addr(s: &str) -> Result<ConnAddr, ()> {
+    if s.is_empty() {
+        return Err(());
+    }
+    if let Ok(ip) = IpAddr::from_str(s) {
+        return Ok(ConnAddr::Ip(ip));
+    }
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+    {
+        Ok(ConnAddr::Name(s.to_owned()))
+    } else {
+        Err(())
+    }
+}
+
+fn parse_addr_type(s: &str) -> Result<AddrType, ()> {
+    if s.eq_ignore_ascii_case("IP4") {
+        Ok(AddrType::Ip4)
+    } else if s.eq_ignore_ascii_case("IP6") {
+        Ok(AddrType::Ip6)
+    } else {
+        Err(())
+    }
+}
+
+/// A `c=` line (RFC 4566 §5.7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// `IP4` or `IP6`.
+    pub addr_type: AddrType,
+    /// The address.
+    pub address: ConnAddr,
+    /// Multicast `/ttl[/count]` suffix, verbatim without the first `/`.
+    pub multicast: Option<String>,
+}
+
+impl Connection {
+    /// Parses the value of a `c=` line: `IN IP4 <addr>[/ttl[/n]]`.
+    pub fn parse(value: &str) -> Option<Connection> {
+        Connection::parse_inner(value).ok()
+    }
+
+    fn parse_inner(value: &str) -> Result<Connection, ()> {
+        let mut f = value.split_ascii_whitespace();
+        let net = f.next().ok_or(())?;
+        if !net.eq_ignore_ascii_case("IN") {
+            return Err(());
+        }
+        let addr_type = parse_addr_type(f.next().ok_or(())?)?;
+        let addr = f.next().ok_or(())?;
+        if f.next().is_some() {
+            return Err(());
+        }
+        let (addr, multicast) = match addr.split_once('/') {
+            Some((a, m)) => {
+                if m.is_empty() || !m.bytes().all(|b| b.is_ascii_digit() || b == b'/') {
+                    return Err(());
+                }
+                (a, Some(m.to_owned()))
+            }
+            None => (addr, None),
+        };
+        let address = parse_addr(addr)?;
+        Ok(Connection {
+            addr_type,
+            address,
+            multicast,
+        })
+    }
+
+    /// True for the `0.0.0.0` hold address.
+    pub fn is_hold(&self) -> bool {
+        self.address.is_hold()
+    }
+}
+
+/// The `o=` line (RFC 4566 §5.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// `<username>`
+    pub username: String,
+    /// `<sess-id>` (numeric string, kept verbatim).
+    pub session_id: String,
+    /// `<sess-version>`, which RFC 3264 §8 has incremented on every change.
+    pub session_version: u64,
+    /// `IP4`/`IP6`.
+    pub addr_type: AddrType,
+    /// `<unicast-address>` (IP literal or FQDN), verbatim.
+    pub address: String,
+}
+
+impl Origin {
+    fn parse(value: &str) -> Result<Origin, ()> {
+        let f: Vec<&str> = value.split_ascii_whitespace().collect();
+        let [username, session_id, version, net, addr_type, address] = f.as_slice() else {
+            return Err(());
+        };
+        if !net.eq_ignore_ascii_case("IN")
+            || session_id.is_empty()
+            || !version.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(());
+        }
+        Ok(Origin {
+            username: (*username).to_owned(),
+            session_id: (*session_id).to_owned(),
+            session_version: version.parse().map_err(|_| ())?,
+            addr_type: parse_addr_type(addr_type)?,
+            address: (*address).to_owned(),
+        })
+    }
+
+    /// The `o=` line text without the line end.
+    pub fn to_line(&self) -> String {
+        format!(
+            "o={} {} {} IN {} {}",
+            self.username,
+            self.session_id,
+            self.session_version,
+            self.addr_type.as_str(),
+            self.address
+        )
+    }
+}
+
+/// The transport protocol of an m-line (RFC 4566 §5.14, RFC 3551, RFC 3711,
+/// RFC 4585, RFC 5124, RFC 5764).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// `RTP/AVP`
+    RtpAvp,
+    /// `RTP/AVPF`
+    RtpAvpf,
+    /// `RTP/SAVP`
+    RtpSavp,
+    /// `RTP/SAVPF`
+    RtpSavpf,
+    /// `UDP/TLS/RTP/SAVP` (DTLS-SRTP, RFC 5764)
+    UdpTlsRtpSavp,
+    /// `UDP/TLS/RTP/SAVPF`
+    UdpTlsRtpSavpf,
+    /// Anything else (`udptl`, `TCP/MSRP` …), verbatim.
+    Other(String),
+}
+
+impl Proto {
+    /// Parses a proto token (case-insensitively for the RTP family).
+    pub fn parse(s: &str) -> Proto {
+        const KNOWN: [(&str, Proto); 6] = [
+            ("RTP/AVP", Proto::RtpAvp),
+            ("RTP/AVPF", Proto::RtpAvpf),
+            ("RTP/SAVP", Proto::RtpSavp),
+            ("RTP/SAVPF", Proto::RtpSavpf),
+            ("UDP/TLS/RTP/SAVP", Proto::UdpTlsRtpSavp),
+            ("UDP/TLS/RTP/SAVPF", Proto::UdpTlsRtpSavpf),
+        ];
+        for (name, p) in KNOWN {
+            if s.eq_ignore_ascii_case(name) {
+                return p;
+            }
+        }
+        Proto::Other(s.to_owned())
+    }
+
+    /// The token.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Proto::RtpAvp => "RTP/AVP",
+            Proto::RtpAvpf => "RTP/AVPF",
+            Proto::RtpSavp => "RTP/SAVP",
+            Proto::RtpSavpf => "RTP/SAVPF",
+            Proto::UdpTlsRtpSavp => "UDP/TLS/RTP/SAVP",
+            Proto::UdpTlsRtpSavpf => "UDP/TLS/RTP/SAVPF",
+            Proto::Other(s) => s,
+        }
+    }
+
+    /// An RTP profile: formats are payload types.
+    pub fn is_rtp(&self) -> bool {
+        !matches!(self, Proto::Other(_))
+    }
+
+    /// A secure profile (SAVP/SAVPF, SDES or DTLS keyed).
+    pub fn is_secure(&self) -> bool {
+        matches!(
+            self,
+            Proto::RtpSavp | Proto::RtpSavpf | Proto::UdpTlsRtpSavp | Proto::UdpTlsRtpSavpf
+        )
+    }
+
+    /// An RTCP feedback profile (AVPF/SAVPF, RFC 4585).
+    pub fn is_feedback(&self) -> bool {
+        matches!(
+            self,
+            Proto::RtpAvpf | Proto::RtpSavpf | Proto::UdpTlsRtpSavpf
+        )
+    }
+
+    /// DTLS-keyed (RFC 5764).
+    pub fn is_dtls(&self) -> bool {
+        matches!(self, Proto::UdpTlsRtpSavp | Proto::UdpTlsRtpSavpf)
+    }
+}
+
+/// Media direction (RFC 4566 §6, RFC 3264 §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// `a=sendrecv` (the default).
+    SendRecv,
+    /// `a=sendonly`
+    SendOnly,
+    /// `a=recvonly`
+    RecvOnly,
+    /// `a=inactive`
+    Inactive,
+}
+
+impl Direction {
+    /// Parses an attribute name.
+    pub fn from_attr(name: &str) -> Option<Direction> {
+        match name {
+            "sendrecv" => Some(Direction::SendRecv),
+            "sendonly" => Some(Direction::SendOnly),
+            "recvonly" => Some(Direction::RecvOnly),
+            "inactive" => Some(Direction::Inactive),
+            _ => None,
+        }
+    }
+
+    /// The attribute name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// The side that wrote this direction sends media.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    /// The side that wrote this direction receives media.
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// The direction as seen from the peer (sendonly ↔ recvonly).
+    pub fn reversed(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            d => d,
+        }
+    }
+}
+
+/// `a=rtpmap:<pt> <name>/<rate>[/<params>]` (RFC 4566 §6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rtpmap {
+    /// Payload type.
+    pub payload_type: u8,
+    /// Encoding name as written.
+    pub encoding: String,
+    /// Clock rate in Hz.
+    pub clock_rate: u32,
+    /// Encoding parameters (channel count for audio).
+    pub params: Option<String>,
+}
+
+impl Rtpmap {
+    fn parse(value: &str) -> Option<Rtpmap> {
+        let (pt, rest) = value.split_once(' ')?;
+        let payload_type: u8 = pt.parse().ok().filter(|p| *p <= 127)?;
+        let mut parts = rest.trim().splitn(3, '/');
+        let encoding = parts.next().filter(|e| !e.is_empty())?.to_owned();
+        let clock_rate = parts.next()?.parse().ok()?;
+        let params = parts.next().map(str::to_owned);
+        Some(Rtpmap {
+            payload_type,
+            encoding,
+            clock_rate,
+            params,
+        })
+    }
+}
+
+/// `a=fmtp:<format> <params>` (RFC 4566 §6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fmtp {
+    /// The format (a payload type for RTP), verbatim.
+    pub format: String,
+    /// Format parameters, verbatim.
+    pub params: String,
+}
+
+/// `a=rtcp:<port> [IN <type> <addr>]` (RFC 3605).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtcpAttr {
+    /// RTCP port.
+    pub port: u16,
+    /// Optional address.
+    pub connection: Option<Connection>,
+}
+
+impl RtcpAttr {
+    fn parse(value: &str) -> Option<RtcpAttr> {
+        let value = value.trim();
+        let (port, rest) = match value.split_once(' ') {
+            Some((p, r)) => (p, Some(r)),
+            None => (value, None),
+        };
+        let port = port.parse().ok()?;
+        let connection = match rest {
+            Some(r) => Some(Connection::parse(r)?),
+            None => None,
+        };
+        Some(RtcpAttr { port, connection })
+    }
+}
+
+/// An ICE `a=candidate` (RFC 8839 §5.1), the fields the media layer reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Foundation.
+    pub foundation: String,
+    /// Component id (1 RTP, 2 RTCP).
+    pub component: u32,
+    /// Transport (`UDP`, `TCP`…).
+    pub transport: String,
+    /// Priority.
+    pub priority: u64,
+    /// Connection address.
+    pub address: ConnAddr,
+    /// Port.
+    pub port: u16,
+    /// `typ` value (`host`, `srflx`, `prflx`, `relay`).
+    pub typ: String,
+}
+
+impl Candidate {
+    /// Parses a candidate attribute value.
+    pub fn parse(value: &str) -> Option<Candidate> {
+        let f: Vec<&str> = value.split_ascii_whitespace().collect();
+        let foundation = (*f.first()?).to_owned();
+        let component = f.get(1)?.parse().ok()?;
+        let transport = (*f.get(2)?).to_owned();
+        let priority = f.get(3)?.parse().ok()?;
+        let address = parse_addr(f.get(4)?).ok()?;
+        let port = f.get(5)?.parse().ok()?;
+        if *f.get(6)? != "typ" {
+            return None;
+        }
+        let typ = (*f.get(7)?).to_owned();
+        Some(Candidate {
+            foundation,
+            component,
+            transport,
+            priority,
+            address,
+            port,
+            typ,
+        })
+    }
+}
+
+/// ICE attributes of one level (RFC 8839 §5).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ice {
+    /// `a=ice-ufrag`
+    pub ufrag: Option<String>,
+    /// `a=ice-pwd`
+    pub pwd: Option<String>,
+    /// `a=ice-options`
+    pub options: Option<String>,
+    /// `a=ice-lite` (session level)
+    pub lite: bool,
+    /// `a=candidate` values, verbatim.
+    pub candidates: Vec<String>,
+    /// `a=end-of-candidates` (RFC 8840)
+    pub end_of_candidates: bool,
+    /// `a=remote-candidates` value.
+    pub remote_candidates: Option<String>,
+}
+
+impl Ice {
+    /// True if any ICE attribute is present.
+    pub fn is_present(&self) -> bool {
+        self.ufrag.is_some()
+            || self.pwd.is_some()
+            || self.options.is_some()
+            || self.lite
+            || !self.candidates.is_empty()
+            || self.end_of_candidates
+            || self.remote_candidates.is_some()
+    }
+
+    /// The candidates that parse.
+    pub fn parsed_candidates(&self) -> Vec<Candidate> {
+        self.candidates
+            .iter()
+            .filter_map(|c| Candidate::parse(c))
+            .collect()
+    }
+
+    fn absorb(&mut self, name: &str, value: Option<&str>) -> bool {
+        let owned = || value.map(|v| v.trim().to_owned());
+        match name {
+            "ice-ufrag" => self.ufrag = owned(),
+            "ice-pwd" => self.pwd = owned(),
+            "ice-options" => self.options = owned(),
+            "ice-lite" => self.lite = true,
+            "candidate" => {
+                if let Some(v) = owned() {
+                    self.candidates.push(v);
+                }
+            }
+            "end-of-candidates" => self.end_of_candidates = true,
+            "remote-candidates" => self.remote_candidates = owned(),
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// Attribute names that belong to ICE and are removed by `strip_ice`
+/// (RFC 8839 §5, plus `ice-mismatch`, `ice-pacing` and the pre-standard
+/// `x-candidate*` of Lync/Skype for Business).
+pub(crate) fn is_ice_attr(name: &str) -> bool {
+    matches!(
+        name,
+        "ice-ufrag"
+            | "ice-pwd"
+            | "ice-options"
+            | "ice-lite"
+            | "ice-mismatch"
+            | "ice-pacing"
+            | "candidate"
+            | "end-of-candidates"
+            | "remote-candidates"
+            | "x-candidate"
+            | "x-candidate-ipv6"
+    )
+}
+
+/// Splits an attribute value `name[:value]`.
+pub(crate) fn split_attr(value: &str) -> (&str, Option<&str>) {
+    match value.split_once(':') {
+        Some((n, v)) => (n, Some(v)),
+        None => (value, None),
+    }
+}
+
+/// One media description (`m=` line and the lines up to the next `m=`).
+#[derive(Clone, Debug)]
+pub struct Media {
+    pub(crate) line: usize,
+    pub(crate) end: usize,
+    pub(crate) conn_line: Option<usize>,
+    kind: String,
+    port: u16,
+    port_count: Option<u16>,
+    proto: Proto,
+    formats: Vec<String>,
+    connection: Option<Connection>,
+    rtpmaps: Vec<Rtpmap>,
+    fmtps: Vec<Fmtp>,
+    direction: Option<Direction>,
+    rtcp: Option<RtcpAttr>,
+    rtcp_mux: bool,
+    crypto: Vec<CryptoLine>,
+    crypto_lines: usize,
+    ice: Ice,
+}
+
+/// Static RTP payload types of RFC 3551 §6 (Tables 4 and 5): encoding name,
+/// clock rate, channels.
+pub fn static_payload_type(pt: u8) -> Option<(&'static str, u32, u8)> {
+    Some(match pt {
+        0 => ("PCMU", 8000, 1),
+        3 => ("GSM", 8000, 1),
+        4 => ("G723", 8000, 1),
+        5 => ("DVI4", 8000, 1),
+        6 => ("DVI4", 16000, 1),
+        7 => ("LPC", 8000, 1),
+        8 => ("PCMA", 8000, 1),
+        // G.722 is registered with an 8000 Hz RTP clock (RFC 3551 §4.5.2).
+        9 => ("G722", 8000, 1),
+        10 => ("L16", 44100, 2),
+        11 => ("L16", 44100, 1),
+        12 => ("QCELP", 8000, 1),
+        13 => ("CN", 8000, 1),
+        14 => ("MPA", 90000, 1),
+        15 => ("G728", 8000, 1),
+        16 => ("DVI4", 11025, 1),
+        17 => ("DVI4", 22050, 1),
+        18 => ("G729", 8000, 1),
+        25 => ("CelB", 90000, 1),
+        26 => ("JPEG", 90000, 1),
+        28 => ("nv", 90000, 1),
+        31 => ("H261", 90000, 1),
+        32 => ("MPV", 90000, 1),
+        33 => ("MP2T", 90000, 1),
+        34 => ("H263", 90000, 1),
+        _ => return None,
+    })
+}
+
+impl Media {
+    /// Media type (`audio`, `video`, `image`, `application` …).
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// Port; 0 means the stream is rejected/disabled (RFC 3264 §5.1, §6).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// True if the port is 0.
+    pub fn is_rejected(&self) -> bool {
+        self.port == 0
+    }
+
+    /// The `/<number of ports>` suffix, if any.
+    pub fn port_count(&self) -> Option<u16> {
+        self.port_count
+    }
+
+    /// Transport protocol.
+    pub fn proto(&self) -> &Proto {
+        &self.proto
+    }
+
+    /// Formats as written.
+    pub fn formats(&self) -> &[String] {
+        &self.formats
+    }
+
+    /// Formats that are RTP payload types (only for an RTP proto).
+    pub fn payload_types(&self) -> Vec<u8> {
+        if !self.proto.is_rtp() {
+            return Vec::new();
+        }
+        self.formats
+            .iter()
+            .filter_map(|f| f.parse::<u8>().ok())
+            .filter(|pt| *pt <= 127)
+            .collect()
+    }
+
+    /// Media-level `c=`.
+    pub fn connection(&self) -> Option<&Connection> {
+        self.connection.as_ref()
+    }
+
+    /// All `a=rtpmap` lines that parsed.
+    pub fn rtpmaps(&self) -> &[Rtpmap] {
+        &self.rtpmaps
+    }
+
+    /// The `a=rtpmap` of a payload type.
+    pub fn rtpmap(&self, pt: u8) -> Option<&Rtpmap> {
+        self.rtpmaps.iter().find(|r| r.payload_type == pt)
+    }
+
+    /// All `a=fmtp` lines.
+    pub fn fmtps(&self) -> &[Fmtp] {
+        &self.fmtps
+    }
+
+    /// The `a=fmtp` parameters of a payload type.
+    pub fn fmtp(&self, pt: u8) -> Option<&str> {
+        self.fmtps
+            .iter()
+            .find(|f| f.format.parse::<u8>().ok() == Some(pt))
+            .map(|f| f.params.as_str())
+    }
+
+    /// Encoding name and clock rate of a payload type: its rtpmap, else the
+    /// RFC 3551 static assignment.
+    pub fn encoding(&self, pt: u8) -> Option<(&str, u32)> {
+        if let Some(r) = self.rtpmap(pt) {
+            return Some((r.encoding.as_str(), r.clock_rate));
+        }
+        static_payload_type(pt).map(|(n, rate, _)| (n, rate))
+    }
+
+    /// Media-level direction attribute, if any.
+    pub fn direction_attr(&self) -> Option<Direction> {
+        self.direction
+    }
+
+    /// `a=rtcp` (RFC 3605).
+    pub fn rtcp(&self) -> Option<&RtcpAttr> {
+        self.rtcp.as_ref()
+    }
+
+    /// `a=rtcp-mux` (RFC 5761 §5.1.1).
+    pub fn rtcp_mux(&self) -> bool {
+        self.rtcp_mux
+    }
+
+    /// The `a=crypto` lines that parsed (RFC 4568).
+    pub fn crypto(&self) -> &[CryptoLine] {
+        &self.crypto
+    }
+
+    /// The first crypto line the media layer can use (known suite, right key
+    /// length, no MKI).
+    pub fn usable_crypto(&self) -> Option<&CryptoLine> {
+        self.crypto.iter().find(|c| c.is_usable())
+    }
+
+    /// True if crypto lines are offered but none is usable because all of
+    /// them need an MKI.
+    pub fn requires_mki(&self) -> bool {
+        self.crypto_lines > 0
+            && self.usable_crypto().is_none()
+            && self.crypto.iter().any(CryptoLine::requires_mki)
+    }
+
+    /// Media-level ICE attributes.
+    pub fn ice(&self) -> &Ice {
+        &self.ice
+    }
+}
+
+/// A parsed SDP body.
+#[derive(Clone, Debug)]
+pub struct Sdp {
+    pub(crate) raw: Bytes,
+    pub(crate) lines: Vec<Line>,
+    pub(crate) session_end: usize,
+    pub(crate) origin_line: Option<usize>,
+    pub(crate) conn_line: Option<usize>,
+    origin: Option<Origin>,
+    connection: Option<Connection>,
+    direction: Option<Direction>,
+    ice: Ice,
+    media: Vec<Media>,
+}
+
+fn text(raw: &[u8], line: usize) -> Result<&str, SdpError> {
+    std::str::from_utf8(raw).map_err(|_| SdpError::MalformedLine { line })
+}
+
+impl Sdp {
+    /// Parses an SDP body, copying it.
+    pub fn parse(body: &[u8]) -> Result<Sdp, SdpError> {
+        Sdp::from_bytes(Bytes::copy_from_slice(body))
+    }
+
+    /// Parses an SDP body held in `Bytes` without copying it.
+    pub fn from_bytes(raw: Bytes) -> Result<Sdp, SdpError> {
+        let lines = split_lines(&raw);
+        if lines.iter().all(|l| l.start == l.end) {
+            return Err(SdpError::Empty);
+        }
+        let mut sdp = Sdp {
+            raw: raw.clone(),
+            session_end: lines.len(),
+            lines,
+            origin_line: None,
+            conn_line: None,
+            origin: None,
+            connection: None,
+            direction: None,
+            ice: Ice::default(),
+            media: Vec::new(),
+        };
+        let mut seen_version = false;
+        for idx in 0..sdp.lines.len() {
+            let l = sdp.lines[idx];
+            let lineno = idx + 1;
+            let bytes = raw.get(l.start..l.end).unwrap_or_default();
+            if bytes.is_empty() {
+                // Stray empty lines (often a trailing CRLF CRLF) are kept.
+                continue;
+            }
+            let (kind, value) = match bytes {
+                [k, b'=', rest @ ..] if k.is_ascii_alphabetic() => (*k, rest),
+                _ => return Err(SdpError::MalformedLine { line: lineno }),
+            };
+            if !seen_version {
+                // RFC 4566 §5: the description starts with v=0.
+                if kind != b'v' || value != b"0" {
+                    return Err(SdpError::MissingVersion);
+                }
+                seen_version = true;
+                continue;
+            }
+            match kind {
+                b'm' => {
+                    let v = text(value, lineno)?;
+                    let media =
+                        parse_m_line(v, idx).ok_or(SdpError::InvalidMedia { line: lineno })?;
+                    if let Some(prev) = sdp.media.last_mut() {
+                        prev.end = idx;
+                    } else {
+                        sdp.session_end = idx;
+                    }
+                    sdp.media.push(media);
+                }
+                b'c' => {
+                    let v = text(value, lineno)?;
+                    let c =
+                        Connection::parse(v).ok_or(SdpError::InvalidConnection { line: lineno })?;
+                    match sdp.media.last_mut() {
+                        Some(m) => {
+                            m.connection = Some(c);
+                            m.conn_line = Some(idx);
+                        }
+                        None => {
+                            sdp.connection = Some(c);
+                            sdp.conn_line = Some(idx);
+                        }
+                    }
+                }
+                b'o' if sdp.media.is_empty() => {
+                    let v = text(value, lineno)?;
+                    sdp.origin = Some(
+                        Origin::parse(v).map_err(|_| SdpError::InvalidOrigin { line: lineno })?,
+                    );
+                    sdp.origin_line = Some(idx);
+                }
+                b'a' => {
+                    // Attributes we do not interpret may be in any charset
+                    // (RFC 4566 §5.13 a=charset); only UTF-8 ones are indexed.
+                    let Ok(v) = std::str::from_utf8(value) else {
+                        continue;
+                    };
+                    let (name, val) = split_attr(v);
+                    match sdp.media.last_mut() {
+                        Some(m) => absorb_media_attr(m, name, val),
+                        None => {
+                            if let Some(d) = Direction::from_attr(name) {
+                                sdp.direction = Some(d);
+                            } else {
+                                sdp.ice.absorb(name, val);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(last) = sdp.media.last_mut() {
+            last.end = sdp.lines.len();
+        }
+        Ok(sdp)
+    }
+
+    /// The body bytes as parsed.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The body rebuilt from the line index (every line with its own line
+    /// end): equal to the input for any body that parsed.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.raw.len());
+        for l in &self.lines {
+            out.extend_from_slice(self.raw.get(l.start..l.end).unwrap_or_default());
+            out.extend_from_slice(l.eol.bytes());
+        }
+        out
+    }
+
+    /// The body as `Bytes`.
+    pub fn bytes(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// True if the body used bare LF line ends (then lines we add use LF too).
+    pub fn uses_lf(&self) -> bool {
+        self.default_eol() == Eol::Lf
+    }
+
+    pub(crate) fn default_eol(&self) -> Eol {
+        match self.lines.iter().map(|l| l.eol).find(|e| *e != Eol::None) {
+            Some(Eol::Lf) => Eol::Lf,
+            _ => Eol::CrLf,
+        }
+    }
+
+    pub(crate) fn line_bytes(&self, idx: usize) -> &[u8] {
+        match self.lines.get(idx) {
+            Some(l) => self.raw.get(l.start..l.end).unwrap_or_default(),
+            None => &[],
+        }
+    }
+
+    /// The `o=` line.
+    pub fn origin(&self) -> Option<&Origin> {
+        self.origin.as_ref()
+    }
+
+    /// The session-level `c=`.
+    pub fn connection(&self) -> Option<&Connection> {
+        self.connection.as_ref()
+    }
+
+    /// The session-level direction attribute, if any.
+    pub fn direction_attr(&self) -> Option<Direction> {
+        self.direction
+    }
+
+    /// Session-level ICE attributes.
+    pub fn ice(&self) -> &Ice {
+        &self.ice
+    }
+
+    /// The media descriptions in order.
+    pub fn media(&self) -> &[Media] {
+        &self.media
+    }
+
+    /// The connection that applies to media `index`: its own `c=`, else the
+    /// session's (RFC 4566 §5.7).
+    pub fn media_connection(&self, index: usize) -> Option<&Connection> {
+        let m = self.media.get(index)?;
+        m.connection.as_ref().or(self.connection.as_ref())
+    }
+
+    /// The direction that applies to media `index`: media level, else session
+    /// level, else sendrecv (RFC 3264 §5.1).
+    pub fn media_direction(&self, index: usize) -> Direction {
+        self.media
+            .get(index)
+            .and_then(|m| m.direction)
+            .or(self.direction)
+            .unwrap_or(Direction::SendRecv)
+    }
+
+    /// True if media `index` is on hold as this SDP's author describes it:
+    /// sendonly/inactive, or the RFC 2543 `c=0.0.0.0` (RFC 3264 §8.4).
+    pub fn media_on_hold(&self, index: usize) -> bool {
+        let dir = self.media_direction(index);
+        matches!(dir, Direction::SendOnly | Direction::Inactive)
+            || self
+                .media_connection(index)
+                .is_some_and(Connection::is_hold)
+    }
+
+    /// RTCP port and address of media `index` (RFC 3605 `a=rtcp`, else the
+    /// RTP port + 1 of RFC 3550 §11, or the RTP port with rtcp-mux when the
+    /// caller knows mux is in effect).
+    pub fn media_rtcp(&self, index: usize) -> Option<(Option<ConnAddr>, u16)> {
+        let m = self.media.get(index)?;
+        let addr = self.media_connection(index).map(|c| c.address.clone());
+        match &m.rtcp {
+            Some(r) => Some((
+                r.connection.as_ref().map(|c| c.address.clone()).or(addr),
+                r.port,
+            )),
+            None => Some((addr, m.port.checked_add(1)?)),
+        }
+    }
+}
+
+fn absorb_media_attr(m: &mut Media, name: &str, val: Option<&str>) {
+    if let Some(d) = Direction::from_attr(name) {
+        m.direction = Some(d);
+        return;
+    }
+    match name {
+        "rtpmap" => {
+            if let Some(r) = val.and_then(Rtpmap::parse) {
+                m.rtpmaps.push(r);
+            }
+        }
+        "fmtp" => {
+            if let Some((format, params)) = val.and_then(|v| v.split_once(' ')) {
+                m.fmtps.push(Fmtp {
+                    format: format.to_owned(),
+                    params: params.trim().to_owned(),
+                });
+            }
+        }
+        "rtcp" => m.rtcp = val.and_then(RtcpAttr::parse),
+        "rtcp-mux" => m.rtcp_mux = true,
+        "crypto" => {
+            m.crypto_lines += 1;
+            // RFC 4568 §5.1.2: crypto lines that cannot be understood are
+            // ignored rather than failing the whole description.
+            if let Some(c) = val.and_then(|v| CryptoLine::parse(v).ok()) {
+                m.crypto.push(c);
+            }
+        }
+        _ => {
+            m.ice.absorb(name, val);
+        }
+    }
+}
+
+fn parse_m_line(v: &str, idx: usize) -> Option<Media> {
+    let mut f = v.split_ascii_whitespace();
+    let kind = f.next()?.to_owned();
+    let port_field = f.next()?;
+    let (port, port_count) = match port_field.split_once('/') {
+        Some((p, n)) => (p.parse().ok()?, Some(n.parse().ok()?)),
+        None => (port_field.parse().ok()?, None),
+    };
+    let proto = Proto::parse(f.next()?);
+    let formats: Vec<String> = f.map(str::to_owned).collect();
+    if formats.is_empty() {
+        return None;
+    }
+    Some(Media {
+        line: idx,
+        end: idx + 1,
+        conn_line: None,
+        kind,
+        port,
+        port_count,
+        proto,
+        formats,
+        connection: None,
+        rtpmaps: Vec::new(),
+        fmtps: Vec::new(),
+        direction: None,
+        rtcp: None,
+        rtcp_mux: false,
+        crypto: Vec::new(),
+        crypto_lines: 0,
+        ice: Ice::default(),
+    })
+}
+
+fn split_lines(raw: &[u8]) -> Vec<Line> {
+    let mut lines = Vec::new();
+    let mut start = 0usize;
+    for nl in memchr::memchr_iter(b'\n', raw) {
+        let (end, eol) = if nl > start && raw.get(nl - 1) == Some(&b'\r') {
+            (nl - 1, Eol::CrLf)
+        } else {
+            (nl, Eol::Lf)
+        };
+        lines.push(Line { start, end, eol });
+        start = nl + 1;
+    }
+    if start < raw.len() {
+        lines.push(Line {
+            start,
+            end: raw.len(),
+            eol: Eol::None,
+        });
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const OFFER: &str = "v=0\r\n\
+o=alice 2890844526 2890844526 IN IP4 host.atlanta.example.com\r\n\
+s=\r\n\
+c=IN IP4 192.0.2.10\r\n\
+t=0 0\r\n\
+m=audio 49170 RTP/AVP 0 8 97 101\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:97 iLBC/8000\r\n\
+a=fmtp:97 mode=30\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-15\r\n\
+a=rtcp:53020 IN IP4 192.0.2.11\r\n\
+a=sendonly\r\n\
+m=video 0 RTP/AVP 31\r\n\
+c=IN IP6 2001:db8::1\r\n";
+
+    #[test]
+    fn parses_session_and_media_lines() {
+        let sdp = Sdp::parse(OFFER.as_bytes()).unwrap();
+        let o = sdp.origin().unwrap();
+        assert_eq!(o.username, "alice");
+        assert_eq!(o.session_version, 2890844526);
+        assert_eq!(o.address, "host.atlanta.example.com");
+        assert_eq!(
+            sdp.connection().unwrap().address,
+            ConnAddr::Ip(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)))
+        );
+        assert_eq!(sdp.media().len(), 2);
+        let a = &sdp.media()[0];
+        assert_eq!(a.kind(), "audio");
+        assert_eq!(a.port(), 49170);
+        assert_eq!(a.proto(), &Proto::RtpAvp);
+        assert_eq!(a.payload_types(), vec![0, 8, 97, 101]);
+        assert_eq!(a.encoding(0), Some(("PCMU", 8000)));
+        // PCMA has no rtpmap: the static table answers.
+        assert_eq!(a.encoding(8), Some(("PCMA", 8000)));
+        assert_eq!(a.encoding(97), Some(("iLBC", 8000)));
+        assert_eq!(a.fmtp(97), Some("mode=30"));
+        assert_eq!(a.fmtp(101), Some("0-15"));
+        let rtcp = a.rtcp().unwrap();
+        assert_eq!(rtcp.port, 53020);
+        assert_eq!(
+            sdp.media_rtcp(0),
+            Some((Some(ConnAddr::Ip("192.0.2.11".parse().unwrap())), 53020))
+        );
+        assert_eq!(sdp.media_direction(0), Direction::SendOnly);
+        assert!(sdp.media_on_hold(0));
+        let v = &sdp.media()[1];
+        assert!(v.is_rejected());
+        assert_eq!(v.connection().unwrap().addr_type, AddrType::Ip6);
+        assert_eq!(sdp.media_direction(1), Direction::SendRecv);
+        assert_eq!(
+            sdp.media_connection(1).unwrap().address,
+            ConnAddr::Ip("2001:db8::1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn lf_line_ends_and_missing_final_eol() {
+        let body =
+            "v=0\no=- 1 2 IN IP4 10.0.0.1\ns= \nc=IN IP4 10.0.0.1\nt=0 0\nm=audio 4000 RTP/AVP 0";
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        assert!(sdp.uses_lf());
+        assert_eq!(sdp.media()[0].port(), 4000);
+        assert_eq!(sdp.as_bytes(), body.as_bytes());
+        assert_eq!(sdp.to_vec(), body.as_bytes());
+        // RTCP defaults to RTP + 1 (RFC 3550 §11).
+        assert_eq!(sdp.media_rtcp(0).unwrap().1, 4001);
+    }
+
+    #[test]
+    fn hold_by_connection_address() {
+        let body = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        assert!(sdp.connection().unwrap().is_hold());
+        assert!(sdp.media_on_hold(0));
+        assert_eq!(sdp.media_direction(0), Direction::SendRecv);
+    }
+
+    #[test]
+    fn session_level_direction_is_the_default() {
+        let body = "v=0\r\no=- 1 2 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\na=inactive\r\nm=audio 4000 RTP/AVP 0\r\nm=audio 4002 RTP/AVP 0\r\na=recvonly\r\n";
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        assert_eq!(sdp.direction_attr(), Some(Direction::Inactive));
+        assert_eq!(sdp.media_direction(0), Direction::Inactive);
+        assert_eq!(sdp.media_direction(1), Direction::RecvOnly);
+    }
+
+    #[test]
+    fn protos_are_classified() {
+        for (s, rtp, sec, fb, dtls) in [
+            ("RTP/AVP", true, false, false, false),
+            ("RTP/AVPF", true, false, true, false),
+            ("RTP/SAVP", true, true, false, false),
+            ("RTP/SAVPF", true, true, true, false),
+            ("UDP/TLS/RTP/SAVP", true, true, false, true),
+            ("UDP/TLS/RTP/SAVPF", true, true, true, true),
+            ("udptl", false, false, false, false),
+        ] {
+            let p = Proto::parse(s);
+            assert_eq!(p.as_str(), s);
+            assert_eq!(
+                (p.is_rtp(), p.is_secure(), p.is_feedback(), p.is_dtls()),
+                (rtp, sec, fb, dtls),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn crypto_ice_and_mux_are_indexed() {
+        let body = "v=0\r\n\
+o=- 1 1 IN IP4 10.0.0.1\r\n\
+s=-\r\n\
+a=ice-lite\r\n\
+c=IN IP4 10.0.0.1\r\n\
+t=0 0\r\n\
+m=audio 5000 RTP/SAVP 0\r\n\
+a=ice-ufrag:abcd\r\n\
+a=ice-pwd:0123456789012345678901\r\n\
+a=candidate:1 1 UDP 2130706431 10.0.0.1 5000 typ host\r\n\
+a=candidate:broken\r\n\
+a=end-of-candidates\r\n\
+a=rtcp-mux\r\n\
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^31|1:1\r\n\
+a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^31\r\n\
+a=crypto:3 garbage\r\n";
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        assert!(sdp.ice().lite);
+        let m = &sdp.media()[0];
+        assert_eq!(m.ice().ufrag.as_deref(), Some("abcd"));
+        assert_eq!(m.ice().candidates.len(), 2);
+        let cands = m.ice().parsed_candidates();
+        assert_eq!(cands.len(), 1);
+        assert_eq!(cands[0].port, 5000);
+        assert_eq!(cands[0].typ, "host");
+        assert!(m.ice().end_of_candidates);
+        assert!(m.rtcp_mux());
+        assert_eq!(m.crypto().len(), 2);
+        assert_eq!(m.usable_crypto().unwrap().tag, 2);
+        assert!(!m.requires_mki());
+    }
+
+    #[test]
+    fn only_mki_crypto_requires_mki() {
+        let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+m=audio 5000 RTP/SAVP 0\r\n\
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^31|1:1\r\n";
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        assert!(sdp.media()[0].requires_mki());
+        assert!(sdp.media()[0].usable_crypto().is_none());
+    }
+
+    #[test]
+    fn malformed_input_is_rejected() {
+        let cases: [(&str, SdpError); 8] = [
+            ("", SdpError::Empty),
+            ("\r\n\r\n", SdpError::Empty),
+            ("o=- 1 1 IN IP4 1.2.3.4\r\n", SdpError::MissingVersion),
+            ("v=1\r\n", SdpError::MissingVersion),
+            ("v=0\r\nbogus\r\n", SdpError::MalformedLine { line: 2 }),
+            (
+                "v=0\r\nc=IN IP4\r\n",
+                SdpError::InvalidConnection { line: 2 },
+            ),
+            (
+                "v=0\r\nm=audio x RTP/AVP 0\r\n",
+                SdpError::InvalidMedia { line: 2 },
+            ),
+            ("v=0\r\no=a b\r\n", SdpError::InvalidOrigin { line: 2 }),
+        ];
+        for (body, err) in cases {
+            assert_eq!(Sdp::parse(body.as_bytes()).unwrap_err(), err, "{body:?}");
+        }
+        assert_eq!(
+            Sdp::parse(b"v=0\r\nm=audio 1 RTP/AVP\r\n").unwrap_err(),
+            SdpError::InvalidMedia { line: 2 }
+        );
+        assert_eq!(
+            Sdp::parse(b"v=0\r\nc=IN IP4 a b\r\n").unwrap_err(),
+            SdpError::InvalidConnection { line: 2 }
+        );
+        for bad in ["bad!host", "1.2.3.4/x", "1.2.3.4/"] {
+            let body = format!("v=0\r\nc=IN IP4 {bad}\r\n");
+            assert_eq!(
+                Sdp::parse(body.as_bytes()).unwrap_err(),
+                SdpError::InvalidConnection { line: 2 },
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_utf8_attribute_is_tolerated_and_kept() {
+        let mut body = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\na=tool:\xff\xfe\r\nm=audio 5000 RTP/AVP 0\r\n".to_vec();
+        let sdp = Sdp::parse(&body).unwrap();
+        assert_eq!(sdp.to_vec(), body);
+        // But a c= line that is not text is an error.
+        body.extend_from_slice(b"c=IN IP4 \xff\r\n");
+        assert!(Sdp::parse(&body).is_err());
+    }
+
+    #[test]
+    fn rtpmap_and_candidate_edge_cases() {
+        assert_eq!(
+            Rtpmap::parse("111 opus/48000/2"),
+            Some(Rtpmap {
+                payload_type: 111,
+                encoding: "opus".into(),
+                clock_rate: 48000,
+                params: Some("2".into()),
+            })
+        );
+        assert_eq!(Rtpmap::parse("200 X/8000"), None);
+        assert_eq!(Rtpmap::parse("96 /8000"), None);
+        assert_eq!(Rtpmap::parse("96 X"), None);
+        let c = Candidate::parse("1 1 UDP 2130706431 2001:db8::7 5000 typ host").unwrap();
+        assert_eq!(c.address, ConnAddr::Ip("2001:db8::7".parse().unwrap()));
+        let c = Candidate::parse("2 1 udp 1 4a7b.local 5000 typ host generation 0").unwrap();
+        assert_eq!(c.address, ConnAddr::Name("4a7b.local".into()));
+        assert_eq!(Candidate::parse("1 1 UDP 1 10.0.0.1 5000 host"), None);
+        assert_eq!(Candidate::parse("1 1 UDP 1 10.0.0.1 99999 typ host"), None);
+    }
+
+    #[test]
+    fn multicast_connection_and_port_count() {
+        let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 224.2.1.1/127/3\r\nt=0 0\r\nm=video 49170/2 RTP/AVP 31\r\n";
+        let sdp = Sdp::parse(body.as_bytes()).unwrap();
+        assert_eq!(
+            sdp.connection().unwrap().multicast.as_deref(),
+            Some("127/3")
+        );
+        assert_eq!(sdp.media()[0].port_count(), Some(2));
+    }
+}
