@@ -39,6 +39,12 @@ enum Command {
     Run,
     /// Validate the configuration and exit.
     Check,
+    /// The built-in root CA: init, issue, sign, export, list, revoke, renew.
+    #[command(subcommand)]
+    Ca(sipedge::pki::CaCommand),
+    /// Certificate tools.
+    #[command(subcommand)]
+    Cert(sipedge::pki::CertCommand),
 }
 
 fn init_logging(cli: &Cli) {
@@ -58,6 +64,16 @@ fn init_logging(cli: &Cli) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
+    if let Command::Cert(cmd) = cli.command {
+        // Works on files alone: no configuration needed.
+        return match sipedge::pki::run_cert(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -77,6 +93,26 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(cfg),
+        Command::Ca(cmd) => {
+            // Names a certificate may carry: configured gateways and our own FQDNs.
+            let mut allowed: Vec<String> =
+                cfg.gateways.iter().map(|g| g.name.to_string()).collect();
+            allowed.push(cfg.appliance.mediation_fqdn.to_string());
+            allowed.push(cfg.appliance.access_edge_fqdn.to_string());
+            allowed.extend(cfg.tenant.sip_domains.iter().map(|d| format!("sip.{d}")));
+            let ctx = sipedge::pki::PkiContext {
+                state_dir: cfg.appliance.state_dir.clone(),
+                policy: sipedge::pki::NamePolicy::new(allowed),
+            };
+            match sipedge::pki::run_ca(cmd, &ctx) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Cert(_) => ExitCode::SUCCESS,
     }
 }
 

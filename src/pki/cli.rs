@@ -28,6 +28,7 @@ pub enum CaCommand {
     /// Issue a key, certificate, chain and PKCS#12 bundle for a gateway.
     Issue {
         /// Gateway FQDN or IP address (must be configured unless --force).
+        #[arg(long)]
         name: String,
         /// Additional IP address SAN (repeatable).
         #[arg(long)]
