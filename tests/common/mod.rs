@@ -107,6 +107,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Keep the appliance's log of a failed test for inspection.
+            let keep = std::env::temp_dir().join(format!("sipedge-failed-{}.log", self.child.id()));
+            let _ = std::fs::copy(&self.log, &keep);
+            eprintln!("sipedge log kept in {}", keep.display());
+        }
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = Command::new("kill")
                 .arg("-TERM")
