@@ -3,26 +3,64 @@
 //! `;name=value` parameters. Everything works on byte slices and returns
 //! sub-slices of its input (no allocation, never panics).
 
-/// RFC 3261 §25.1 `token` characters: alphanum / "-" / "." / "!" / "%" / "*"
-/// / "_" / "+" / "`" / "'" / "~".
-static TOKEN: [bool; 256] = {
-    let mut t = [false; 256];
+const C_TOKEN: u8 = 1;
+/// Octets never allowed in a URI: controls, SP, DEL, `<`, `>`, `"`.
+const C_URI_BAD: u8 = 2;
+/// Stops a header parameter name or value: `;` `,` and LWS (`=` too for
+/// names, see [`C_HDR_EQ`]).
+const C_HDR_STOP: u8 = 4;
+const C_HDR_EQ: u8 = 8;
+/// Stops a URI parameter name or value: `;` `?` (`=` for names).
+const C_URI_STOP: u8 = 16;
+
+/// Character classes (RFC 3261 §25.1): one table lookup per octet.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
     let mut c = 0usize;
     while c < 256 {
         let b = c as u8;
-        t[c] = b.is_ascii_alphanumeric()
+        let mut v = 0u8;
+        // token = alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"
+        if b.is_ascii_alphanumeric()
             || matches!(
                 b,
                 b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-            );
+            )
+        {
+            v |= C_TOKEN;
+        }
+        if b <= b' ' || b == 0x7f || b == b'<' || b == b'>' || b == b'"' {
+            v |= C_URI_BAD;
+        }
+        if matches!(b, b';' | b',' | b' ' | b'\t' | b'\r' | b'\n') {
+            v |= C_HDR_STOP;
+        }
+        if b == b'=' {
+            v |= C_HDR_EQ;
+        }
+        if matches!(b, b';' | b'?') {
+            v |= C_URI_STOP;
+        }
+        t[c] = v;
         c += 1;
     }
     t
 };
 
 #[inline]
+fn class(c: u8) -> u8 {
+    CLASS[c as usize]
+}
+
+#[inline]
 pub(crate) fn is_token_char(c: u8) -> bool {
-    TOKEN[c as usize]
+    class(c) & C_TOKEN != 0
+}
+
+/// True when `c` may not appear in a URI.
+#[inline]
+pub(crate) fn is_uri_bad(c: u8) -> bool {
+    class(c) & C_URI_BAD != 0
 }
 
 /// True when `s` is a non-empty RFC 3261 token.
@@ -128,25 +166,29 @@ impl<'a> Iterator for ListIter<'a> {
         let s = self.s;
         let start = self.pos;
         let mut i = start;
-        let mut in_angle = false;
-        while let Some(&c) = s.get(i) {
-            match c {
-                b'"' => match quoted_end(s, i) {
-                    Some(e) => {
-                        i = e;
-                        continue;
-                    }
+        loop {
+            let Some(rest) = s.get(i..) else { break };
+            let Some(p) = memchr::memchr3(b'"', b'<', b',', rest) else {
+                break;
+            };
+            i += p;
+            match s.get(i) {
+                Some(b'"') => match quoted_end(s, i) {
+                    Some(e) => i = e,
                     None => break,
                 },
-                b'<' => in_angle = true,
-                b'>' => in_angle = false,
-                b',' if !in_angle => {
+                Some(b'<') => {
+                    // Commas inside <...> belong to the URI.
+                    match s.get(i..).and_then(|r| memchr::memchr(b'>', r)) {
+                        Some(q) => i += q + 1,
+                        None => break,
+                    }
+                }
+                _ => {
                     self.pos = i + 1;
                     return Some(trim_lws(s.get(start..i).unwrap_or(&[])));
                 }
-                _ => {}
             }
-            i += 1;
         }
         self.done = true;
         Some(trim_lws(s.get(start..).unwrap_or(&[])))
@@ -195,11 +237,23 @@ impl<'a> ParamIter<'a> {
         }
     }
 
-    fn is_stop(&self, c: u8) -> bool {
+    /// Ends a parameter name.
+    #[inline]
+    fn ends_name(&self, c: u8) -> bool {
         if self.uri {
-            matches!(c, b';' | b'?' | b'=')
+            class(c) & (C_URI_STOP | C_HDR_EQ) != 0
         } else {
-            matches!(c, b';' | b'=' | b',') || is_lws(c)
+            class(c) & (C_HDR_STOP | C_HDR_EQ) != 0
+        }
+    }
+
+    /// Ends a parameter value (`=` is allowed inside values).
+    #[inline]
+    fn ends_value(&self, c: u8) -> bool {
+        if self.uri {
+            class(c) & C_URI_STOP != 0
+        } else {
+            class(c) & C_HDR_STOP != 0
         }
     }
 
@@ -263,7 +317,7 @@ impl<'a> Iterator for ParamIter<'a> {
         }
         let name_start = i;
         while let Some(&c) = s.get(i) {
-            if self.is_stop(c) {
+            if self.ends_name(c) {
                 break;
             }
             if !self.uri && !is_token_char(c) {
@@ -296,7 +350,7 @@ impl<'a> Iterator for ParamIter<'a> {
                 }
             } else {
                 while let Some(&c) = s.get(v) {
-                    if self.is_stop(c) && c != b'=' {
+                    if self.ends_value(c) {
                         break;
                     }
                     v += 1;

@@ -230,26 +230,56 @@ impl HeaderName {
 
     /// Case-insensitive, compact forms included (`v` → Via, `i` → Call-ID…).
     pub fn from_bytes(name: &[u8]) -> HeaderName {
+        use HeaderName as H;
+        let Some(&first) = name.first() else {
+            return H::Other;
+        };
+        let f = first.to_ascii_lowercase();
         if name.len() == 1 {
-            return match name.first().map(u8::to_ascii_lowercase) {
-                Some(b'v') => HeaderName::Via,
-                Some(b'f') => HeaderName::From,
-                Some(b't') => HeaderName::To,
-                Some(b'i') => HeaderName::CallId,
-                Some(b'm') => HeaderName::Contact,
-                Some(b'l') => HeaderName::ContentLength,
-                Some(b'c') => HeaderName::ContentType,
-                Some(b'k') => HeaderName::Supported,
-                _ => HeaderName::Other,
+            return match f {
+                b'v' => H::Via,
+                b'f' => H::From,
+                b't' => H::To,
+                b'i' => H::CallId,
+                b'm' => H::Contact,
+                b'l' => H::ContentLength,
+                b'c' => H::ContentType,
+                b'k' => H::Supported,
+                _ => H::Other,
             };
         }
-        for h in HeaderName::ALL {
-            let s = h.as_str().as_bytes();
-            if s.len() == name.len() && s.eq_ignore_ascii_case(name) {
-                return h;
-            }
-        }
-        HeaderName::Other
+        // Dispatch on (length, first letter): at most two candidates.
+        let cands: &[HeaderName] = match (name.len(), f) {
+            (3, b'v') => &[H::Via],
+            (4, b'f') => &[H::From],
+            (2, b't') => &[H::To],
+            (7, b'c') => &[H::CallId, H::Contact],
+            (4, b'c') => &[H::CSeq],
+            (12, b'm') => &[H::MaxForwards],
+            (14, b'c') => &[H::ContentLength],
+            (12, b'c') => &[H::ContentType],
+            (5, b'r') => &[H::Route],
+            (12, b'r') => &[H::RecordRoute],
+            (7, b'r') => &[H::Require],
+            (13, b'p') => &[H::ProxyRequire],
+            (9, b's') => &[H::Supported],
+            (11, b'u') => &[H::Unsupported],
+            (5, b'a') => &[H::Allow],
+            (6, b'a') => &[H::Accept],
+            (7, b'e') => &[H::Expires],
+            (6, b'r') => &[H::Reason],
+            (7, b'w') => &[H::Warning],
+            (11, b'r') => &[H::RetryAfter],
+            (19, b'p') => &[H::PAssertedIdentity],
+            (6, b's') => &[H::Server],
+            (10, b'u') => &[H::UserAgent],
+            _ => &[],
+        };
+        cands
+            .iter()
+            .copied()
+            .find(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+            .unwrap_or(H::Other)
     }
 
     /// Canonical spelling (`"Call-ID"`, `"CSeq"`, `"WWW-…"`); `""` for `Other`.
