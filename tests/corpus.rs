@@ -85,9 +85,21 @@ fn expectation(row: &Row) -> Want {
     }
     match s {
         // RFC 4475 §3.1.2
-        "badinv01" | "clerr" | "ncl" | "scalar02" | "quotbal" | "ltgtruri" | "lwsruri"
-        | "lwsstart" | "trws" | "escruri" | "regbadct" | "badaspec" | "baddn"
-        | "baddn-with-final-crlf" | "mismatch01" => Want::Reject(400),
+        "badinv01"
+        | "clerr"
+        | "ncl"
+        | "scalar02"
+        | "quotbal"
+        | "ltgtruri"
+        | "lwsruri"
+        | "lwsstart"
+        | "trws"
+        | "escruri"
+        | "regbadct"
+        | "badaspec"
+        | "baddn"
+        | "baddn-with-final-crlf"
+        | "mismatch01" => Want::Reject(400),
         // No SIP-Version and no Via: nothing to answer along (manifest: 400 or drop).
         "test" => Want::Drop,
         "badvers" => Want::Reject(505),
@@ -161,11 +173,18 @@ fn datagram_parse_matches_manifest() {
                 "{}: want {:?}, got {:?}",
                 row.path,
                 want,
-                got.as_ref().map(|_| "Ok").map_err(|e| (e.kind(), e.response()))
+                got.as_ref()
+                    .map(|_| "Ok")
+                    .map_err(|e| (e.kind(), e.response()))
             ));
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(accepted > 200, "accepted {accepted}");
 }
 
@@ -205,28 +224,85 @@ fn err_kind(path: &str) -> ParseErrorKind {
 
 #[test]
 fn rfc4475_specific_refusals() {
-    assert_eq!(err_kind("rfc4475/invalid/ncl.dat"), ParseErrorKind::BadContentLength);
-    assert_eq!(err_kind("rfc4475/semantic/mcl01.dat"), ParseErrorKind::MultipleContentLength);
-    assert_eq!(err_kind("rfc4475/invalid/clerr.dat"), ParseErrorKind::BodyTruncated);
-    assert_eq!(err_kind("rfc4475/invalid/scalar02.dat"), ParseErrorKind::BadCSeq);
-    assert_eq!(err_kind("rfc4475/invalid/quotbal.dat"), ParseErrorKind::UnbalancedQuotes);
-    assert_eq!(err_kind("rfc4475/other/baddn-with-final-crlf.dat"), ParseErrorKind::BadDisplayName);
-    assert_eq!(err_kind("rfc4475/invalid/baddn.dat"), ParseErrorKind::Incomplete);
-    assert_eq!(err_kind("rfc4475/invalid/badvers.dat"), ParseErrorKind::VersionNotSupported);
-    assert_eq!(err_kind("rfc4475/invalid/bigcode.dat"), ParseErrorKind::BadStatusCode);
-    assert_eq!(err_kind("rfc4475/invalid/escruri.dat"), ParseErrorKind::RequestUriHeaders);
-    assert_eq!(err_kind("rfc4475/invalid/mismatch01.dat"), ParseErrorKind::CSeqMismatch);
-    assert_eq!(err_kind("rfc4475/invalid/mismatch02.dat"), ParseErrorKind::UnknownMethodMismatch);
-    assert_eq!(err_kind("rfc4475/invalid/badinv01.dat"), ParseErrorKind::BadVia);
-    assert_eq!(err_kind("rfc5118/ipv6-bad.dat"), ParseErrorKind::BadRequestUri);
-    assert_eq!(err_kind("rfc5118/archive/ipv6-good"), ParseErrorKind::BadLineEnd);
-    for f in ["rfc4475/invalid/bigcode.dat", "rfc4475/invalid/scalarlg.dat"] {
+    assert_eq!(
+        err_kind("rfc4475/invalid/ncl.dat"),
+        ParseErrorKind::BadContentLength
+    );
+    assert_eq!(
+        err_kind("rfc4475/semantic/mcl01.dat"),
+        ParseErrorKind::MultipleContentLength
+    );
+    assert_eq!(
+        err_kind("rfc4475/invalid/clerr.dat"),
+        ParseErrorKind::BodyTruncated
+    );
+    assert_eq!(
+        err_kind("rfc4475/invalid/scalar02.dat"),
+        ParseErrorKind::BadCSeq
+    );
+    assert_eq!(
+        err_kind("rfc4475/invalid/quotbal.dat"),
+        ParseErrorKind::UnbalancedQuotes
+    );
+    assert_eq!(
+        err_kind("rfc4475/other/baddn-with-final-crlf.dat"),
+        ParseErrorKind::BadDisplayName
+    );
+    assert_eq!(
+        err_kind("rfc4475/invalid/baddn.dat"),
+        ParseErrorKind::Incomplete
+    );
+    assert_eq!(
+        err_kind("rfc4475/invalid/badvers.dat"),
+        ParseErrorKind::VersionNotSupported
+    );
+    assert_eq!(
+        err_kind("rfc4475/invalid/bigcode.dat"),
+        ParseErrorKind::BadStatusCode
+    );
+    assert_eq!(
+        err_kind("rfc4475/invalid/escruri.dat"),
+        ParseErrorKind::RequestUriHeaders
+    );
+    assert_eq!(
+        err_kind("rfc4475/invalid/mismatch01.dat"),
+        ParseErrorKind::CSeqMismatch
+    );
+    assert_eq!(
+        err_kind("rfc4475/invalid/mismatch02.dat"),
+        ParseErrorKind::UnknownMethodMismatch
+    );
+    assert_eq!(
+        err_kind("rfc4475/invalid/badinv01.dat"),
+        ParseErrorKind::BadVia
+    );
+    assert_eq!(
+        err_kind("rfc5118/ipv6-bad.dat"),
+        ParseErrorKind::BadRequestUri
+    );
+    assert_eq!(
+        err_kind("rfc5118/archive/ipv6-good"),
+        ParseErrorKind::BadLineEnd
+    );
+    for f in [
+        "rfc4475/invalid/bigcode.dat",
+        "rfc4475/invalid/scalarlg.dat",
+    ] {
         let e = parse(&file(f)).expect_err(f);
-        assert!(!e.is_request() && e.response().is_none(), "{f}: never answer a response");
+        assert!(
+            !e.is_request() && e.response().is_none(),
+            "{f}: never answer a response"
+        );
     }
     let insuf = err_kind("rfc4475/semantic/insuf.dat");
-    assert!(matches!(insuf, ParseErrorKind::MissingHeader(_)), "{insuf:?}");
-    assert!(matches!(err_kind("rfc4475/semantic/multi01.dat"), ParseErrorKind::DuplicateHeader(_)));
+    assert!(
+        matches!(insuf, ParseErrorKind::MissingHeader(_)),
+        "{insuf:?}"
+    );
+    assert!(matches!(
+        err_kind("rfc4475/semantic/multi01.dat"),
+        ParseErrorKind::DuplicateHeader(_)
+    ));
 }
 
 #[test]
@@ -234,7 +310,10 @@ fn clerr_waits_on_a_stream() {
     let data = file("rfc4475/invalid/clerr.dat");
     let mut f = StreamFramer::default();
     f.push(&data);
-    assert!(f.next_frame().unwrap().is_none(), "wait for the rest of the body");
+    assert!(
+        f.next_frame().unwrap().is_none(),
+        "wait for the rest of the body"
+    );
     let mut f = StreamFramer::default();
     f.push(&file("rfc4475/invalid/ncl.dat"));
     assert_eq!(f.next_frame().unwrap_err(), FramingError::BadContentLength);
@@ -261,11 +340,20 @@ fn rfc4475_valid_semantics() {
             ("UDP".into(), "192.168.255.111".into())
         ]
     );
-    assert_eq!(m.vias().nth(2).unwrap().branch(), Some(&b"z9hG4bK30239"[..]));
+    assert_eq!(
+        m.vias().nth(2).unwrap().branch(),
+        Some(&b"z9hG4bK30239"[..])
+    );
     assert_eq!(m.to_hdr().unwrap().tag(), Some(&b"1918181833n"[..]));
     assert_eq!(m.from_hdr().unwrap().tag(), Some(&b"98asjd8"[..]));
-    assert_eq!(m.header_by_name("UnknownHeaderWithUnusualValue"), Some(&b";;,,;;,;"[..]));
-    assert_eq!(m.header_by_name("NewFangledHeader"), Some(&b"newfangled value\r\n continued newfangled value"[..]));
+    assert_eq!(
+        m.header_by_name("UnknownHeaderWithUnusualValue"),
+        Some(&b";;,,;;,;"[..])
+    );
+    assert_eq!(
+        m.header_by_name("NewFangledHeader"),
+        Some(&b"newfangled value\r\n continued newfangled value"[..])
+    );
     assert_eq!(m.header_by_name("Subject"), Some(&b""[..]));
     assert_eq!(m.contact().unwrap().param("q"), Some(Some(&b"0.33"[..])));
     assert_eq!(m.routes().next().unwrap().uri().param("lr"), Some(None));
@@ -273,12 +361,18 @@ fn rfc4475_valid_semantics() {
     assert_eq!(m.body().len(), 150);
 
     let m = ok("rfc4475/valid/intmeth.dat");
-    assert_eq!(m.method().unwrap().as_str(), "!interesting-Method0123456789_*+`.%indeed'~");
+    assert_eq!(
+        m.method().unwrap().as_str(),
+        "!interesting-Method0123456789_*+`.%indeed'~"
+    );
     assert!(matches!(m.method(), Some(Method::Other(_))));
     assert_eq!(m.cseq().unwrap().method, *m.method().unwrap());
     assert_eq!(m.request_uri().unwrap().host(), b"example.com");
     assert_eq!(m.from_hdr().unwrap().tag(), Some(&b"_token~1'+`*%!-."[..]));
-    assert_eq!(m.from_hdr().unwrap().display_name(), Some(&b"token1~` token2'+_ token3*%!.-"[..]));
+    assert_eq!(
+        m.from_hdr().unwrap().display_name(),
+        Some(&b"token1~` token2'+_ token3*%!.-"[..])
+    );
     assert!(m.header_by_name("extensionHeader-!.%*+_`'~").is_some());
 
     let m = ok("rfc4475/valid/esc02.dat");
@@ -288,12 +382,21 @@ fn rfc4475_valid_semantics() {
     assert!(m.header_by_name("C%6Fntact").is_some());
 
     let m = ok("rfc4475/valid/esc01.dat");
-    assert_eq!(m.request_uri().unwrap().user(), Some(&b"sips%3Auser%40example.com"[..]));
-    assert_eq!(m.contact().unwrap().uri().param("n%61me"), Some(Some(&b"v%61lue%25%34%31"[..])));
+    assert_eq!(
+        m.request_uri().unwrap().user(),
+        Some(&b"sips%3Auser%40example.com"[..])
+    );
+    assert_eq!(
+        m.contact().unwrap().uri().param("n%61me"),
+        Some(Some(&b"v%61lue%25%34%31"[..]))
+    );
 
     let m = ok("rfc4475/valid/escnull.dat");
     assert_eq!(m.contacts().count(), 2);
-    assert_eq!(m.to_hdr().unwrap().uri().user(), Some(&b"null-%00-null"[..]));
+    assert_eq!(
+        m.to_hdr().unwrap().uri().user(),
+        Some(&b"null-%00-null"[..])
+    );
 
     let m = ok("rfc4475/valid/lwsdisp.dat");
     assert_eq!(m.from_hdr().unwrap().display_name(), Some(&b"caller"[..]));
@@ -309,7 +412,10 @@ fn rfc4475_valid_semantics() {
     assert!(m.as_bytes().ends_with(b"Content-Length: 0\r\n\r\n"));
 
     let m = ok("rfc4475/valid/semiuri.dat");
-    assert_eq!(m.request_uri().unwrap().user(), Some(&b"user;par=u%40example.net"[..]));
+    assert_eq!(
+        m.request_uri().unwrap().user(),
+        Some(&b"user;par=u%40example.net"[..])
+    );
     assert_eq!(m.header_values(HeaderName::Accept).count(), 6);
 
     let m = ok("rfc4475/valid/transports.dat");
@@ -323,7 +429,9 @@ fn rfc4475_valid_semantics() {
 
     let m = ok("rfc4475/valid/unreason.dat");
     assert_eq!(m.status(), Some(200));
-    assert!(std::str::from_utf8(m.reason().unwrap()).unwrap().starts_with("= 2**3 * 5**2 "));
+    assert!(std::str::from_utf8(m.reason().unwrap())
+        .unwrap()
+        .starts_with("= 2**3 * 5**2 "));
 
     let m = ok("rfc4475/valid/noreason.dat");
     assert_eq!(m.status(), Some(100));
@@ -343,7 +451,10 @@ fn rfc4475_semantic_cases() {
     assert_eq!(m.contact().unwrap().uri().scheme_raw(), b"name");
     let m = ok("rfc4475/semantic/bext01.dat");
     let pr: Vec<&[u8]> = m.header_values(HeaderName::ProxyRequire).collect();
-    assert_eq!(pr, vec![&b"noProxiesSupportThis"[..], b"norDoAnyProxiesSupportThis"]);
+    assert_eq!(
+        pr,
+        vec![&b"noProxiesSupportThis"[..], b"norDoAnyProxiesSupportThis"]
+    );
     assert_eq!(m.header_values(HeaderName::Require).count(), 2);
     let m = ok("rfc4475/semantic/badbranch.dat");
     assert_eq!(m.top_via().unwrap().branch(), Some(&b"z9hG4bK"[..]));
@@ -354,7 +465,10 @@ fn rfc4475_semantic_cases() {
     let m = ok("rfc4475/semantic/cparam02.dat");
     assert_eq!(m.contact().unwrap().uri().param("unknownparam"), Some(None));
     let m = ok("rfc4475/semantic/regescrt.dat");
-    assert_eq!(m.contact().unwrap().uri().headers(), Some(&b"Route=%3Csip:sip.example.com%3E"[..]));
+    assert_eq!(
+        m.contact().unwrap().uri().headers(),
+        Some(&b"Route=%3Csip:sip.example.com%3E"[..])
+    );
     let m = ok("rfc4475/semantic/bcast.dat");
     assert_eq!(m.vias().nth(1).unwrap().host(), "255.255.255.255");
     let m = ok("rfc4475/semantic/inv2543.dat");
@@ -363,11 +477,19 @@ fn rfc4475_semantic_cases() {
     assert_eq!(m.top_via().unwrap().branch(), None);
     assert_eq!(m.from_hdr().unwrap().tag(), None);
     let m = ok("rfc4475/semantic/invut.dat");
-    assert_eq!(m.header(HeaderName::ContentType), Some(&b"application/unknownformat"[..]));
+    assert_eq!(
+        m.header(HeaderName::ContentType),
+        Some(&b"application/unknownformat"[..])
+    );
     let m = ok("rfc4475/semantic/regaut01.dat");
-    assert_eq!(m.header_by_name("authorization"), Some(&b"NoOneKnowsThisScheme opaque-data=here"[..]));
+    assert_eq!(
+        m.header_by_name("authorization"),
+        Some(&b"NoOneKnowsThisScheme opaque-data=here"[..])
+    );
     assert!(ok("rfc4475/semantic/sdp01.dat").body().starts_with(b"v=0"));
-    assert!(ok("rfc4475/invalid/baddate.dat").header_by_name("Date").is_some());
+    assert!(ok("rfc4475/invalid/baddate.dat")
+        .header_by_name("Date")
+        .is_some());
 }
 
 #[test]
@@ -381,12 +503,25 @@ fn rfc5118_ipv6() {
     assert_eq!(u.host(), b"[2001:db8::10]");
     assert_eq!(u.port(), Some(5070));
     let m = ok("rfc5118/via-received-param-with-delim.dat");
-    assert_eq!(m.top_via().unwrap().received(), Some(&b"[2001:db8::9:255]"[..]));
+    assert_eq!(
+        m.top_via().unwrap().received(),
+        Some(&b"[2001:db8::9:255]"[..])
+    );
     let m = ok("rfc5118/via-received-param-no-delim.dat");
-    assert_eq!(m.top_via().unwrap().received(), Some(&b"2001:db8::9:255"[..]));
+    assert_eq!(
+        m.top_via().unwrap().received(),
+        Some(&b"2001:db8::9:255"[..])
+    );
     let m = ok("rfc5118/mult-ip-in-header.dat");
     let v: Vec<(&str, Option<u16>)> = m.vias().map(|v| (v.host(), v.port())).collect();
-    assert_eq!(v, [("[2001:db8::9:1]", Some(6050)), ("192.0.2.1", None), ("[2001:db8::9:255]", None)]);
+    assert_eq!(
+        v,
+        [
+            ("[2001:db8::9:1]", Some(6050)),
+            ("192.0.2.1", None),
+            ("[2001:db8::9:255]", None)
+        ]
+    );
     let m = ok("rfc5118/ipv6-bug-abnf-3-colons.dat");
     assert_eq!(m.request_uri().unwrap().host(), b"[2001:db8:::192.0.2.1]");
     let m = ok("rfc5118/ipv4-mapped-ipv6.dat");

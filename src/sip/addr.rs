@@ -30,8 +30,7 @@ impl<'a> NameAddr<'a> {
             return Err(err(ParseErrorKind::BadNameAddr));
         }
         let mut display = None;
-        let (uri_raw, params) = if s.first() == Some(&b'"') || memchr::memchr(b'<', s).is_some()
-        {
+        let (uri_raw, params) = if s.first() == Some(&b'"') || memchr::memchr(b'<', s).is_some() {
             let lt = if s.first() == Some(&b'"') {
                 let qe = quoted_end(s, 0).ok_or_else(|| err(ParseErrorKind::UnbalancedQuotes))?;
                 display = s.get(1..qe.saturating_sub(1));
@@ -148,13 +147,17 @@ mod tests {
         let na = NameAddr::parse(b"<sip:+19725552222@gw1.example.net;unknownparam>").unwrap();
         assert_eq!(na.param("unknownparam"), None);
         assert_eq!(na.uri().param("unknownparam"), Some(None));
-        let na = NameAddr::parse(b"sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+        let na =
+            NameAddr::parse(b"sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
         assert_eq!(na.tag(), Some(&b"1918181833n"[..]));
     }
 
     #[test]
     fn folded_params() {
-        let na = NameAddr::parse(b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8").unwrap();
+        let na = NameAddr::parse(
+            b"\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
+        )
+        .unwrap();
         assert_eq!(na.tag(), Some(&b"98asjd8"[..]));
         assert_eq!(na.display_name(), Some(&b"J Rosenberg \\\\\\\""[..]));
     }
@@ -171,11 +174,26 @@ mod tests {
     #[test]
     fn refusals() {
         let kind = |s: &[u8]| NameAddr::parse(s).unwrap_err().kind();
-        assert_eq!(kind(b"\"Mr. J. User <sip:j.user@example.com>"), ParseErrorKind::UnbalancedQuotes);
-        assert_eq!(kind(b"Watson, Thomas <sip:t.watson@example.org>"), ParseErrorKind::BadDisplayName);
-        assert_eq!(kind(b"\"Watson, Thomas\" < sip:t.watson@example.org >"), ParseErrorKind::BadUri);
-        assert_eq!(kind(b"sip:user@example.com?Route=%3Csip:sip.example.com%3E"), ParseErrorKind::BadNameAddr);
-        assert_eq!(kind(b"\"Joe\" <sip:joe@example.org>;;;;"), ParseErrorKind::BadNameAddr);
+        assert_eq!(
+            kind(b"\"Mr. J. User <sip:j.user@example.com>"),
+            ParseErrorKind::UnbalancedQuotes
+        );
+        assert_eq!(
+            kind(b"Watson, Thomas <sip:t.watson@example.org>"),
+            ParseErrorKind::BadDisplayName
+        );
+        assert_eq!(
+            kind(b"\"Watson, Thomas\" < sip:t.watson@example.org >"),
+            ParseErrorKind::BadUri
+        );
+        assert_eq!(
+            kind(b"sip:user@example.com?Route=%3Csip:sip.example.com%3E"),
+            ParseErrorKind::BadNameAddr
+        );
+        assert_eq!(
+            kind(b"\"Joe\" <sip:joe@example.org>;;;;"),
+            ParseErrorKind::BadNameAddr
+        );
         assert_eq!(kind(b""), ParseErrorKind::BadNameAddr);
         assert_eq!(kind(b"<sip:a@b"), ParseErrorKind::BadNameAddr);
         assert_eq!(kind(b"\"x\" sip:a@b"), ParseErrorKind::BadNameAddr);

@@ -293,7 +293,11 @@ impl<'a> Editor<'a> {
             .collect();
         match cls.split_first() {
             Some((first, rest)) => {
-                self.splice(first.value_start as usize, first.value_end as usize, &[&len]);
+                self.splice(
+                    first.value_start as usize,
+                    first.value_end as usize,
+                    &[&len],
+                );
                 for h in rest {
                     self.splice(h.line_start as usize, h.line_end as usize, &[]);
                 }
@@ -307,17 +311,15 @@ impl<'a> Editor<'a> {
             .copied()
             .collect();
         match content_type {
-            Some(ct) => {
-                match cts.split_first() {
-                    Some((first, rest)) => {
-                        self.splice(first.value_start as usize, first.value_end as usize, &[ct]);
-                        for h in rest {
-                            self.splice(h.line_start as usize, h.line_end as usize, &[]);
-                        }
+            Some(ct) => match cts.split_first() {
+                Some((first, rest)) => {
+                    self.splice(first.value_start as usize, first.value_end as usize, &[ct]);
+                    for h in rest {
+                        self.splice(h.line_start as usize, h.line_end as usize, &[]);
                     }
-                    None => self.splice(at, at, &[b"Content-Type: ", ct, b"\r\n"]),
                 }
-            }
+                None => self.splice(at, at, &[b"Content-Type: ", ct, b"\r\n"]),
+            },
             None if body.is_empty() => {
                 for h in cts {
                     self.splice(h.line_start as usize, h.line_end as usize, &[]);
@@ -480,7 +482,10 @@ v=0\n";
     #[test]
     fn push_via_inserts_first_line() {
         let m = msg(REQ);
-        let out = m.edit().push_via(b"SIP/2.0/TLS edge.example.net;branch=z9hG4bKnew").finish();
+        let out = m
+            .edit()
+            .push_via(b"SIP/2.0/TLS edge.example.net;branch=z9hG4bKnew")
+            .finish();
         let want = replace(
             REQ,
             "Via: SIP/2.0/UDP p1",
@@ -512,7 +517,10 @@ v=0\n";
     fn max_forwards_rewrite_and_insert() {
         let m = msg(REQ);
         let out = m.edit().set_max_forwards(69).finish();
-        assert_eq!(&out[..], &replace(REQ, "Max-Forwards: 70", "Max-Forwards: 69")[..]);
+        assert_eq!(
+            &out[..],
+            &replace(REQ, "Max-Forwards: 70", "Max-Forwards: 69")[..]
+        );
         // Last call wins on the same range.
         let out = m.edit().set_max_forwards(5).set_max_forwards(4).finish();
         assert_eq!(Message::parse(out).unwrap().max_forwards(), Some(4));
@@ -526,7 +534,10 @@ v=0\n";
     #[test]
     fn record_route_goes_above_existing_or_after_vias() {
         let m = msg(REQ);
-        let out = m.edit().add_record_route(b"<sip:edge.example.net;lr>").finish();
+        let out = m
+            .edit()
+            .add_record_route(b"<sip:edge.example.net;lr>")
+            .finish();
         let want = replace(
             REQ,
             "Max-Forwards: 70\r\n",
@@ -566,12 +577,19 @@ v=0\n";
             .remove_headers(HeaderName::Other)
             .finish();
         let mut want = replace(REQ, "sip:bob@biloxi.com SIP", "sip:bob@192.0.2.4:5060 SIP");
-        want = replace(&want, "Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\r\n", "");
+        want = replace(
+            &want,
+            "Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\r\n",
+            "",
+        );
         want = replace(&want, "Route: <sip:p3.example.com;lr>\r\n", "");
         want = replace(&want, "l: 4\r\n\r\n", "l: 4\r\nX-Edge: 1\r\n\r\n");
         assert_eq!(&out[..], &want[..]);
         let out = m.edit().remove_headers_by_name("x-keep").finish();
-        assert_eq!(&out[..], &replace(REQ, "X-Keep:  untouched  value\r\n", "")[..]);
+        assert_eq!(
+            &out[..],
+            &replace(REQ, "X-Keep:  untouched  value\r\n", "")[..]
+        );
         let out = m.edit().remove_headers_by_name("Content-Length").finish();
         assert_eq!(&out[..], &replace(REQ, "l: 4\r\n", "")[..]);
     }
@@ -581,11 +599,18 @@ v=0\n";
         let m = msg(REQ);
         // Top value has no rport: received appended, rport not invented.
         let out = m.edit().set_via_received(b"192.0.2.7", Some(5062)).finish();
-        let want = replace(REQ, "branch=z9hG4bK1,", "branch=z9hG4bK1;received=192.0.2.7,");
+        let want = replace(
+            REQ,
+            "branch=z9hG4bK1,",
+            "branch=z9hG4bK1;received=192.0.2.7,",
+        );
         assert_eq!(&out[..], &want[..]);
         let r = b"OPTIONS sip:u@h SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::9:1];rport;received=[2001:db8::1];branch=z9hG4bKx\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:u@h>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
         let m = msg(r);
-        let out = m.edit().set_via_received(b"[2001:db8::9:255]", Some(6050)).finish();
+        let out = m
+            .edit()
+            .set_via_received(b"[2001:db8::9:255]", Some(6050))
+            .finish();
         let want = replace(
             r,
             ";rport;received=[2001:db8::1];",
@@ -599,13 +624,19 @@ v=0\n";
         assert_eq!(via.branch(), Some(&b"z9hG4bKx"[..]));
         // rport None leaves a bare ;rport alone.
         let out = m.edit().set_via_received(b"2001:db8::7", None).finish();
-        assert_eq!(&out[..], &replace(r, "received=[2001:db8::1]", "received=2001:db8::7")[..]);
+        assert_eq!(
+            &out[..],
+            &replace(r, "received=[2001:db8::1]", "received=2001:db8::7")[..]
+        );
     }
 
     #[test]
     fn set_body_fixes_lengths() {
         let m = msg(REQ);
-        let out = m.edit().set_body(None, b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n").finish();
+        let out = m
+            .edit()
+            .set_body(None, b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n")
+            .finish();
         let m2 = Message::parse(out.clone()).unwrap();
         assert_eq!(m2.body(), b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n");
         assert_eq!(m2.content_length(), Some(31));
@@ -656,7 +687,13 @@ v=0\n";
     #[test]
     fn response_building() {
         let m = msg(REQ);
-        let r = build_response(&m, 486, "Busy Here", Some(b"edge1"), &[("Retry-After", b"30")]);
+        let r = build_response(
+            &m,
+            486,
+            "Busy Here",
+            Some(b"edge1"),
+            &[("Retry-After", b"30")],
+        );
         let want = b"SIP/2.0 486 Busy Here\r\n\
 Via: SIP/2.0/UDP p1.example.com;branch=z9hG4bK1, SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK0;rport\r\n\
 Via: SIP/2.0/TCP old.example.com;branch=z9hG4bKold\r\n\
@@ -671,11 +708,17 @@ Content-Length: 0\r\n\r\n";
         assert_eq!(p.status(), Some(486));
         assert_eq!(p.vias().count(), 3);
         // To already tagged: left alone; 100 Trying without tag.
-        let tagged = replace(REQ, "To: Bob <sip:bob@biloxi.com>", "To: Bob <sip:bob@biloxi.com>;tag=x");
+        let tagged = replace(
+            REQ,
+            "To: Bob <sip:bob@biloxi.com>",
+            "To: Bob <sip:bob@biloxi.com>;tag=x",
+        );
         let r = build_response(&msg(&tagged), 200, "OK", Some(b"y"), &[]);
         assert!(r.windows(6).any(|w| w == b"tag=x\r"));
         assert!(!r.windows(5).any(|w| w == b"tag=y"));
         let r = build_response(&m, 100, "Trying", None, &[]);
-        assert!(r.windows(30).any(|w| w == b"To: Bob <sip:bob@biloxi.com>\r\n"));
+        assert!(r
+            .windows(30)
+            .any(|w| w == b"To: Bob <sip:bob@biloxi.com>\r\n"));
     }
 }

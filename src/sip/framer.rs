@@ -43,7 +43,9 @@ impl FramingError {
         match self {
             FramingError::Invalid(e) => e.response(),
             FramingError::TooLarge => Some((513, "Message Too Large")),
-            FramingError::MissingContentLength => Some((400, "Bad Request - Missing Content-Length")),
+            FramingError::MissingContentLength => {
+                Some((400, "Bad Request - Missing Content-Length"))
+            }
             FramingError::BadContentLength => Some((400, "Bad Request - Bad Content-Length")),
         }
     }
@@ -285,14 +287,21 @@ mod tests {
         let mut f = StreamFramer::new(64);
         f.push(&[b'A'; 65]);
         assert_eq!(f.next_frame().unwrap_err(), FramingError::TooLarge);
-        assert_eq!(f.next_frame().unwrap_err(), FramingError::TooLarge, "sticky");
+        assert_eq!(
+            f.next_frame().unwrap_err(),
+            FramingError::TooLarge,
+            "sticky"
+        );
         let mut f = StreamFramer::new(OPT.len() - 1);
         f.push(OPT.get(..OPT.len() - 5).unwrap());
         assert_eq!(f.next_frame().unwrap_err(), FramingError::TooLarge);
         let mut f = StreamFramer::new(100);
         f.push(b"OPTIONS sip:u@h SIP/2.0\r\nl: 18446744073709551615\r\n\r\n");
         assert_eq!(f.next_frame().unwrap_err(), FramingError::TooLarge);
-        assert_eq!(FramingError::TooLarge.response(), Some((513, "Message Too Large")));
+        assert_eq!(
+            FramingError::TooLarge.response(),
+            Some((513, "Message Too Large"))
+        );
     }
 
     #[test]
@@ -300,7 +309,10 @@ mod tests {
         let no_cl = b"OPTIONS sip:u@h SIP/2.0\r\nVia: SIP/2.0/TCP a\r\n\r\n";
         let mut f = StreamFramer::default();
         f.push(no_cl);
-        assert_eq!(f.next_frame().unwrap_err(), FramingError::MissingContentLength);
+        assert_eq!(
+            f.next_frame().unwrap_err(),
+            FramingError::MissingContentLength
+        );
         let mut f = StreamFramer::default();
         f.push(b"OPTIONS sip:u@h SIP/2.0\r\nContent-Length: -999\r\n\r\n");
         assert_eq!(f.next_frame().unwrap_err(), FramingError::BadContentLength);
@@ -311,7 +323,9 @@ mod tests {
         f.push(b"OPTIONS sip:u@h SIP/2.0\r\nContent-Length:\r\n 2\r\n\r\nab");
         // Folded Content-Length is read; the message itself lacks headers.
         match f.next_frame().unwrap_err() {
-            FramingError::Invalid(e) => assert_eq!(e.kind(), ParseErrorKind::MissingHeader(HeaderName::Via)),
+            FramingError::Invalid(e) => {
+                assert_eq!(e.kind(), ParseErrorKind::MissingHeader(HeaderName::Via))
+            }
             e => panic!("{e:?}"),
         }
         // A parse error does not poison the stream.

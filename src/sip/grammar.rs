@@ -166,8 +166,7 @@ impl<'a> Iterator for ListIter<'a> {
         let s = self.s;
         let start = self.pos;
         let mut i = start;
-        loop {
-            let Some(rest) = s.get(i..) else { break };
+        while let Some(rest) = s.get(i..) {
             let Some(p) = memchr::memchr3(b'"', b'<', b',', rest) else {
                 break;
             };
@@ -421,8 +420,7 @@ mod tests {
 
     #[test]
     fn list_split_respects_quotes_and_angles() {
-        let v: Vec<&[u8]> =
-            ListIter::new(br#""a, b" <sip:x;p=1,2>;q=1 , <sip:y>,sip:z"#).collect();
+        let v: Vec<&[u8]> = ListIter::new(br#""a, b" <sip:x;p=1,2>;q=1 , <sip:y>,sip:z"#).collect();
         assert_eq!(
             v,
             vec![
@@ -449,7 +447,10 @@ mod tests {
         assert_eq!(ps[1].value, None);
         assert_eq!(ps[2].value, Some(&b"\"a;b\""[..]));
         assert!(ParamIter::header(s).validate());
-        assert_eq!(ParamIter::header(s).find("TAG"), Some(Some(&b"1918181833n"[..])));
+        assert_eq!(
+            ParamIter::header(s).find("TAG"),
+            Some(Some(&b"1918181833n"[..]))
+        );
         assert_eq!(ParamIter::header(s).find("x"), Some(None));
         assert_eq!(ParamIter::header(s).find("y"), None);
     }

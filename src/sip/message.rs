@@ -91,7 +91,8 @@ fn looks_like_version(v: &[u8]) -> bool {
         return false;
     }
     let mut parts = rest.split(|&c| c == b'.');
-    let ok = |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    let ok =
+        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
 
@@ -164,7 +165,10 @@ fn parse_start_line(buf: &Bytes, le: usize) -> Result<Start, K> {
     if line.is_empty() {
         return Err(K::Empty);
     }
-    if line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/")) {
+    if line
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase.
         let sp = memchr::memchr(b' ', line).ok_or(K::BadStartLine)?;
         check_version(line.get(..sp).ok_or(K::BadStartLine)?)?;
@@ -699,7 +703,13 @@ v=0\n";
         assert_eq!(u.user(), Some(&b"bob"[..]));
         assert_eq!(u.scheme(), Scheme::Sip);
         assert_eq!(m.call_id(), Some(&b"a84b4c76e66710@pc33.atlanta.com"[..]));
-        assert_eq!(m.cseq(), Some(CSeq { seq: 314159, method: Method::Invite }));
+        assert_eq!(
+            m.cseq(),
+            Some(CSeq {
+                seq: 314159,
+                method: Method::Invite
+            })
+        );
         assert_eq!(m.from_hdr().unwrap().tag(), Some(&b"1928301774"[..]));
         assert_eq!(m.to_hdr().unwrap().tag(), None);
         assert_eq!(m.to_hdr().unwrap().display_name(), Some(&b"Bob"[..]));
@@ -712,9 +722,15 @@ v=0\n";
         assert_eq!(v.branch(), Some(&b"z9hG4bK776asdhds"[..]));
         assert_eq!(v.rport(), Some(None));
         assert_eq!(m.contact().unwrap().uri().host(), b"pc33.atlanta.com");
-        assert_eq!(m.header(HeaderName::ContentType), Some(&b"application/sdp"[..]));
+        assert_eq!(
+            m.header(HeaderName::ContentType),
+            Some(&b"application/sdp"[..])
+        );
         assert_eq!(m.header(HeaderName::Other), None);
-        assert_eq!(m.header_by_name("content-type"), Some(&b"application/sdp"[..]));
+        assert_eq!(
+            m.header_by_name("content-type"),
+            Some(&b"application/sdp"[..])
+        );
         assert_eq!(m.header_by_name("c"), Some(&b"application/sdp"[..]));
         assert_eq!(m.routes().count(), 0);
         assert_eq!(m.record_routes().count(), 0);
@@ -777,7 +793,10 @@ Route: <sip:p1;lr>, \"x,y\" <sip:p2;lr>\r\nRoute: <sip:p3;lr>\r\nRecord-Route: <
         let routes: Vec<&[u8]> = m.routes().map(|r| r.uri().host()).collect();
         assert_eq!(routes, vec![&b"p1"[..], b"p2", b"p3"]);
         assert_eq!(m.record_routes().count(), 2);
-        assert_eq!(m.header_values(HeaderName::UserAgent).collect::<Vec<_>>(), vec![&b"a, b"[..]]);
+        assert_eq!(
+            m.header_values(HeaderName::UserAgent).collect::<Vec<_>>(),
+            vec![&b"a, b"[..]]
+        );
         assert_eq!(m.header_values(HeaderName::From).count(), 1);
         assert_eq!(m.header_values(HeaderName::Other).count(), 0);
         assert_eq!(m.from_hdr().unwrap().display_name(), Some(&b"a, b"[..]));
@@ -862,19 +881,40 @@ Route: <sip:p1;lr>, \"x,y\" <sip:p2;lr>\r\nRoute: <sip:p3;lr>\r\nRecord-Route: <
         assert_eq!(k("Bad Name: x\r\n"), K::BadHeaderName);
         assert_eq!(k(": x\r\n"), K::BadHeaderName);
         assert_eq!(k("Content-Length: -999\r\n"), K::BadContentLength);
-        assert_eq!(k("Content-Length: 13\r\nl: 5\r\n"), K::MultipleContentLength);
+        assert_eq!(
+            k("Content-Length: 13\r\nl: 5\r\n"),
+            K::MultipleContentLength
+        );
         assert_eq!(k("Max-Forwards: ten\r\n"), K::BadMaxForwards);
-        assert_eq!(k("Max-Forwards: 1\r\nMax-Forwards: 2\r\n"), K::DuplicateHeader(HeaderName::MaxForwards));
+        assert_eq!(
+            k("Max-Forwards: 1\r\nMax-Forwards: 2\r\n"),
+            K::DuplicateHeader(HeaderName::MaxForwards)
+        );
         assert_eq!(k("Call-ID: y\r\n"), K::DuplicateHeader(HeaderName::CallId));
         assert_eq!(k("Via: SIP/2.0/UDP 192.0.2.15;;,;,,\r\n"), K::BadVia);
-        assert_eq!(k("Contact: \"Joe\" <sip:joe@example.org>;;;;\r\n"), K::BadNameAddr);
+        assert_eq!(
+            k("Contact: \"Joe\" <sip:joe@example.org>;;;;\r\n"),
+            K::BadNameAddr
+        );
         assert_eq!(k("Route: <sip:a\r\n"), K::BadNameAddr);
-        assert_eq!(kind(format!("{head} folded-first: x\r\n{ok}\r\n").as_bytes()), K::OrphanContinuation);
+        assert_eq!(
+            kind(format!("{head} folded-first: x\r\n{ok}\r\n").as_bytes()),
+            K::OrphanContinuation
+        );
         assert_eq!(kind(format!("{head}{ok}").as_bytes()), K::Incomplete);
-        assert_eq!(kind(format!("{head}Via: SIP/2.0/UDP a\nX: y\r\n\r\n").as_bytes()), K::BadLineEnd);
-        assert_eq!(kind(format!("{head}Via: SIP/2.0/UDP a\rX: y\r\n\r\n").as_bytes()), K::BadLineEnd);
+        assert_eq!(
+            kind(format!("{head}Via: SIP/2.0/UDP a\nX: y\r\n\r\n").as_bytes()),
+            K::BadLineEnd
+        );
+        assert_eq!(
+            kind(format!("{head}Via: SIP/2.0/UDP a\rX: y\r\n\r\n").as_bytes()),
+            K::BadLineEnd
+        );
         let missing = |drop: &str| {
-            let hs: String = ok.split_inclusive("\r\n").filter(|l| !l.starts_with(drop)).collect();
+            let hs: String = ok
+                .split_inclusive("\r\n")
+                .filter(|l| !l.starts_with(drop))
+                .collect();
             kind(format!("{head}{hs}\r\n").as_bytes())
         };
         assert_eq!(missing("Via"), K::MissingHeader(HeaderName::Via));
@@ -903,7 +943,10 @@ Route: <sip:p1;lr>, \"x,y\" <sip:p2;lr>\r\nRoute: <sip:p3;lr>\r\nRecord-Route: <
 
     #[test]
     fn errors_on_responses_are_silent() {
-        let e = parse(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a\r\nCSeq: 9292394834772304023312 OPTIONS\r\n\r\n").unwrap_err();
+        let e = parse(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a\r\nCSeq: 9292394834772304023312 OPTIONS\r\n\r\n",
+        )
+        .unwrap_err();
         assert!(!e.is_request());
         assert_eq!(e.response(), None);
         let e = parse(b"\x00\x01garbage\r\n\r\n").unwrap_err();

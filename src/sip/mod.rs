@@ -31,6 +31,8 @@ mod editor;
 mod framer;
 mod grammar;
 mod message;
+#[cfg(test)]
+mod proptests;
 mod uri;
 mod via;
 
@@ -201,6 +203,7 @@ pub(crate) fn names_equal(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl HeaderName {
+    #[cfg(test)]
     const ALL: [HeaderName; 24] = [
         HeaderName::Via,
         HeaderName::From,
@@ -527,7 +530,10 @@ mod tests {
         assert_eq!(HeaderName::from_bytes(b"T"), HeaderName::To);
         assert_eq!(HeaderName::from_bytes(b"k"), HeaderName::Supported);
         assert_eq!(HeaderName::from_bytes(b"s"), HeaderName::Other);
-        assert_eq!(HeaderName::from_bytes(b"p-asserted-identity"), HeaderName::PAssertedIdentity);
+        assert_eq!(
+            HeaderName::from_bytes(b"p-asserted-identity"),
+            HeaderName::PAssertedIdentity
+        );
         assert_eq!(HeaderName::from_bytes(b"cseq"), HeaderName::CSeq);
         assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
         assert_eq!(HeaderName::CallId.as_str(), "Call-ID");
@@ -552,11 +558,18 @@ mod tests {
         let req = b"OPTIONS sip:a@b SIP/7.0\r\nVia: SIP/7.0/UDP h\r\n\r\n";
         let e = ParseError::in_message(ParseErrorKind::VersionNotSupported, req);
         assert_eq!(e.response(), Some((505, "Version Not Supported")));
-        let e = ParseError::in_message(ParseErrorKind::BadCSeq, b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n");
+        let e =
+            ParseError::in_message(ParseErrorKind::BadCSeq, b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n");
         assert_eq!(e.response(), None);
-        let e = ParseError::in_message(ParseErrorKind::BadCSeq, b"INVITE x SIP/2.0\r\nTo: x\r\n\r\n");
+        let e = ParseError::in_message(
+            ParseErrorKind::BadCSeq,
+            b"INVITE x SIP/2.0\r\nTo: x\r\n\r\n",
+        );
         assert_eq!(e.response(), None, "no Via: nowhere to answer");
-        let e = ParseError::in_message(ParseErrorKind::MissingHeader(HeaderName::CallId), b"INVITE x SIP/2.0\r\nv: x\r\n\r\n");
+        let e = ParseError::in_message(
+            ParseErrorKind::MissingHeader(HeaderName::CallId),
+            b"INVITE x SIP/2.0\r\nv: x\r\n\r\n",
+        );
         assert_eq!(e.response(), Some((400, "Bad Request - Missing Call-ID")));
         assert!(e.to_string().contains("Call-ID"));
     }

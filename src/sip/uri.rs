@@ -53,8 +53,7 @@ pub(crate) fn parse_hostport(
     if s.first() == Some(&b'[') {
         let close = memchr::memchr(b']', s).ok_or(())?;
         let inner = s.get(1..close).ok_or(())?;
-        if inner.is_empty() || !inner.iter().all(|&c| is_ipv6_char(c)) || !inner.contains(&b':')
-        {
+        if inner.is_empty() || !inner.iter().all(|&c| is_ipv6_char(c)) || !inner.contains(&b':') {
             return Err(());
         }
         i = close + 1;
@@ -162,10 +161,7 @@ impl<'a> Uri<'a> {
                     Some(at) => {
                         let userinfo = rest.get(..at).ok_or_else(err)?;
                         let (user, pw) = match memchr::memchr(b':', userinfo) {
-                            Some(c) => (
-                                userinfo.get(..c).ok_or_else(err)?,
-                                userinfo.get(c + 1..),
-                            ),
+                            Some(c) => (userinfo.get(..c).ok_or_else(err)?, userinfo.get(c + 1..)),
                             None => (userinfo, None),
                         };
                         if user.is_empty() {
@@ -273,7 +269,8 @@ mod tests {
 
     #[test]
     fn sip_uri_parts() {
-        let u = Uri::parse(b"sip:alice:secret@atlanta.com:5070;transport=tcp;lr?Subject=x").unwrap();
+        let u =
+            Uri::parse(b"sip:alice:secret@atlanta.com:5070;transport=tcp;lr?Subject=x").unwrap();
         assert_eq!(u.scheme(), Scheme::Sip);
         assert_eq!(u.user(), Some(&b"alice"[..]));
         assert_eq!(u.password(), Some(&b"secret"[..]));
@@ -318,7 +315,10 @@ mod tests {
         assert_eq!(u.host(), b"example.com");
         let raw: &[u8] = b"sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com";
         let u = Uri::parse(raw).unwrap();
-        assert_eq!(u.user(), Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..]));
+        assert_eq!(
+            u.user(),
+            Some(&b"1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"[..])
+        );
         assert_eq!(u.host(), b"example.com");
         assert_eq!(u.headers(), None);
     }
@@ -333,8 +333,16 @@ mod tests {
         assert_eq!(u.scheme(), Scheme::Other);
         assert_eq!(u.scheme_raw(), b"nobodyKnowsThisScheme");
         assert_eq!(u.host(), b"totallyopaquecontent");
-        assert_eq!(Uri::parse(b"soap.beep://192.0.2.103:3002").unwrap().scheme(), Scheme::Other);
-        assert_eq!(Uri::parse(b"http://www.example.com").unwrap().scheme(), Scheme::Other);
+        assert_eq!(
+            Uri::parse(b"soap.beep://192.0.2.103:3002")
+                .unwrap()
+                .scheme(),
+            Scheme::Other
+        );
+        assert_eq!(
+            Uri::parse(b"http://www.example.com").unwrap().scheme(),
+            Scheme::Other
+        );
     }
 
     #[test]
@@ -364,7 +372,11 @@ mod tests {
             b"sip:host;;",
             b"sip:host/x",
         ] {
-            assert!(Uri::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                Uri::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -179,7 +179,10 @@ mod tests {
 
     #[test]
     fn simple_via() {
-        let v = Via::parse(b"SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport;received=192.0.2.1").unwrap();
+        let v = Via::parse(
+            b"SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport;received=192.0.2.1",
+        )
+        .unwrap();
         assert_eq!(v.protocol(), "SIP");
         assert_eq!(v.version(), "2.0");
         assert_eq!(v.transport(), "UDP");
@@ -199,7 +202,10 @@ mod tests {
         assert_eq!(v.transport(), "UDP");
         assert_eq!(v.host(), "192.0.2.2");
         assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
-        let v = Via::parse(b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8").unwrap();
+        let v = Via::parse(
+            b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8",
+        )
+        .unwrap();
         assert_eq!(v.transport(), "TCP");
         assert_eq!(v.host(), "spindle.example.com");
         assert_eq!(v.branch(), Some(&b"z9hG4bK9ikj8"[..]));
@@ -215,9 +221,14 @@ mod tests {
         let v = Via::parse(b"SIP/2.0/UDP [2001:db8::9:1]:6050;branch=z9hG4bKas3-111").unwrap();
         assert_eq!(v.host(), "[2001:db8::9:1]");
         assert_eq!(v.port(), Some(6050));
-        let v = Via::parse(b"SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3-111").unwrap();
+        let v = Via::parse(
+            b"SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3-111",
+        )
+        .unwrap();
         assert_eq!(v.received(), Some(&b"[2001:db8::9:255]"[..]));
-        let v = Via::parse(b"SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3").unwrap();
+        let v =
+            Via::parse(b"SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3")
+                .unwrap();
         assert_eq!(v.received(), Some(&b"2001:db8::9:255"[..]));
         assert_eq!(v.branch(), Some(&b"z9hG4bKas3"[..]));
     }
@@ -241,7 +252,11 @@ mod tests {
             b"SIP/2.0/UDP host junk",
             b"SIP/2.0/UDP [::1",
         ] {
-            assert!(Via::parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                Via::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }
