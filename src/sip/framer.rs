@@ -60,6 +60,10 @@ pub struct StreamFramer {
     /// How far the search for CRLFCRLF has already looked.
     scanned: usize,
     failed: Option<FramingError>,
+    /// Header section of the message that could not be framed.
+    rejected_head: Option<bytes::Bytes>,
+    /// Size of the message being received, once its headers were read.
+    pending_total: Option<usize>,
     pongs: u64,
 }
 
@@ -114,6 +118,14 @@ fn content_length(head: &[u8]) -> Cl {
     }
 }
 
+fn to_frame(r: Option<Result<Message, ParseError>>) -> Result<Option<Frame>, FramingError> {
+    match r {
+        None => Ok(None),
+        Some(Ok(m)) => Ok(Some(Frame::Message(m))),
+        Some(Err(e)) => Err(FramingError::Invalid(e)),
+    }
+}
+
 impl StreamFramer {
     pub fn new(max_message: usize) -> Self {
         StreamFramer {
@@ -121,6 +133,8 @@ impl StreamFramer {
             max: max_message,
             scanned: 0,
             failed: None,
+            rejected_head: None,
+            pending_total: None,
             pongs: 0,
         }
     }
@@ -142,8 +156,18 @@ impl StreamFramer {
         self.pongs
     }
 
-    fn fail(&mut self, e: FramingError) -> Result<Option<Frame>, FramingError> {
+    /// After a framing error: the header section of the refused message
+    /// (when it was complete), so that the caller can answer it with
+    /// [`crate::sip::build_error_response`] before closing.
+    pub fn rejected_head(&self) -> Option<&[u8]> {
+        self.rejected_head.as_deref()
+    }
+
+    fn fail(&mut self, e: FramingError, head_len: usize) -> Result<Option<Frame>, FramingError> {
         self.failed = Some(e.clone());
+        if head_len > 0 && head_len <= self.buf.len() {
+            self.rejected_head = Some(self.buf.split_to(head_len).freeze());
+        }
         self.buf.clear();
         Err(e)
     }
@@ -176,6 +200,9 @@ impl StreamFramer {
             }
             break;
         }
+        if let Some(total) = self.pending_total {
+            return to_frame(self.take(total));
+        }
         let from = self.scanned.saturating_sub(3);
         let Some(pos) = self
             .buf
@@ -184,7 +211,7 @@ impl StreamFramer {
         else {
             self.scanned = self.buf.len();
             if self.buf.len() > self.max {
-                return self.fail(FramingError::TooLarge);
+                return self.fail(FramingError::TooLarge, 0);
             }
             return Ok(None);
         };
@@ -192,25 +219,29 @@ impl StreamFramer {
         self.scanned = from + pos;
         let head = self.buf.get(..head_end).unwrap_or(&[]);
         let body_len = match content_length(head) {
-            Cl::Missing => return self.fail(FramingError::MissingContentLength),
-            Cl::Bad => return self.fail(FramingError::BadContentLength),
+            Cl::Missing => return self.fail(FramingError::MissingContentLength, head_end),
+            Cl::Bad => return self.fail(FramingError::BadContentLength, head_end),
             Cl::Len(n) => n,
         };
         let Some(total) = head_end.checked_add(body_len) else {
-            return self.fail(FramingError::TooLarge);
+            return self.fail(FramingError::TooLarge, head_end);
         };
         if total > self.max {
-            return self.fail(FramingError::TooLarge);
+            return self.fail(FramingError::TooLarge, head_end);
         }
+        self.pending_total = Some(total);
+        to_frame(self.take(total))
+    }
+
+    /// Cuts the pending message once `total` bytes are buffered.
+    fn take(&mut self, total: usize) -> Option<Result<Message, ParseError>> {
         if self.buf.len() < total {
-            return Ok(None);
+            return None;
         }
         let frame = self.buf.split_to(total).freeze();
         self.scanned = 0;
-        match Message::parse(frame) {
-            Ok(m) => Ok(Some(Frame::Message(m))),
-            Err(e) => Err(FramingError::Invalid(e)),
-        }
+        self.pending_total = None;
+        Some(Message::parse(frame))
     }
 }
 

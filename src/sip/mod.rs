@@ -37,7 +37,7 @@ mod uri;
 mod via;
 
 pub use addr::NameAddr;
-pub use editor::{build_response, Editor};
+pub use editor::{build_error_response, build_response, Editor};
 pub use framer::{Frame, FramingError, StreamFramer, DEFAULT_MAX_MESSAGE};
 pub use message::{CSeq, HeaderField, Message};
 pub use uri::{Scheme, Uri};

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::{build_response, Frame, HeaderName, Message, StreamFramer};
+use super::{build_error_response, build_response, Frame, HeaderName, Message, StreamFramer};
 
 const SAMPLES: &[&[u8]] = &[
     b"INVITE sip:bob@biloxi.com SIP/2.0\r\n\
@@ -99,6 +99,11 @@ fn check(data: &[u8]) {
         touch(&m);
     } else if let Err(e) = Message::parse(Bytes::copy_from_slice(data)) {
         let _ = (e.response(), e.to_string());
+        if let Some((c, r)) = e.response() {
+            if let Some(b) = build_error_response(data, c, r, Some(b"t")) {
+                let _ = Message::parse(b);
+            }
+        }
     }
     let mut f = StreamFramer::new(4096);
     for chunk in data.chunks(7) {
