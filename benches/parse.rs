@@ -44,6 +44,9 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("sip");
     g.throughput(Throughput::Elements(1));
+    g.bench_function("parse_only", |b| {
+        b.iter(|| Message::parse(black_box(buf.clone())).expect("parses"))
+    });
     g.bench_function("parse_and_access", |b| {
         b.iter(|| {
             let m = Message::parse(black_box(buf.clone())).expect("parses");
