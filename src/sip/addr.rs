@@ -30,7 +30,14 @@ impl<'a> NameAddr<'a> {
             return Err(err(ParseErrorKind::BadNameAddr));
         }
         let mut display = None;
-        let (uri_raw, params) = if s.first() == Some(&b'"') || memchr::memchr(b'<', s).is_some() {
+        // A '<' before any ';' starts a name-addr (a token display name holds
+        // no ';'); otherwise this is an addr-spec whose parameters may even
+        // hold a quoted '<'.
+        let angle = match memchr::memchr2(b'<', b';', s) {
+            Some(i) => s.get(i) == Some(&b'<'),
+            None => false,
+        };
+        let (uri_raw, params) = if s.first() == Some(&b'"') || angle {
             let lt = if s.first() == Some(&b'"') {
                 let qe = quoted_end(s, 0).ok_or_else(|| err(ParseErrorKind::UnbalancedQuotes))?;
                 display = s.get(1..qe.saturating_sub(1));

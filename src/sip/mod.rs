@@ -22,7 +22,8 @@
 //!   (RFC 3261 §18.3) and reports RFC 5626 keepalives.
 //! * **Errors say what goes on the wire.** [`ParseError::response`] gives the
 //!   status to answer (400/413/501/505) or `None` to drop silently
-//!   (responses, garbage without Via).
+//!   (responses, garbage without Via); [`build_error_response`] writes that
+//!   answer from the raw bytes of the refused request.
 //!
 //! Nothing here panics on network data: all slicing is checked.
 
@@ -96,8 +97,10 @@ impl Method {
     /// Like [`Method::from_bytes`] but an unknown method shares `buf`
     /// (no copy): `range` must lie inside `buf`.
     pub(crate) fn from_shared(buf: &Bytes, start: usize, end: usize) -> Method {
-        let b = buf.get(start..end).unwrap_or(&[]);
-        Method::known(b).unwrap_or_else(|| Method::Other(buf.slice(start..end)))
+        match buf.get(start..end) {
+            Some(b) => Method::known(b).unwrap_or_else(|| Method::Other(buf.slice(start..end))),
+            None => Method::Other(Bytes::new()),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -515,6 +518,16 @@ mod tests {
         assert_eq!(Method::from_bytes(&[0xff]).as_str(), "");
         assert_eq!(Method::from_bytes(&[0xff]).as_bytes(), &[0xff]);
         assert_eq!(Method::Bye.to_string(), "BYE");
+        let buf = Bytes::from_static(b"FOO x");
+        assert_eq!(Method::from_shared(&buf, 0, 3).as_str(), "FOO");
+        assert_eq!(
+            Method::from_shared(&buf, 0, 3).as_bytes().as_ptr(),
+            buf.as_ptr()
+        );
+        assert_eq!(
+            Method::from_shared(&buf, 3, 99),
+            Method::Other(Bytes::new())
+        );
     }
 
     #[test]
