@@ -12,6 +12,8 @@ const C_HDR_STOP: u8 = 4;
 const C_HDR_EQ: u8 = 8;
 /// Stops a URI parameter name or value: `;` `?` (`=` for names).
 const C_URI_STOP: u8 = 16;
+/// `:` and `@`, which split a SIP URI.
+const C_URI_MARK: u8 = 32;
 
 /// Character classes (RFC 3261 §25.1): one table lookup per octet.
 static CLASS: [u8; 256] = {
@@ -41,6 +43,9 @@ static CLASS: [u8; 256] = {
         if matches!(b, b';' | b'?') {
             v |= C_URI_STOP;
         }
+        if matches!(b, b':' | b'@') {
+            v |= C_URI_MARK;
+        }
         t[c] = v;
         c += 1;
     }
@@ -57,11 +62,13 @@ pub(crate) fn is_token_char(c: u8) -> bool {
     class(c) & C_TOKEN != 0
 }
 
-/// True when `c` may not appear in a URI.
+/// 0 for ordinary URI octets; otherwise the [`URI_BAD`] bit, or the mark
+/// bit for `:` and `@`.
 #[inline]
-pub(crate) fn is_uri_bad(c: u8) -> bool {
-    class(c) & C_URI_BAD != 0
+pub(crate) fn uri_class(c: u8) -> u8 {
+    class(c) & (C_URI_BAD | C_URI_MARK)
 }
+pub(crate) const URI_BAD: u8 = C_URI_BAD;
 
 /// True when `s` is a non-empty RFC 3261 token.
 #[inline]
@@ -215,6 +222,9 @@ pub(crate) struct ParamIter<'a> {
     pos: usize,
     uri: bool,
     failed: bool,
+    /// Class bits that end a name / a value in this mode.
+    name_stop: u8,
+    value_stop: u8,
 }
 
 impl<'a> ParamIter<'a> {
@@ -224,6 +234,8 @@ impl<'a> ParamIter<'a> {
             pos: 0,
             uri: false,
             failed: false,
+            name_stop: C_HDR_STOP | C_HDR_EQ,
+            value_stop: C_HDR_STOP,
         }
     }
 
@@ -233,27 +245,21 @@ impl<'a> ParamIter<'a> {
             pos: 0,
             uri: true,
             failed: false,
+            name_stop: C_URI_STOP | C_HDR_EQ,
+            value_stop: C_URI_STOP,
         }
     }
 
     /// Ends a parameter name.
     #[inline]
     fn ends_name(&self, c: u8) -> bool {
-        if self.uri {
-            class(c) & (C_URI_STOP | C_HDR_EQ) != 0
-        } else {
-            class(c) & (C_HDR_STOP | C_HDR_EQ) != 0
-        }
+        class(c) & self.name_stop != 0
     }
 
     /// Ends a parameter value (`=` is allowed inside values).
     #[inline]
     fn ends_value(&self, c: u8) -> bool {
-        if self.uri {
-            class(c) & C_URI_STOP != 0
-        } else {
-            class(c) & C_HDR_STOP != 0
-        }
+        class(c) & self.value_stop != 0
     }
 
     /// Checks that the whole input is a well-formed parameter list.
@@ -315,15 +321,18 @@ impl<'a> Iterator for ParamIter<'a> {
             i = skip_lws(s, i);
         }
         let name_start = i;
-        while let Some(&c) = s.get(i) {
-            if self.ends_name(c) {
-                break;
+        if self.uri {
+            while s.get(i).is_some_and(|&c| !self.ends_name(c)) {
+                i += 1;
             }
-            if !self.uri && !is_token_char(c) {
+        } else {
+            while s.get(i).is_some_and(|&c| is_token_char(c)) {
+                i += 1;
+            }
+            if s.get(i).is_some_and(|&c| !self.ends_name(c)) {
                 self.failed = true;
                 return Some(Err(()));
             }
-            i += 1;
         }
         let name = s.get(name_start..i).unwrap_or(&[]);
         if name.is_empty() {

@@ -1,6 +1,6 @@
 //! Borrowed URI view (RFC 3261 §19.1, RFC 3966 `tel:`, RFC 5118 IPv6).
 
-use super::grammar::{is_uri_bad, parse_u64, ParamIter};
+use super::grammar::{parse_u64, uri_class, ParamIter, URI_BAD};
 use super::{ParseError, ParseErrorKind};
 
 /// URI scheme. Comparison is case-insensitive (RFC 3261 §19.1.4).
@@ -100,7 +100,11 @@ impl<'a> Uri<'a> {
         let mut colon = None;
         let mut at = None;
         for (i, &c) in raw.iter().enumerate() {
-            if is_uri_bad(c) {
+            let k = uri_class(c);
+            if k == 0 {
+                continue;
+            }
+            if k & URI_BAD != 0 {
                 return Err(err());
             }
             if c == b':' && colon.is_none() {
