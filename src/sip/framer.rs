@@ -156,9 +156,10 @@ impl StreamFramer {
         self.pongs
     }
 
-    /// After a framing error: the header section of the refused message
-    /// (when it was complete), so that the caller can answer it with
-    /// [`crate::sip::build_error_response`] before closing.
+    /// After an error: the bytes of the last refused message (its header
+    /// section for framing errors, the whole frame for
+    /// [`FramingError::Invalid`]), so that the caller can answer it with
+    /// [`crate::sip::build_error_response`].
     pub fn rejected_head(&self) -> Option<&[u8]> {
         self.rejected_head.as_deref()
     }
@@ -241,7 +242,12 @@ impl StreamFramer {
         let frame = self.buf.split_to(total).freeze();
         self.scanned = 0;
         self.pending_total = None;
-        Some(Message::parse(frame))
+        let keep = frame.clone(); // shared: a reference-count increment
+        let parsed = Message::parse(frame);
+        if parsed.is_err() {
+            self.rejected_head = Some(keep);
+        }
+        Some(parsed)
     }
 }
 
@@ -359,6 +365,10 @@ mod tests {
             }
             e => panic!("{e:?}"),
         }
+        assert_eq!(
+            f.rejected_head(),
+            Some(&b"OPTIONS sip:u@h SIP/2.0\r\nContent-Length:\r\n 2\r\n\r\nab"[..])
+        );
         // A parse error does not poison the stream.
         f.push(OPT);
         assert!(f.next_frame().unwrap().is_some());
