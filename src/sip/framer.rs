@@ -10,6 +10,9 @@ use super::{HeaderName, Message, ParseError};
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 
 /// One unit read from a stream.
+// A frame is consumed right away; boxing the message would cost an
+// allocation per frame for no benefit.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Frame {
     Message(Message),

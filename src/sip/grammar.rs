@@ -143,6 +143,43 @@ pub(crate) fn sub_offset(outer: &[u8], inner: &[u8]) -> Option<usize> {
     }
 }
 
+/// A sub-slice of the message buffer stored as offsets, so that parsed
+/// views can be kept inside `Message` and rebuilt without re-parsing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// Offsets of `s` inside `buf` (any empty slice maps to an empty span).
+    #[inline]
+    pub(crate) fn of(buf: &[u8], s: &[u8]) -> Option<Span> {
+        if s.is_empty() {
+            return Some(Span::default());
+        }
+        let start = sub_offset(buf, s)?;
+        Some(Span {
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(start + s.len()).ok()?,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn opt(buf: &[u8], s: Option<&[u8]>) -> Option<Option<Span>> {
+        match s {
+            Some(s) => Span::of(buf, s).map(Some),
+            None => Some(None),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or(&[])
+    }
+}
+
 /// Splits a header value on top-level commas (RFC 3261 §7.3.1), ignoring
 /// commas inside quoted strings and `<...>` URIs. Elements are LWS-trimmed;
 /// empty elements are yielded too (so validation can refuse `a,,b`).
@@ -489,6 +526,16 @@ mod tests {
         assert_eq!(parse_u64(b""), None);
         assert_eq!(parse_u64(b"-1"), None);
         assert_eq!(parse_u64(b"36893488147419103232"), None);
+    }
+
+    #[test]
+    fn spans_round_trip() {
+        let buf = b"hello world";
+        let sp = Span::of(buf, &buf[6..]).unwrap();
+        assert_eq!(sp.get(buf), b"world");
+        assert_eq!(Span::of(buf, b"").unwrap().get(buf), b"");
+        assert_eq!(Span::of(&buf[..5], &buf[6..]), None);
+        assert_eq!(Span::opt(buf, None), Some(None));
     }
 
     #[test]

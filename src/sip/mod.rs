@@ -11,8 +11,10 @@
 //!   mandatory headers) and allocates only the header-index `Vec`.
 //! * **Lazy, borrowed views.** [`Via`], [`Uri`], [`NameAddr`], [`CSeq`] are
 //!   built on demand from the stored ranges and borrow the buffer; nothing
-//!   is copied or decoded until asked. Unknown methods and headers are kept
-//!   untouched, folding is left in values as received.
+//!   is copied or decoded until asked. The views that validation had to
+//!   parse anyway (Request-URI, top Via, From, To) are kept as offsets, so
+//!   the hot accessors rebuild them without parsing again. Unknown methods
+//!   and headers are kept untouched, folding is left in values as received.
 //! * **Edits are splices.** [`Editor`] records insertions/replacements at
 //!   offsets of the original buffer (like Kamailio "lumps") and
 //!   [`Editor::finish`] writes the result in one allocation of the exact

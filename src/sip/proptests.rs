@@ -30,6 +30,21 @@ v=0\r\nx\x00\xff\r\n",
 /// Calls every accessor and every edit on a parsed message.
 fn touch(m: &Message) {
     let _ = (m.is_request(), m.method(), m.status(), m.reason());
+    // Cached views equal a fresh parse of the same bytes.
+    if let Some(u) = m.request_uri() {
+        assert_eq!(Some(u), super::Uri::parse(u.raw()).ok());
+    }
+    assert_eq!(m.top_via(), m.vias().next());
+    assert_eq!(
+        m.from_hdr(),
+        m.header(HeaderName::From)
+            .and_then(|v| super::NameAddr::parse(v).ok())
+    );
+    assert_eq!(
+        m.to_hdr(),
+        m.header(HeaderName::To)
+            .and_then(|v| super::NameAddr::parse(v).ok())
+    );
     if let Some(u) = m.request_uri() {
         let _ = (
             u.scheme(),

@@ -1,6 +1,6 @@
 //! Borrowed URI view (RFC 3261 §19.1, RFC 3966 `tel:`, RFC 5118 IPv6).
 
-use super::grammar::{parse_u64, uri_class, ParamIter, URI_BAD};
+use super::grammar::{parse_u64, uri_class, ParamIter, Span, URI_BAD};
 use super::{ParseError, ParseErrorKind};
 
 /// URI scheme. Comparison is case-insensitive (RFC 3261 §19.1.4).
@@ -27,6 +27,20 @@ pub struct Uri<'a> {
     port: Option<u16>,
     params: &'a [u8],
     headers: Option<&'a [u8]>,
+}
+
+/// A parsed [`Uri`] stored as offsets into the message buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct UriIdx {
+    raw: Span,
+    scheme: Scheme,
+    scheme_raw: Span,
+    user: Option<Span>,
+    password: Option<Span>,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
+    headers: Option<Span>,
 }
 
 fn err() -> ParseError {
@@ -190,6 +204,36 @@ impl<'a> Uri<'a> {
                 }
                 Ok(uri)
             }
+        }
+    }
+
+    /// Offsets of this view inside `buf` (which it must borrow from).
+    pub(crate) fn index(&self, buf: &[u8]) -> Option<UriIdx> {
+        Some(UriIdx {
+            raw: Span::of(buf, self.raw)?,
+            scheme: self.scheme,
+            scheme_raw: Span::of(buf, self.scheme_raw)?,
+            user: Span::opt(buf, self.user)?,
+            password: Span::opt(buf, self.password)?,
+            host: Span::of(buf, self.host)?,
+            port: self.port,
+            params: Span::of(buf, self.params)?,
+            headers: Span::opt(buf, self.headers)?,
+        })
+    }
+
+    /// Rebuilds the view from [`Uri::index`] without parsing.
+    pub(crate) fn from_index(buf: &'a [u8], i: &UriIdx) -> Uri<'a> {
+        Uri {
+            raw: i.raw.get(buf),
+            scheme: i.scheme,
+            scheme_raw: i.scheme_raw.get(buf),
+            user: i.user.map(|s| s.get(buf)),
+            password: i.password.map(|s| s.get(buf)),
+            host: i.host.get(buf),
+            port: i.port,
+            params: i.params.get(buf),
+            headers: i.headers.map(|s| s.get(buf)),
         }
     }
 
