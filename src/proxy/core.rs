@@ -21,7 +21,9 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::config::{Config, Side, Transport};
 use crate::routing::{self, Decision, NextHop, RoutingTable, Sender};
-use crate::sip::{build_response, HeaderName, Message, Method, NameAddr, Scheme, Uri, Via};
+use crate::sip::{
+    build_error_response, build_response, HeaderName, Message, Method, NameAddr, Scheme, Uri,
+};
 use crate::transport::{Flow, Inbound};
 use crate::txn::{
     ClientEvent, ClientKey, ClientTxn, RequestFacts, ServerEvent, ServerKey, ServerTxn, State,
@@ -1472,74 +1474,15 @@ fn build_cancel(sent: &Message) -> Option<Bytes> {
     Some(Bytes::from(s))
 }
 
-/// A response to a request the parser refused, built leniently from its raw header lines
-/// (RFC 3261 §8.2.6 as far as the lines allow): every Via, From, To (with a tag added),
-/// Call-ID and CSeq line is copied as it came. `None` when there is no Via to answer along.
-/// Also returns whether the top Via asked for rport, and its port.
+/// A response to a request the parser refused (`sip::build_error_response` copies its own
+/// Via, From, To, Call-ID and CSeq lines), with whether its top Via asked for rport and its
+/// port, for §18.2.2 addressing. `None` when there is no Via to answer along.
 fn error_response(raw: &[u8], status: u16, reason: &str) -> Option<(Bytes, bool, Option<u16>)> {
-    let head_end = memchr::memmem::find(raw, b"\r\n\r\n").map_or(raw.len(), |p| p + 2);
-    let head = raw.get(..head_end)?;
-    if head.starts_with(b"SIP/") {
-        return None;
-    }
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(format!("SIP/2.0 {status} {reason}\r\n").as_bytes());
-    let mut lines = head.split(|b| *b == b'\n').skip(1).peekable();
-    let mut vias = 0;
-    let mut top: Option<(bool, Option<u16>)> = None;
-    while let Some(line) = lines.next() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            continue;
-        };
-        let name = HeaderName::from_bytes(line.get(..colon).unwrap_or_default().trim_ascii());
-        let mut value = line
-            .get(colon + 1..)
-            .unwrap_or_default()
-            .trim_ascii()
-            .to_vec();
-        while lines
-            .peek()
-            .is_some_and(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t'))
-        {
-            if let Some(l) = lines.next() {
-                value.push(b' ');
-                value.extend_from_slice(l.strip_suffix(b"\r").unwrap_or(l).trim_ascii());
-            }
-        }
-        if value.iter().any(|b| *b == 0 || *b == b'\r' || *b == b'\n') {
-            continue;
-        }
-        let canon = match name {
-            HeaderName::Via => {
-                vias += 1;
-                if top.is_none() {
-                    let first = value.split(|b| *b == b',').next().unwrap_or_default();
-                    let v = Via::parse(first).ok()?;
-                    top = Some((v.rport().is_some(), v.port()));
-                }
-                "Via"
-            }
-            HeaderName::From => "From",
-            HeaderName::To => {
-                if !value.windows(4).any(|w| w.eq_ignore_ascii_case(b"tag=")) {
-                    value.extend_from_slice(b";tag=sipedge-err");
-                }
-                "To"
-            }
-            HeaderName::CallId => "Call-ID",
-            HeaderName::CSeq => "CSeq",
-            _ => continue,
-        };
-        out.extend_from_slice(canon.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(&value);
-        out.extend_from_slice(b"\r\n");
-    }
-    if vias == 0 {
-        return None;
-    }
-    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-    let (rport, port) = top?;
-    Some((Bytes::from(out), rport, port))
+    let resp = build_error_response(raw, status, reason, Some(b"sipedge-err"))?;
+    let parsed = Message::parse(resp.clone()).ok();
+    let (rport, port) = parsed
+        .as_ref()
+        .and_then(|m| m.top_via())
+        .map_or((false, None), |v| (v.rport().is_some(), v.port()));
+    Some((resp, rport, port))
 }

@@ -2,8 +2,8 @@
 //! Contact, Route, Record-Route, P-Asserted-Identity; RFC 3261 §20.10,
 //! §25.1).
 
-use super::grammar::{is_lws, is_token_char, quoted_end, skip_lws, trim_lws, ParamIter};
-use super::uri::Uri;
+use super::grammar::{is_lws, is_token_char, quoted_end, skip_lws, trim_lws, ParamIter, Span};
+use super::uri::{Uri, UriIdx};
 use super::{ParseError, ParseErrorKind};
 
 /// `[display-name] <uri> *(;param)` or `addr-spec *(;param)`.
@@ -13,6 +13,15 @@ pub struct NameAddr<'a> {
     display: Option<&'a [u8]>,
     uri: Uri<'a>,
     params: &'a [u8],
+}
+
+/// A parsed [`NameAddr`] stored as offsets into the message buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AddrIdx {
+    raw: Span,
+    display: Option<Span>,
+    uri: UriIdx,
+    params: Span,
 }
 
 fn err(kind: ParseErrorKind) -> ParseError {
@@ -30,7 +39,14 @@ impl<'a> NameAddr<'a> {
             return Err(err(ParseErrorKind::BadNameAddr));
         }
         let mut display = None;
-        let (uri_raw, params) = if s.first() == Some(&b'"') || memchr::memchr(b'<', s).is_some() {
+        // A '<' before any ';' starts a name-addr (a token display name holds
+        // no ';'); otherwise this is an addr-spec whose parameters may even
+        // hold a quoted '<'.
+        let angle = match memchr::memchr2(b'<', b';', s) {
+            Some(i) => s.get(i) == Some(&b'<'),
+            None => false,
+        };
+        let (uri_raw, params) = if s.first() == Some(&b'"') || angle {
             let lt = if s.first() == Some(&b'"') {
                 let qe = quoted_end(s, 0).ok_or_else(|| err(ParseErrorKind::UnbalancedQuotes))?;
                 display = s.get(1..qe.saturating_sub(1));
@@ -82,6 +98,24 @@ impl<'a> NameAddr<'a> {
             uri,
             params,
         })
+    }
+
+    pub(crate) fn index(&self, buf: &[u8]) -> Option<AddrIdx> {
+        Some(AddrIdx {
+            raw: Span::of(buf, self.raw)?,
+            display: Span::opt(buf, self.display)?,
+            uri: self.uri.index(buf)?,
+            params: Span::of(buf, self.params)?,
+        })
+    }
+
+    pub(crate) fn from_index(buf: &'a [u8], i: &AddrIdx) -> NameAddr<'a> {
+        NameAddr {
+            raw: i.raw.get(buf),
+            display: i.display.map(|s| s.get(buf)),
+            uri: Uri::from_index(buf, &i.uri),
+            params: i.params.get(buf),
+        }
     }
 
     /// The value as received (LWS-trimmed).

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::grammar::{sub_offset, ListIter};
+use super::grammar::{sub_offset, trim_lws, ListIter};
 use super::message::{Hdr, Message};
 use super::via::Via;
 use super::{names_equal, HeaderName, NameAddr};
@@ -49,8 +49,8 @@ impl<'a> Editor<'a> {
     pub(crate) fn new(msg: &'a Message) -> Self {
         Editor {
             msg,
-            splices: Vec::new(),
-            arena: Vec::new(),
+            splices: Vec::with_capacity(8),
+            arena: Vec::with_capacity(256),
         }
     }
 
@@ -441,6 +441,99 @@ pub fn build_response(
     Bytes::from(out)
 }
 
+/// Best-effort response to a request that [`Message::parse`] refused
+/// (RFC 3261 §8.2.6 / §16.3; Kamailio's `sl_reply_error`): the Via, From,
+/// To (tagged with `to_tag` unless it has a tag), Call-ID and CSeq lines are
+/// copied from the raw header section as they are, then `Content-Length: 0`.
+/// `None` when `raw` does not look like a request or names no Via (nowhere
+/// to send the answer), or when a copied line holds a bare CR.
+/// Typically: `err.response().and_then(|(c, r)| build_error_response(raw, c, r, tag))`.
+pub fn build_error_response(
+    raw: &[u8],
+    status: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+) -> Option<Bytes> {
+    if raw.get(..4).is_none_or(|p| p.eq_ignore_ascii_case(b"SIP/")) {
+        return None;
+    }
+    // Header lines (continuations kept with their line) up to the empty line.
+    let mut lines: Vec<(HeaderName, &[u8], &[u8])> = Vec::new();
+    let mut iter = raw.split(|&c| c == b'\n');
+    iter.next();
+    for line in iter {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line.contains(&b'\r') {
+            return None;
+        }
+        if line.first().is_some_and(|&c| c == b' ' || c == b'\t') {
+            continue; // folded values are copied from their first line only
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let name = trim_lws(line.get(..colon).unwrap_or(&[]));
+        let kind = HeaderName::from_bytes(name);
+        let value = trim_lws(line.get(colon + 1..).unwrap_or(&[]));
+        if matches!(
+            kind,
+            HeaderName::Via
+                | HeaderName::From
+                | HeaderName::To
+                | HeaderName::CallId
+                | HeaderName::CSeq
+        ) {
+            lines.push((kind, kind_name(kind), value));
+        }
+    }
+    if !lines.iter().any(|l| l.0 == HeaderName::Via) {
+        return None;
+    }
+    let mut sb = [0u8; 20];
+    let status = digits(u64::from(status), &mut sb);
+    let mut out = Vec::with_capacity(128 + lines.iter().map(|l| l.2.len() + 24).sum::<usize>());
+    out.extend_from_slice(b"SIP/2.0 ");
+    out.extend_from_slice(status);
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for order in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ] {
+        for (kind, name, value) in lines.iter().filter(|l| l.0 == order) {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            if *kind == HeaderName::To {
+                if let Some(tag) = to_tag {
+                    let tagged = NameAddr::parse(value).ok().and_then(|n| n.tag()).is_some();
+                    if !tagged {
+                        out.extend_from_slice(b";tag=");
+                        out.extend_from_slice(tag);
+                    }
+                }
+            }
+            out.extend_from_slice(b"\r\n");
+            if order != HeaderName::Via {
+                break; // one of each single-value header
+            }
+        }
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    Some(Bytes::from(out))
+}
+
+fn kind_name(h: HeaderName) -> &'static [u8] {
+    h.as_str().as_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,6 +768,37 @@ v=0\n";
         assert_eq!(m2.routes().next().unwrap().uri().host(), b"p2.example.com");
         assert_eq!(m2.header_by_name("X-Keep"), Some(&b"untouched  value"[..]));
         assert_eq!(m2.body(), b"v=0\n");
+    }
+
+    #[test]
+    fn error_response_from_raw_request() {
+        let raw = b"INVITE sip:u@h SIP/7.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b\r\nTo: <sip:u@h>\r\nf: <sip:a@h>;tag=1\r\ni: abc\r\nCSeq: 1 INVITE\r\nX: y\r\n\r\nbody";
+        let err = Message::parse(Bytes::from_static(raw)).unwrap_err();
+        let (code, reason) = err.response().unwrap();
+        let r = build_error_response(raw, code, reason, Some(b"s1")).unwrap();
+        let want = b"SIP/2.0 505 Version Not Supported\r\n\
+Via: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+Via: SIP/2.0/UDP b\r\n\
+From: <sip:a@h>;tag=1\r\n\
+To: <sip:u@h>;tag=s1\r\n\
+Call-ID: abc\r\n\
+CSeq: 1 INVITE\r\n\
+Content-Length: 0\r\n\r\n";
+        assert_eq!(&r[..], &want[..]);
+        assert_eq!(Message::parse(r).unwrap().status(), Some(505));
+        assert_eq!(
+            build_error_response(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n", 400, "x", None),
+            None
+        );
+        assert_eq!(
+            build_error_response(b"INVITE x SIP/2.0\r\nTo: x\r\n\r\n", 400, "x", None),
+            None
+        );
+        assert_eq!(build_error_response(b"", 400, "x", None), None);
+        assert_eq!(
+            build_error_response(b"INVITE x SIP/2.0\r\nVia: a\rb\r\n\r\n", 400, "x", None),
+            None
+        );
     }
 
     #[test]

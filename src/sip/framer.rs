@@ -10,6 +10,9 @@ use super::{HeaderName, Message, ParseError};
 pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024;
 
 /// One unit read from a stream.
+// A frame is consumed right away; boxing the message would cost an
+// allocation per frame for no benefit.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Frame {
     Message(Message),
@@ -60,9 +63,10 @@ pub struct StreamFramer {
     /// How far the search for CRLFCRLF has already looked.
     scanned: usize,
     failed: Option<FramingError>,
-    /// The header section (or whole frame) that caused the failure, so the caller can
-    /// answer it before closing.
-    failed_head: Option<bytes::Bytes>,
+    /// Header section of the message that could not be framed.
+    rejected_head: Option<bytes::Bytes>,
+    /// Size of the message being received, once its headers were read.
+    pending_total: Option<usize>,
     pongs: u64,
 }
 
@@ -117,6 +121,14 @@ fn content_length(head: &[u8]) -> Cl {
     }
 }
 
+fn to_frame(r: Option<Result<Message, ParseError>>) -> Result<Option<Frame>, FramingError> {
+    match r {
+        None => Ok(None),
+        Some(Ok(m)) => Ok(Some(Frame::Message(m))),
+        Some(Err(e)) => Err(FramingError::Invalid(e)),
+    }
+}
+
 impl StreamFramer {
     pub fn new(max_message: usize) -> Self {
         StreamFramer {
@@ -124,7 +136,8 @@ impl StreamFramer {
             max: max_message,
             scanned: 0,
             failed: None,
-            failed_head: None,
+            rejected_head: None,
+            pending_total: None,
             pongs: 0,
         }
     }
@@ -146,19 +159,21 @@ impl StreamFramer {
         self.pongs
     }
 
-    fn fail(&mut self, e: FramingError) -> Result<Option<Frame>, FramingError> {
+    /// After an error: the bytes of the last refused message (its header
+    /// section for framing errors, the whole frame for
+    /// [`FramingError::Invalid`]), so that the caller can answer it with
+    /// [`crate::sip::build_error_response`].
+    pub fn rejected_head(&self) -> Option<&[u8]> {
+        self.rejected_head.as_deref()
+    }
+
+    fn fail(&mut self, e: FramingError, head_len: usize) -> Result<Option<Frame>, FramingError> {
         self.failed = Some(e.clone());
-        if self.failed_head.is_none() {
-            let end = memchr::memmem::find(&self.buf, b"\r\n\r\n").map_or(0, |p| p + 4);
-            self.failed_head = Some(self.buf.split_to(end).freeze());
+        if head_len > 0 && head_len <= self.buf.len() {
+            self.rejected_head = Some(self.buf.split_to(head_len).freeze());
         }
         self.buf.clear();
         Err(e)
-    }
-
-    /// After an error: the header section (or frame) that caused it, when one was read.
-    pub fn failed_head(&self) -> Option<&[u8]> {
-        self.failed_head.as_deref().filter(|h| !h.is_empty())
     }
 
     /// Next complete frame: `Ok(None)` = wait for more data (incomplete
@@ -189,6 +204,9 @@ impl StreamFramer {
             }
             break;
         }
+        if let Some(total) = self.pending_total {
+            return to_frame(self.take(total));
+        }
         let from = self.scanned.saturating_sub(3);
         let Some(pos) = self
             .buf
@@ -197,7 +215,7 @@ impl StreamFramer {
         else {
             self.scanned = self.buf.len();
             if self.buf.len() > self.max {
-                return self.fail(FramingError::TooLarge);
+                return self.fail(FramingError::TooLarge, 0);
             }
             return Ok(None);
         };
@@ -205,28 +223,34 @@ impl StreamFramer {
         self.scanned = from + pos;
         let head = self.buf.get(..head_end).unwrap_or(&[]);
         let body_len = match content_length(head) {
-            Cl::Missing => return self.fail(FramingError::MissingContentLength),
-            Cl::Bad => return self.fail(FramingError::BadContentLength),
+            Cl::Missing => return self.fail(FramingError::MissingContentLength, head_end),
+            Cl::Bad => return self.fail(FramingError::BadContentLength, head_end),
             Cl::Len(n) => n,
         };
         let Some(total) = head_end.checked_add(body_len) else {
-            return self.fail(FramingError::TooLarge);
+            return self.fail(FramingError::TooLarge, head_end);
         };
         if total > self.max {
-            return self.fail(FramingError::TooLarge);
+            return self.fail(FramingError::TooLarge, head_end);
         }
+        self.pending_total = Some(total);
+        to_frame(self.take(total))
+    }
+
+    /// Cuts the pending message once `total` bytes are buffered.
+    fn take(&mut self, total: usize) -> Option<Result<Message, ParseError>> {
         if self.buf.len() < total {
-            return Ok(None);
+            return None;
         }
         let frame = self.buf.split_to(total).freeze();
         self.scanned = 0;
-        match Message::parse(frame.clone()) {
-            Ok(m) => Ok(Some(Frame::Message(m))),
-            Err(e) => {
-                self.failed_head = Some(frame);
-                self.fail(FramingError::Invalid(e))
-            }
+        self.pending_total = None;
+        let keep = frame.clone(); // shared: a reference-count increment
+        let parsed = Message::parse(frame);
+        if parsed.is_err() {
+            self.rejected_head = Some(keep);
         }
+        Some(parsed)
     }
 }
 
@@ -344,6 +368,10 @@ mod tests {
             }
             e => panic!("{e:?}"),
         }
+        assert_eq!(
+            f.rejected_head(),
+            Some(&b"OPTIONS sip:u@h SIP/2.0\r\nContent-Length:\r\n 2\r\n\r\nab"[..])
+        );
         // A parse error does not poison the stream.
         f.push(OPT);
         assert!(f.next_frame().unwrap().is_some());

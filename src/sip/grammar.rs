@@ -3,27 +3,72 @@
 //! `;name=value` parameters. Everything works on byte slices and returns
 //! sub-slices of its input (no allocation, never panics).
 
-/// RFC 3261 §25.1 `token` characters: alphanum / "-" / "." / "!" / "%" / "*"
-/// / "_" / "+" / "`" / "'" / "~".
-static TOKEN: [bool; 256] = {
-    let mut t = [false; 256];
+const C_TOKEN: u8 = 1;
+/// Octets never allowed in a URI: controls, SP, DEL, `<`, `>`, `"`.
+const C_URI_BAD: u8 = 2;
+/// Stops a header parameter name or value: `;` `,` and LWS (`=` too for
+/// names, see [`C_HDR_EQ`]).
+const C_HDR_STOP: u8 = 4;
+const C_HDR_EQ: u8 = 8;
+/// Stops a URI parameter name or value: `;` `?` (`=` for names).
+const C_URI_STOP: u8 = 16;
+/// `:` and `@`, which split a SIP URI.
+const C_URI_MARK: u8 = 32;
+
+/// Character classes (RFC 3261 §25.1): one table lookup per octet.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
     let mut c = 0usize;
     while c < 256 {
         let b = c as u8;
-        t[c] = b.is_ascii_alphanumeric()
+        let mut v = 0u8;
+        // token = alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"
+        if b.is_ascii_alphanumeric()
             || matches!(
                 b,
                 b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-            );
+            )
+        {
+            v |= C_TOKEN;
+        }
+        if b <= b' ' || b == 0x7f || b == b'<' || b == b'>' || b == b'"' {
+            v |= C_URI_BAD;
+        }
+        if matches!(b, b';' | b',' | b' ' | b'\t' | b'\r' | b'\n') {
+            v |= C_HDR_STOP;
+        }
+        if b == b'=' {
+            v |= C_HDR_EQ;
+        }
+        if matches!(b, b';' | b'?') {
+            v |= C_URI_STOP;
+        }
+        if matches!(b, b':' | b'@') {
+            v |= C_URI_MARK;
+        }
+        t[c] = v;
         c += 1;
     }
     t
 };
 
 #[inline]
-pub(crate) fn is_token_char(c: u8) -> bool {
-    TOKEN[c as usize]
+fn class(c: u8) -> u8 {
+    CLASS[c as usize]
 }
+
+#[inline]
+pub(crate) fn is_token_char(c: u8) -> bool {
+    class(c) & C_TOKEN != 0
+}
+
+/// 0 for ordinary URI octets; otherwise the [`URI_BAD`] bit, or the mark
+/// bit for `:` and `@`.
+#[inline]
+pub(crate) fn uri_class(c: u8) -> u8 {
+    class(c) & (C_URI_BAD | C_URI_MARK)
+}
+pub(crate) const URI_BAD: u8 = C_URI_BAD;
 
 /// True when `s` is a non-empty RFC 3261 token.
 #[inline]
@@ -98,6 +143,43 @@ pub(crate) fn sub_offset(outer: &[u8], inner: &[u8]) -> Option<usize> {
     }
 }
 
+/// A sub-slice of the message buffer stored as offsets, so that parsed
+/// views can be kept inside `Message` and rebuilt without re-parsing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// Offsets of `s` inside `buf` (any empty slice maps to an empty span).
+    #[inline]
+    pub(crate) fn of(buf: &[u8], s: &[u8]) -> Option<Span> {
+        if s.is_empty() {
+            return Some(Span::default());
+        }
+        let start = sub_offset(buf, s)?;
+        Some(Span {
+            start: u32::try_from(start).ok()?,
+            end: u32::try_from(start + s.len()).ok()?,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn opt(buf: &[u8], s: Option<&[u8]>) -> Option<Option<Span>> {
+        match s {
+            Some(s) => Span::of(buf, s).map(Some),
+            None => Some(None),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or(&[])
+    }
+}
+
 /// Splits a header value on top-level commas (RFC 3261 §7.3.1), ignoring
 /// commas inside quoted strings and `<...>` URIs. Elements are LWS-trimmed;
 /// empty elements are yielded too (so validation can refuse `a,,b`).
@@ -128,25 +210,28 @@ impl<'a> Iterator for ListIter<'a> {
         let s = self.s;
         let start = self.pos;
         let mut i = start;
-        let mut in_angle = false;
-        while let Some(&c) = s.get(i) {
-            match c {
-                b'"' => match quoted_end(s, i) {
-                    Some(e) => {
-                        i = e;
-                        continue;
-                    }
+        while let Some(rest) = s.get(i..) {
+            let Some(p) = memchr::memchr3(b'"', b'<', b',', rest) else {
+                break;
+            };
+            i += p;
+            match s.get(i) {
+                Some(b'"') => match quoted_end(s, i) {
+                    Some(e) => i = e,
                     None => break,
                 },
-                b'<' => in_angle = true,
-                b'>' => in_angle = false,
-                b',' if !in_angle => {
+                Some(b'<') => {
+                    // Commas inside <...> belong to the URI.
+                    match s.get(i..).and_then(|r| memchr::memchr(b'>', r)) {
+                        Some(q) => i += q + 1,
+                        None => break,
+                    }
+                }
+                _ => {
                     self.pos = i + 1;
                     return Some(trim_lws(s.get(start..i).unwrap_or(&[])));
                 }
-                _ => {}
             }
-            i += 1;
         }
         self.done = true;
         Some(trim_lws(s.get(start..).unwrap_or(&[])))
@@ -174,6 +259,9 @@ pub(crate) struct ParamIter<'a> {
     pos: usize,
     uri: bool,
     failed: bool,
+    /// Class bits that end a name / a value in this mode.
+    name_stop: u8,
+    value_stop: u8,
 }
 
 impl<'a> ParamIter<'a> {
@@ -183,6 +271,8 @@ impl<'a> ParamIter<'a> {
             pos: 0,
             uri: false,
             failed: false,
+            name_stop: C_HDR_STOP | C_HDR_EQ,
+            value_stop: C_HDR_STOP,
         }
     }
 
@@ -192,15 +282,21 @@ impl<'a> ParamIter<'a> {
             pos: 0,
             uri: true,
             failed: false,
+            name_stop: C_URI_STOP | C_HDR_EQ,
+            value_stop: C_URI_STOP,
         }
     }
 
-    fn is_stop(&self, c: u8) -> bool {
-        if self.uri {
-            matches!(c, b';' | b'?' | b'=')
-        } else {
-            matches!(c, b';' | b'=' | b',') || is_lws(c)
-        }
+    /// Ends a parameter name.
+    #[inline]
+    fn ends_name(&self, c: u8) -> bool {
+        class(c) & self.name_stop != 0
+    }
+
+    /// Ends a parameter value (`=` is allowed inside values).
+    #[inline]
+    fn ends_value(&self, c: u8) -> bool {
+        class(c) & self.value_stop != 0
     }
 
     /// Checks that the whole input is a well-formed parameter list.
@@ -262,15 +358,18 @@ impl<'a> Iterator for ParamIter<'a> {
             i = skip_lws(s, i);
         }
         let name_start = i;
-        while let Some(&c) = s.get(i) {
-            if self.is_stop(c) {
-                break;
+        if self.uri {
+            while s.get(i).is_some_and(|&c| !self.ends_name(c)) {
+                i += 1;
             }
-            if !self.uri && !is_token_char(c) {
+        } else {
+            while s.get(i).is_some_and(|&c| is_token_char(c)) {
+                i += 1;
+            }
+            if s.get(i).is_some_and(|&c| !self.ends_name(c)) {
                 self.failed = true;
                 return Some(Err(()));
             }
-            i += 1;
         }
         let name = s.get(name_start..i).unwrap_or(&[]);
         if name.is_empty() {
@@ -296,7 +395,7 @@ impl<'a> Iterator for ParamIter<'a> {
                 }
             } else {
                 while let Some(&c) = s.get(v) {
-                    if self.is_stop(c) && c != b'=' {
+                    if self.ends_value(c) {
                         break;
                     }
                     v += 1;
@@ -427,6 +526,16 @@ mod tests {
         assert_eq!(parse_u64(b""), None);
         assert_eq!(parse_u64(b"-1"), None);
         assert_eq!(parse_u64(b"36893488147419103232"), None);
+    }
+
+    #[test]
+    fn spans_round_trip() {
+        let buf = b"hello world";
+        let sp = Span::of(buf, &buf[6..]).unwrap();
+        assert_eq!(sp.get(buf), b"world");
+        assert_eq!(Span::of(buf, b"").unwrap().get(buf), b"");
+        assert_eq!(Span::of(&buf[..5], &buf[6..]), None);
+        assert_eq!(Span::opt(buf, None), Some(None));
     }
 
     #[test]

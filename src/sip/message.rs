@@ -2,11 +2,11 @@
 
 use bytes::Bytes;
 
-use super::addr::NameAddr;
+use super::addr::{AddrIdx, NameAddr};
 use super::editor::Editor;
 use super::grammar::{is_lws, is_token, is_ws, parse_u64, sub_offset, trim_lws, ListIter};
-use super::uri::Uri;
-use super::via::Via;
+use super::uri::{Uri, UriIdx};
+use super::via::{Via, ViaIdx};
 use super::{names_equal, HeaderName, Method, ParseError, ParseErrorKind as K};
 
 /// One header field in the index. All offsets are into `Message::buf`.
@@ -42,6 +42,17 @@ pub struct Message {
     /// Offset of the empty line that ends the header section.
     headers_end: u32,
     body_start: u32,
+    /// Views already parsed by validation, kept as offsets so that the
+    /// hot accessors do not parse twice.
+    cache: Cache,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Cache {
+    ruri: Option<UriIdx>,
+    top_via: Option<ViaIdx>,
+    from: Option<AddrIdx>,
+    to: Option<AddrIdx>,
 }
 
 /// `CSeq: seq METHOD`.
@@ -158,9 +169,10 @@ struct Parsed {
     headers_end: u32,
     body_start: u32,
     end: usize,
+    cache: Cache,
 }
 
-fn parse_start_line(buf: &Bytes, le: usize) -> Result<Start, K> {
+fn parse_start_line(buf: &Bytes, le: usize, cache: &mut Cache) -> Result<Start, K> {
     let line = buf.get(..le).ok_or(K::BadStartLine)?;
     if line.is_empty() {
         return Err(K::Empty);
@@ -217,6 +229,7 @@ fn parse_start_line(buf: &Bytes, le: usize) -> Result<Start, K> {
         // RFC 4475 §3.1.2.11 escruri: headers are not allowed here.
         return Err(K::RequestUriHeaders);
     }
+    cache.ruri = parsed.index(buf);
     Ok(Start::Request {
         method: Method::from_shared(buf, 0, sp1),
         uri: (u32_of(sp1 + 1), u32_of(sp2)),
@@ -232,7 +245,8 @@ fn parse_index(buf: &Bytes) -> Result<Parsed, K> {
         return Err(K::TooLarge);
     }
     let (le, mut pos) = line_at(b, 0)?.ok_or(K::Incomplete)?;
-    let start = parse_start_line(buf, le)?;
+    let mut cache = Cache::default();
+    let start = parse_start_line(buf, le, &mut cache)?;
     let start_line_end = pos;
 
     let mut headers: Vec<Hdr> = Vec::with_capacity(24);
@@ -296,13 +310,22 @@ fn parse_index(buf: &Bytes) -> Result<Parsed, K> {
         match h.name {
             HeaderName::Via => {
                 for e in ListIter::new(v) {
-                    Via::parse(e).map_err(|_| K::BadVia)?;
+                    let via = Via::parse(e).map_err(|_| K::BadVia)?;
+                    if n_via == 0 {
+                        cache.top_via = via.index(b);
+                    }
                     n_via += 1;
                 }
             }
             HeaderName::From | HeaderName::To => {
-                bump(&mut counts, usize::from(h.name == HeaderName::To));
-                NameAddr::parse(v).map_err(|e| e.kind())?;
+                let is_to = h.name == HeaderName::To;
+                bump(&mut counts, usize::from(is_to));
+                let idx = NameAddr::parse(v).map_err(|e| e.kind())?.index(b);
+                if is_to {
+                    cache.to = idx;
+                } else {
+                    cache.from = idx;
+                }
             }
             HeaderName::CallId => {
                 bump(&mut counts, 2);
@@ -394,6 +417,7 @@ fn parse_index(buf: &Bytes) -> Result<Parsed, K> {
         headers_end: u32_of(headers_end),
         body_start: u32_of(body_start),
         end,
+        cache,
     })
 }
 
@@ -419,6 +443,7 @@ impl Message {
                     headers: p.headers,
                     headers_end: p.headers_end,
                     body_start: p.body_start,
+                    cache: p.cache,
                 })
             }
             Err(kind) => Err(ParseError::in_message(kind, &buf)),
@@ -494,8 +519,10 @@ impl Message {
     /// The Request-URI (validated by `parse`; the scheme may be `Other`, for
     /// which the proxy answers 416).
     pub fn request_uri(&self) -> Option<Uri<'_>> {
-        let (s, e) = self.uri_range()?;
-        Uri::parse(self.buf.get(s..e)?).ok()
+        self.cache
+            .ruri
+            .as_ref()
+            .map(|i| Uri::from_index(&self.buf, i))
     }
 
     /// Value of the first header of that kind (LWS-trimmed, folding kept);
@@ -541,7 +568,10 @@ impl Message {
     }
 
     pub fn top_via(&self) -> Option<Via<'_>> {
-        self.vias().next()
+        self.cache
+            .top_via
+            .as_ref()
+            .map(|i| Via::from_index(&self.buf, i))
     }
 
     /// Every Via value, top first (comma-separated values split).
@@ -565,11 +595,17 @@ impl Message {
     }
 
     pub fn from_hdr(&self) -> Option<NameAddr<'_>> {
-        NameAddr::parse(self.header(HeaderName::From)?).ok()
+        self.cache
+            .from
+            .as_ref()
+            .map(|i| NameAddr::from_index(&self.buf, i))
     }
 
     pub fn to_hdr(&self) -> Option<NameAddr<'_>> {
-        NameAddr::parse(self.header(HeaderName::To)?).ok()
+        self.cache
+            .to
+            .as_ref()
+            .map(|i| NameAddr::from_index(&self.buf, i))
     }
 
     pub fn max_forwards(&self) -> Option<u32> {

@@ -11,8 +11,10 @@
 //!   mandatory headers) and allocates only the header-index `Vec`.
 //! * **Lazy, borrowed views.** [`Via`], [`Uri`], [`NameAddr`], [`CSeq`] are
 //!   built on demand from the stored ranges and borrow the buffer; nothing
-//!   is copied or decoded until asked. Unknown methods and headers are kept
-//!   untouched, folding is left in values as received.
+//!   is copied or decoded until asked. The views that validation had to
+//!   parse anyway (Request-URI, top Via, From, To) are kept as offsets, so
+//!   the hot accessors rebuild them without parsing again. Unknown methods
+//!   and headers are kept untouched, folding is left in values as received.
 //! * **Edits are splices.** [`Editor`] records insertions/replacements at
 //!   offsets of the original buffer (like Kamailio "lumps") and
 //!   [`Editor::finish`] writes the result in one allocation of the exact
@@ -22,7 +24,8 @@
 //!   (RFC 3261 §18.3) and reports RFC 5626 keepalives.
 //! * **Errors say what goes on the wire.** [`ParseError::response`] gives the
 //!   status to answer (400/413/501/505) or `None` to drop silently
-//!   (responses, garbage without Via).
+//!   (responses, garbage without Via); [`build_error_response`] writes that
+//!   answer from the raw bytes of the refused request.
 //!
 //! Nothing here panics on network data: all slicing is checked.
 
@@ -31,11 +34,13 @@ mod editor;
 mod framer;
 mod grammar;
 mod message;
+#[cfg(test)]
+mod proptests;
 mod uri;
 mod via;
 
 pub use addr::NameAddr;
-pub use editor::{build_response, Editor};
+pub use editor::{build_error_response, build_response, Editor};
 pub use framer::{Frame, FramingError, StreamFramer, DEFAULT_MAX_MESSAGE};
 pub use message::{CSeq, HeaderField, Message};
 pub use uri::{Scheme, Uri};
@@ -94,8 +99,10 @@ impl Method {
     /// Like [`Method::from_bytes`] but an unknown method shares `buf`
     /// (no copy): `range` must lie inside `buf`.
     pub(crate) fn from_shared(buf: &Bytes, start: usize, end: usize) -> Method {
-        let b = buf.get(start..end).unwrap_or(&[]);
-        Method::known(b).unwrap_or_else(|| Method::Other(buf.slice(start..end)))
+        match buf.get(start..end) {
+            Some(b) => Method::known(b).unwrap_or_else(|| Method::Other(buf.slice(start..end))),
+            None => Method::Other(Bytes::new()),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -201,6 +208,7 @@ pub(crate) fn names_equal(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl HeaderName {
+    #[cfg(test)]
     const ALL: [HeaderName; 24] = [
         HeaderName::Via,
         HeaderName::From,
@@ -230,26 +238,56 @@ impl HeaderName {
 
     /// Case-insensitive, compact forms included (`v` → Via, `i` → Call-ID…).
     pub fn from_bytes(name: &[u8]) -> HeaderName {
+        use HeaderName as H;
+        let Some(&first) = name.first() else {
+            return H::Other;
+        };
+        let f = first.to_ascii_lowercase();
         if name.len() == 1 {
-            return match name.first().map(u8::to_ascii_lowercase) {
-                Some(b'v') => HeaderName::Via,
-                Some(b'f') => HeaderName::From,
-                Some(b't') => HeaderName::To,
-                Some(b'i') => HeaderName::CallId,
-                Some(b'm') => HeaderName::Contact,
-                Some(b'l') => HeaderName::ContentLength,
-                Some(b'c') => HeaderName::ContentType,
-                Some(b'k') => HeaderName::Supported,
-                _ => HeaderName::Other,
+            return match f {
+                b'v' => H::Via,
+                b'f' => H::From,
+                b't' => H::To,
+                b'i' => H::CallId,
+                b'm' => H::Contact,
+                b'l' => H::ContentLength,
+                b'c' => H::ContentType,
+                b'k' => H::Supported,
+                _ => H::Other,
             };
         }
-        for h in HeaderName::ALL {
-            let s = h.as_str().as_bytes();
-            if s.len() == name.len() && s.eq_ignore_ascii_case(name) {
-                return h;
-            }
-        }
-        HeaderName::Other
+        // Dispatch on (length, first letter): at most two candidates.
+        let cands: &[HeaderName] = match (name.len(), f) {
+            (3, b'v') => &[H::Via],
+            (4, b'f') => &[H::From],
+            (2, b't') => &[H::To],
+            (7, b'c') => &[H::CallId, H::Contact],
+            (4, b'c') => &[H::CSeq],
+            (12, b'm') => &[H::MaxForwards],
+            (14, b'c') => &[H::ContentLength],
+            (12, b'c') => &[H::ContentType],
+            (5, b'r') => &[H::Route],
+            (12, b'r') => &[H::RecordRoute],
+            (7, b'r') => &[H::Require],
+            (13, b'p') => &[H::ProxyRequire],
+            (9, b's') => &[H::Supported],
+            (11, b'u') => &[H::Unsupported],
+            (5, b'a') => &[H::Allow],
+            (6, b'a') => &[H::Accept],
+            (7, b'e') => &[H::Expires],
+            (6, b'r') => &[H::Reason],
+            (7, b'w') => &[H::Warning],
+            (11, b'r') => &[H::RetryAfter],
+            (19, b'p') => &[H::PAssertedIdentity],
+            (6, b's') => &[H::Server],
+            (10, b'u') => &[H::UserAgent],
+            _ => &[],
+        };
+        cands
+            .iter()
+            .copied()
+            .find(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+            .unwrap_or(H::Other)
     }
 
     /// Canonical spelling (`"Call-ID"`, `"CSeq"`, `"WWW-…"`); `""` for `Other`.
@@ -482,6 +520,16 @@ mod tests {
         assert_eq!(Method::from_bytes(&[0xff]).as_str(), "");
         assert_eq!(Method::from_bytes(&[0xff]).as_bytes(), &[0xff]);
         assert_eq!(Method::Bye.to_string(), "BYE");
+        let buf = Bytes::from_static(b"FOO x");
+        assert_eq!(Method::from_shared(&buf, 0, 3).as_str(), "FOO");
+        assert_eq!(
+            Method::from_shared(&buf, 0, 3).as_bytes().as_ptr(),
+            buf.as_ptr()
+        );
+        assert_eq!(
+            Method::from_shared(&buf, 3, 99),
+            Method::Other(Bytes::new())
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Borrowed URI view (RFC 3261 §19.1, RFC 3966 `tel:`, RFC 5118 IPv6).
 
-use super::grammar::{parse_u64, ParamIter};
+use super::grammar::{parse_u64, uri_class, ParamIter, Span, URI_BAD};
 use super::{ParseError, ParseErrorKind};
 
 /// URI scheme. Comparison is case-insensitive (RFC 3261 §19.1.4).
@@ -27,6 +27,20 @@ pub struct Uri<'a> {
     port: Option<u16>,
     params: &'a [u8],
     headers: Option<&'a [u8]>,
+}
+
+/// A parsed [`Uri`] stored as offsets into the message buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct UriIdx {
+    raw: Span,
+    scheme: Scheme,
+    scheme_raw: Span,
+    user: Option<Span>,
+    password: Option<Span>,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
+    headers: Option<Span>,
 }
 
 fn err() -> ParseError {
@@ -96,13 +110,24 @@ impl<'a> Uri<'a> {
     /// everywhere (RFC 4475 ltgtruri, lwsruri, badaspec); `sip:`/`sips:` need a
     /// valid host and port (RFC 5118 ipv6-bad: IPv6 without brackets fails).
     pub fn parse(raw: &'a [u8]) -> Result<Uri<'a>, ParseError> {
-        if raw
-            .iter()
-            .any(|&c| c <= b' ' || c == 0x7f || c == b'<' || c == b'>' || c == b'"')
-        {
-            return Err(err());
+        // One pass: refuse bad octets, note the first ':' and '@'.
+        let mut colon = None;
+        let mut at = None;
+        for (i, &c) in raw.iter().enumerate() {
+            let k = uri_class(c);
+            if k == 0 {
+                continue;
+            }
+            if k & URI_BAD != 0 {
+                return Err(err());
+            }
+            if c == b':' && colon.is_none() {
+                colon = Some(i);
+            } else if c == b'@' && at.is_none() {
+                at = Some(i);
+            }
         }
-        let colon = memchr::memchr(b':', raw).ok_or_else(err)?;
+        let colon = colon.ok_or_else(err)?;
         let scheme_raw = raw.get(..colon).ok_or_else(err)?;
         let first_ok = scheme_raw.first().is_some_and(|c| c.is_ascii_alphabetic());
         if !first_ok
@@ -142,7 +167,7 @@ impl<'a> Uri<'a> {
                 let semi = memchr::memchr(b';', rest).unwrap_or(rest.len());
                 uri.host = rest.get(..semi).ok_or_else(err)?;
                 uri.params = rest.get(semi..).unwrap_or(&[]);
-                if uri.host.is_empty() || !ParamIter::uri(uri.params).validate_uri() {
+                if uri.host.is_empty() || !uri_params_ok(uri.params) {
                     return Err(err());
                 }
                 Ok(uri)
@@ -150,7 +175,7 @@ impl<'a> Uri<'a> {
             Scheme::Sip | Scheme::Sips => {
                 // userinfo ends at the first '@' (user may hold ';', '?', '/',
                 // RFC 3261 §25.1 user-unreserved; RFC 4475 intmeth, semiuri).
-                let hostpart = match memchr::memchr(b'@', rest) {
+                let hostpart = match at.and_then(|a| a.checked_sub(colon + 1)) {
                     Some(at) => {
                         let userinfo = rest.get(..at).ok_or_else(err)?;
                         let (user, pw) = match memchr::memchr(b':', userinfo) {
@@ -174,11 +199,41 @@ impl<'a> Uri<'a> {
                 let q = memchr::memchr(b'?', tail).unwrap_or(tail.len());
                 uri.params = tail.get(..q).unwrap_or(&[]);
                 uri.headers = tail.get(q + 1..).filter(|_| q < tail.len());
-                if !ParamIter::uri(uri.params).validate_uri() {
+                if !uri_params_ok(uri.params) {
                     return Err(err());
                 }
                 Ok(uri)
             }
+        }
+    }
+
+    /// Offsets of this view inside `buf` (which it must borrow from).
+    pub(crate) fn index(&self, buf: &[u8]) -> Option<UriIdx> {
+        Some(UriIdx {
+            raw: Span::of(buf, self.raw)?,
+            scheme: self.scheme,
+            scheme_raw: Span::of(buf, self.scheme_raw)?,
+            user: Span::opt(buf, self.user)?,
+            password: Span::opt(buf, self.password)?,
+            host: Span::of(buf, self.host)?,
+            port: self.port,
+            params: Span::of(buf, self.params)?,
+            headers: Span::opt(buf, self.headers)?,
+        })
+    }
+
+    /// Rebuilds the view from [`Uri::index`] without parsing.
+    pub(crate) fn from_index(buf: &'a [u8], i: &UriIdx) -> Uri<'a> {
+        Uri {
+            raw: i.raw.get(buf),
+            scheme: i.scheme,
+            scheme_raw: i.scheme_raw.get(buf),
+            user: i.user.map(|s| s.get(buf)),
+            password: i.password.map(|s| s.get(buf)),
+            host: i.host.get(buf),
+            port: i.port,
+            params: i.params.get(buf),
+            headers: i.headers.map(|s| s.get(buf)),
         }
     }
 
@@ -232,10 +287,28 @@ impl<'a> Uri<'a> {
     }
 }
 
-impl<'a> ParamIter<'a> {
-    fn validate_uri(mut self) -> bool {
-        self.all(|p| p.is_ok())
+/// `*(";" name ["=" value])` with non-empty names and values (the octets
+/// themselves were checked by the caller).
+fn uri_params_ok(p: &[u8]) -> bool {
+    if p.is_empty() {
+        return true;
     }
+    if p.first() != Some(&b';') {
+        return false;
+    }
+    let mut prev = b';';
+    let mut in_value = false;
+    for &c in p.get(1..).unwrap_or(&[]) {
+        match c {
+            b';' | b'?' if prev == b';' || prev == b'=' => return false,
+            b';' => in_value = false,
+            b'=' if prev == b';' => return false,
+            b'=' if !in_value => in_value = true,
+            _ => {}
+        }
+        prev = c;
+    }
+    prev != b';' && prev != b'='
 }
 
 #[cfg(test)]
@@ -318,6 +391,16 @@ mod tests {
             Uri::parse(b"http://www.example.com").unwrap().scheme(),
             Scheme::Other
         );
+    }
+
+    #[test]
+    fn uri_param_syntax() {
+        assert!(uri_params_ok(b""));
+        assert!(uri_params_ok(b";lr"));
+        assert!(uri_params_ok(b";a=b;c;d=e=f"));
+        for bad in [&b";"[..], b";;", b";=x", b";a=", b";a=;b", b"x", b";a;"] {
+            assert!(!uri_params_ok(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Borrowed view of one Via value (RFC 3261 §20.42, §18.2.1; RFC 3581;
 //! RFC 5118 IPv6).
 
-use super::grammar::{is_lws, is_token_char, skip_lws, trim_lws, Param, ParamIter};
+use super::grammar::{is_lws, is_token_char, skip_lws, trim_lws, Param, ParamIter, Span};
 use super::uri::parse_hostport;
 use super::{ParseError, ParseErrorKind};
 
@@ -16,6 +16,18 @@ pub struct Via<'a> {
     host: &'a [u8],
     port: Option<u16>,
     params: &'a [u8],
+}
+
+/// A parsed [`Via`] stored as offsets into the message buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ViaIdx {
+    raw: Span,
+    protocol: Span,
+    version: Span,
+    transport: Span,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
 }
 
 fn err() -> ParseError {
@@ -96,6 +108,30 @@ impl<'a> Via<'a> {
             port,
             params,
         })
+    }
+
+    pub(crate) fn index(&self, buf: &[u8]) -> Option<ViaIdx> {
+        Some(ViaIdx {
+            raw: Span::of(buf, self.raw)?,
+            protocol: Span::of(buf, self.protocol)?,
+            version: Span::of(buf, self.version)?,
+            transport: Span::of(buf, self.transport)?,
+            host: Span::of(buf, self.host)?,
+            port: self.port,
+            params: Span::of(buf, self.params)?,
+        })
+    }
+
+    pub(crate) fn from_index(buf: &'a [u8], i: &ViaIdx) -> Via<'a> {
+        Via {
+            raw: i.raw.get(buf),
+            protocol: i.protocol.get(buf),
+            version: i.version.get(buf),
+            transport: i.transport.get(buf),
+            host: i.host.get(buf),
+            port: i.port,
+            params: i.params.get(buf),
+        }
     }
 
     /// The value as received (LWS-trimmed, folding kept).

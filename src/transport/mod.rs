@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Side, Transport};
-use crate::sip::{Frame, Message, StreamFramer};
+use crate::sip::{Frame, FramingError, Message, StreamFramer};
 
 pub type ConnId = u64;
 
@@ -437,19 +437,26 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, flow: Flow, t: &Arc<T
                     }
                 }
                 Err(e) => {
-                    // Framing is lost: answer if we can, then close (RFC 3261 §18.3).
-                    warn!(remote = %flow.remote, error = %e, "stream framing error, closing connection");
-                    if let Some(head) = framer.failed_head() {
+                    let fatal = !matches!(e, FramingError::Invalid(_));
+                    if let Some(head) = framer.rejected_head() {
                         let ev = Inbound::Malformed {
                             flow,
                             bytes: Bytes::copy_from_slice(head),
                             response: e.response(),
                             reason: e.to_string(),
                         };
-                        let _ = t.inbound.send(ev).await;
-                        // Give the proxy a moment to queue its answer before the connection goes.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if t.inbound.send(ev).await.is_err() {
+                            return;
+                        }
                     }
+                    if !fatal {
+                        // A well-framed but invalid message: answered, the stream goes on.
+                        continue;
+                    }
+                    // Framing is lost (RFC 3261 §18.3): give the proxy a moment to queue its
+                    // answer, then close.
+                    warn!(remote = %flow.remote, error = %e, "stream framing error, closing connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     return;
                 }
             }
