@@ -9,8 +9,29 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// The lab listens on fixed ports: tests in one binary take turns.
+/// The lab listens on fixed ports: tests in one binary take turns (this mutex), and so do
+/// test binaries and other worktrees on the machine (an flock on [`LAB_LOCK_FILE`]).
 static LAB_LOCK: Mutex<()> = Mutex::new(());
+pub const LAB_LOCK_FILE: &str = "/tmp/sipedge-lab.lock";
+
+/// Holds the machine-wide lab lock until dropped.
+pub struct MachineLock(std::fs::File);
+
+impl MachineLock {
+    pub fn acquire() -> MachineLock {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LAB_LOCK_FILE)
+            .expect("open lab lock file");
+        // SAFETY: flock on a descriptor we own; released when the file closes.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock {LAB_LOCK_FILE}");
+        MachineLock(f)
+    }
+}
 
 pub fn lab_config_text() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sipedge.toml"))
@@ -22,6 +43,7 @@ pub struct Lab {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
+    _machine: MachineLock,
     _guard: MutexGuard<'static, ()>,
 }
 
@@ -29,6 +51,7 @@ impl Lab {
     /// Starts the appliance on the lab config, with `edit` applied to its text.
     pub fn start_with(edit: impl FnOnce(String) -> String) -> Lab {
         let guard = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let machine = MachineLock::acquire();
         let dir = tempfile::tempdir().unwrap();
         let text =
             edit(lab_config_text()).replace("state_dir = \"../state\"", "state_dir = \"state\"");
