@@ -331,6 +331,7 @@ mod tests {
         let cli = Cli::try_parse_from([
             "x",
             "issue",
+            "--name",
             "gw1.lab.example",
             "--ip",
             "10.0.0.1",
