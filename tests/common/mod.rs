@@ -72,6 +72,7 @@ impl Lab {
             child,
             dir,
             log,
+            _machine: machine,
             _guard: guard,
         };
         lab.wait_ready();
