@@ -1,1 +1,3 @@
-//! admin (work in progress)
+//! Administration: the persistent directory, the admin CLI and HTTP API, metrics.
+
+pub mod directory;

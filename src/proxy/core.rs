@@ -20,11 +20,13 @@ use bytes::Bytes;
 use tracing::{debug, info, info_span, warn};
 
 use crate::config::{Config, Side, Transport};
-use crate::routing::{self, Decision, NextHop, RoutingTable, Sender};
+use crate::routing::{self, Decision, Directory, Live, NextHop, RoutingTable, Sender};
 use crate::sip::{
     build_error_response, build_response, HeaderName, Message, Method, NameAddr, Scheme, Uri,
 };
 use crate::transport::{Flow, Inbound};
+
+use super::health::Health;
 use crate::txn::{
     ClientEvent, ClientKey, ClientTxn, RequestFacts, ServerEvent, ServerKey, ServerTxn, State,
     TimerConfig,
@@ -54,6 +56,12 @@ pub struct Stats {
     pub forwarded: u64,
     pub stray_responses: u64,
     pub failovers: u64,
+    /// New INVITEs routed by the policy (calls attempted).
+    pub calls: u64,
+    /// Final responses we generated ourselves to requests, by status.
+    pub rejects_by_status: std::collections::BTreeMap<u16, u64>,
+    /// OPTIONS probes sent.
+    pub probes_sent: u64,
 }
 
 /// A refusal from the admit phase: status, reason phrase, extra header fields.
@@ -83,6 +91,8 @@ struct Target {
     hop: NextHop,
     /// Rewrite the Request-URI host to `hop.name` (routing-policy targets).
     rewrite_host: bool,
+    /// Replace the whole Request-URI (inbound calls: the user's SIP address).
+    request_uri: Option<String>,
 }
 
 /// §16.7: the state kept for one proxied server transaction.
@@ -148,26 +158,51 @@ pub struct Core {
     spread: u64,
     draining: bool,
     pub stats: Stats,
+    /// The directory snapshot, swapped by the store watcher while calls run.
+    dir: Arc<arc_swap::ArcSwap<Directory>>,
+    /// OPTIONS health of gateways and the cloud peer.
+    health: Health,
+    /// Our OPTIONS probes in flight: client transaction → target name.
+    probes: HashMap<ClientKey, String>,
+    probe_seed: u64,
+    probe_count: u64,
+    /// Established calls through a gateway: Call-ID → gateway name (for session caps).
+    calls: HashMap<Vec<u8>, String>,
+    /// Established calls per gateway name.
+    sessions: HashMap<String, u32>,
 }
 
 #[derive(Debug, Clone)]
 enum TimerSlot {
     Server(ServerKey),
     Client(ClientKey),
+    Probe,
 }
 
 impl Core {
+    /// `dir` is the directory handle the store watcher swaps; `now` starts the OPTIONS
+    /// health clock (the first probes go out at once).
     pub fn new(
+        now: Instant,
         cfg: Arc<Config>,
         table: RoutingTable,
         local: HashMap<(Side, Transport), SocketAddr>,
+        dir: Arc<arc_swap::ArcSwap<Directory>>,
     ) -> Core {
         let timers = TimerConfig {
             t1: cfg.sip.t1,
             t2: cfg.sip.t2,
             t4: cfg.sip.t4,
         };
-        Core {
+        let health = Health::new(now, &table, cfg.routing.options_interval);
+        let mut core = Core {
+            dir,
+            health,
+            probes: HashMap::new(),
+            probe_seed: rand::random::<u64>(),
+            probe_count: 0,
+            calls: HashMap::new(),
+            sessions: HashMap::new(),
             cfg,
             table,
             timers,
@@ -181,6 +216,22 @@ impl Core {
             spread: 0,
             draining: false,
             stats: Stats::default(),
+        };
+        let at = core.health.next_probe();
+        core.reschedule(None, Some(at), TimerSlot::Probe);
+        core
+    }
+
+    /// Health of every probed target by name (true: healthy), for metrics and `route explain`.
+    pub fn health_states(&self) -> HashMap<String, bool> {
+        self.health.states()
+    }
+
+    /// Live state for routing: demoted targets and established calls per gateway.
+    pub fn live(&self) -> Live {
+        Live {
+            demoted: self.health.demoted().clone(),
+            sessions: self.sessions.clone(),
         }
     }
 
@@ -264,6 +315,7 @@ impl Core {
                     }
                     self.drain_server(now, &key);
                 }
+                TimerSlot::Probe => self.send_probes(now),
                 TimerSlot::Client(key) => {
                     self.client_branch_timer(now, &key);
                     if let Some(e) = self.clients.get_mut(&key) {
@@ -356,6 +408,9 @@ impl Core {
             return;
         }
 
+        if method == Method::Bye {
+            self.end_session(req.call_id().unwrap_or_default());
+        }
         let is_invite = method == Method::Invite;
         let mut entry = ServerEntry {
             txn: ServerTxn::new(now, is_invite, flow.transport.is_reliable(), &self.timers),
@@ -595,26 +650,42 @@ impl Core {
                     return self.respond(now, &key, &req, 403, "Forbidden", &[]);
                 };
                 self.spread = self.spread.wrapping_add(1);
-                let routed = routing::route(&req, &sender, &self.table, self.spread);
+                if req.method() == Some(&Method::Invite) {
+                    self.stats.calls += 1;
+                }
+                let dir = self.dir.load();
+                let live = self.live();
+                let routed = routing::route(&req, &sender, &self.table, &dir, &live, self.spread);
                 for line in &routed.trace {
                     debug!(trace = %line);
                 }
                 match routed.decision {
-                    Decision::Reject { status, reason } => {
+                    Decision::Reject {
+                        status,
+                        reason,
+                        headers,
+                    } => {
                         self.stats.rejected += 1;
-                        info!(status, %reason, "routing refused");
-                        return self.respond(now, &key, &req, status, &reason, &[]);
+                        info!(status, %reason, trace = ?routed.trace, "routing refused");
+                        let extra: Vec<(&str, &[u8])> =
+                            headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+                        return self.respond(now, &key, &req, status, &reason, &extra);
                     }
                     Decision::Forward {
                         targets,
                         rewrite_host,
+                        request_uri,
                     } => {
                         if let Sender::Gateway { name, .. } = &sender {
                             debug!(gateway = %name, "inbound call from gateway");
                         }
                         targets
                             .into_iter()
-                            .map(|hop| Target { hop, rewrite_host })
+                            .map(|hop| Target {
+                                hop,
+                                rewrite_host,
+                                request_uri: request_uri.clone(),
+                            })
                             .collect()
                     }
                 }
@@ -666,6 +737,7 @@ impl Core {
         Some(self.uri_target(flow.side.other(), &uri).map(|hop| Target {
             hop,
             rewrite_host: false,
+            request_uri: None,
         }))
     }
 
@@ -808,7 +880,9 @@ impl Core {
         for _ in 0..ours {
             ed.pop_route();
         }
-        if target.rewrite_host {
+        if let Some(new) = &target.request_uri {
+            ed.set_request_uri(new.as_bytes());
+        } else if target.rewrite_host {
             let uri = req.request_uri()?;
             if let Some(new) = rewrite_uri_host(&uri, &target.hop.name) {
                 ed.set_request_uri(new.as_bytes());
@@ -875,6 +949,10 @@ impl Core {
             debug!(status, "stray response dropped");
             return;
         };
+        if let Some(name) = self.probes.get(&key) {
+            // An answer to our OPTIONS: the target is alive; consumed here, never relayed.
+            self.health.on_answer(now, name);
+        }
         let ack = (c.is_invite && status >= 300)
             .then(|| build_ack(&c.sent, &resp))
             .flatten();
@@ -937,6 +1015,7 @@ impl Core {
                 self.slots.remove(&slot);
             }
             self.clients.remove(key);
+            self.probes.remove(key);
             return;
         }
         let at = match (c.txn.poll_timeout(), c.branch_deadline) {
@@ -1065,6 +1144,7 @@ impl Core {
             ClientEvent::Final(code) if (200..300).contains(&code) => {
                 // 2xx are forwarded at once, every one of them (§16.7 step 5, RFC 6026).
                 if let Some(r) = resp {
+                    self.count_session(key, r);
                     if let Some(ctx) = self.servers.get_mut(&parent).and_then(|e| e.ctx.as_mut()) {
                         ctx.final_sent = true;
                         ctx.remaining.clear();
@@ -1238,6 +1318,9 @@ impl Core {
             tag.as_deref().map(str::as_bytes),
             extra,
         );
+        if status >= 300 {
+            *self.stats.rejects_by_status.entry(status).or_insert(0) += 1;
+        }
         let Some(e) = self.servers.get_mut(key) else {
             return;
         };
@@ -1309,6 +1392,104 @@ impl Core {
 
 /// Preference of final responses (§16.7 step 6): 6xx first, then 2xx … ; within failover,
 /// 4xx is preferred to 5xx so a definitive answer wins over a failure of ours.
+impl Core {
+    // ---------------------------------------------------------------- health and load
+
+    /// Sends one round of OPTIONS probes (and re-evaluates health), then re-arms the timer.
+    fn send_probes(&mut self, now: Instant) {
+        let hops = self.health.poll_probe(now);
+        for hop in hops {
+            self.send_probe(now, hop);
+        }
+        let at = self.health.next_probe();
+        self.reschedule(None, Some(at), TimerSlot::Probe);
+    }
+
+    /// One OPTIONS to `hop`, with a Contact carrying our FQDN toward its side. Its client
+    /// transaction has no parent: the response is consumed by [`Core::on_response`] (health)
+    /// and never relayed.
+    fn send_probe(&mut self, now: Instant, hop: NextHop) {
+        self.probe_count += 1;
+        let n = self.probe_count;
+        let fqdn = self.cfg.fqdn_for(hop.side).to_string();
+        let port = self
+            .local
+            .get(&(hop.side, hop.transport))
+            .map_or(5060, |a| a.port());
+        let t = hop.transport;
+        let branch = format!("z9hG4bK-sipedge-opt-{:x}-{n}", self.probe_seed);
+        let text = format!(
+            "OPTIONS sip:{name}:{hport};transport={tp} SIP/2.0\r\n\
+             Via: SIP/2.0/{via} {fqdn}:{port};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{fqdn}>;tag=opt{seed:x}{n}\r\n\
+             To: <sip:{name}>\r\n\
+             Call-ID: opt-{seed:x}-{n}@{fqdn}\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Contact: <sip:{fqdn}:{port};transport={tp}>\r\n\
+             Allow: {ALLOW}\r\n\
+             Content-Length: 0\r\n\r\n",
+            name = hop.name,
+            hport = hop.addr.port(),
+            tp = t.uri_param(),
+            via = t.via_token(),
+            seed = self.probe_seed,
+        );
+        let data = Bytes::from(text);
+        let Ok(sent) = Message::parse(data.clone()) else {
+            return;
+        };
+        let ckey = ClientKey::new(branch.as_bytes(), b"OPTIONS");
+        let txn = ClientTxn::new(now, false, data, t.is_reliable(), &self.timers);
+        self.stats.probes_sent += 1;
+        self.probes.insert(ckey.clone(), hop.name.clone());
+        self.clients.insert(
+            ckey.clone(),
+            ClientEntry {
+                txn,
+                slot: None,
+                hop,
+                sent,
+                parent: None,
+                is_invite: false,
+                got_provisional: false,
+                cancel_pending: false,
+                branch_deadline: None,
+                abandoned: false,
+            },
+        );
+        self.drain_client(now, &ckey);
+    }
+
+    /// A 2xx to an INVITE sent to a gateway: one more established call on it.
+    fn count_session(&mut self, key: &ClientKey, resp: &Message) {
+        let Some(c) = self.clients.get(key) else {
+            return;
+        };
+        if !c.is_invite || c.hop.side != Side::Gateway {
+            return;
+        }
+        let Some(call_id) = resp.call_id() else {
+            return;
+        };
+        let name = c.hop.name.clone();
+        if self.calls.contains_key(call_id) {
+            return;
+        }
+        self.calls.insert(call_id.to_vec(), name.clone());
+        *self.sessions.entry(name).or_insert(0) += 1;
+    }
+
+    /// A BYE ends the call with this Call-ID.
+    fn end_session(&mut self, call_id: &[u8]) {
+        if let Some(name) = self.calls.remove(call_id) {
+            if let Some(n) = self.sessions.get_mut(&name) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+}
+
 fn rank(code: u16) -> u16 {
     match code {
         600..=699 => 0,

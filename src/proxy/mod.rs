@@ -8,6 +8,7 @@
 //! ends (bounded by `limits.drain_timeout_s`).
 
 pub mod core;
+pub mod health;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,13 +31,14 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
     #[error("routing table: {0}")]
     Resolve(String),
+    #[error("{0}")]
+    Directory(#[from] crate::admin::directory::StoreError),
 }
 
 /// Resolves every name the routing table needs: `[hosts]` entries and IP literals first, then
 /// the system resolver.
 pub async fn resolve_table(cfg: &Config) -> Result<RoutingTable, StartError> {
-    let mut names: Vec<String> = vec![cfg.cloud_peer.fqdn.to_string()];
-    names.extend(cfg.gateways.iter().map(|g| g.name.to_string()));
+    let names = RoutingTable::names_to_resolve(cfg);
     let mut resolved: HashMap<String, IpAddr> = HashMap::new();
     for n in names {
         if let Some(ip) = cfg.static_host(&n) {
@@ -63,6 +65,11 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, StartError> {
     let table = resolve_table(&cfg).await?;
+    // The directory: imported, then watched for changes made by the CLI or the API.
+    let store = crate::admin::directory::Store::open(&cfg)?;
+    let dir = Arc::new(arc_swap::ArcSwap::from_pointee(store.snapshot()?));
+    crate::admin::directory::spawn_watcher(store.path().to_owned(), dir.clone())?;
+    drop(store);
     let (tx, mut rx) = mpsc::channel::<Inbound>(8192);
     let transports = Transports::bind(&cfg, tx).await?;
     let mut local = HashMap::new();
@@ -73,7 +80,7 @@ pub async fn run(
             }
         }
     }
-    let mut core = Core::new(cfg.clone(), table, local);
+    let mut core = Core::new(Instant::now(), cfg.clone(), table, local, dir.clone());
     info!(
         site = %cfg.appliance.site,
         mediation = %cfg.appliance.mediation_fqdn,

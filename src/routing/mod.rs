@@ -1,19 +1,45 @@
-//! Routing policy, pure: `(request, identity of the sender, routing table) -> Decision + trace`.
+//! Routing policy, pure: `(request, sender, routing table, directory, live state) -> Decision +
+//! trace`.
 //!
 //! Nothing here does IO or reads the clock: the table is built once from the validated
-//! configuration (names already resolved by the IO layer) and handed in; the caller passes a
-//! `spread` counter so that spreading across gateways of equal priority is deterministic in
-//! tests.
+//! configuration (names already resolved by the IO layer), the [`Directory`] is a snapshot of
+//! the persistent store, and [`Live`] carries gateway health and load as the proxy sees them.
+//! The caller passes a `spread` counter so that spreading across gateways of equal priority is
+//! deterministic in tests.
 //!
-//! The rules implemented here are the foundation's: a request from a gateway of this
-//! appliance's site goes to the cloud peer; a request from the cloud peer goes to a gateway of
-//! this site, spread across them, the others following as failover candidates. Every decision
-//! carries a trace saying why.
+//! The rules (the Cloud Connector model):
+//! - **Inbound** (from a gateway): the gateway must belong to this appliance's site (403); the
+//!   called number is normalised to E.164 (484); the user whose line URI it is is found (404)
+//!   and must have enterprise voice (480); the call goes to the cloud peer with the
+//!   Request-URI set to the user's SIP address.
+//! - **Outbound** (from the cloud peer): a Request-URI host that is a hybrid mediation server
+//!   FQDN is a conference escalation (routed through that server's site, or 404 when it is not
+//!   registered). Else the caller (P-Asserted-Identity, else From) must be a known user (403)
+//!   with enterprise voice (403); the dialled number must be E.164 (484); the target site is
+//!   the user's hybrid PSTN site, else the tenant's default site (the site whose access edge
+//!   FQDN is the tenant's *peer destination*), else 403; the voice routing policy may refuse
+//!   international numbers (403). This appliance's site → its gateways (priority groups, weight
+//!   spread, healthy first, demoted last, full ones skipped; none → 503 with Retry-After);
+//!   another site → that site's mediation servers.
+//!
+//! **International**: a number is international when its country calling code differs from the
+//! one of the caller's own line URI. Within the North American Numbering Plan (+1), where the
+//! calling code is shared by the US, Canada and the Caribbean, the regions libphonenumber
+//! assigns are compared: +1 425 → +1 416 (US → CA) is international; +1 425 → +1 206 is not. A
+//! +1 number whose region cannot be determined counts as the caller's own region. A caller
+//! without a line URI has no country: every call counts as international.
 
+pub mod directory;
+
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::{Config, Side, Transport};
-use crate::sip::{Message, Scheme};
+use crate::config::{Config, Side, Transport, VoiceRoutingPolicy};
+use crate::sip::{HeaderName, Message, NameAddr, Scheme, Uri};
+
+pub use directory::{
+    line_uri_number, DirUser, Directory, HybridMediationServer, TenantHybridConfig,
+};
 
 /// Where a request (or a whole call) can be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +58,20 @@ pub struct GatewayEntry {
     pub site: String,
     pub priority: u8,
     pub weight: u16,
+    /// Most concurrent sessions; `None`: no cap.
+    pub max_sessions: Option<u32>,
+    /// Probe it with OPTIONS.
+    pub send_options: bool,
     pub hop: NextHop,
+}
+
+/// A PSTN site with its mediation servers resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteEntry {
+    pub name: String,
+    /// Lower-case.
+    pub access_edge_fqdn: String,
+    pub mediation_servers: Vec<NextHop>,
 }
 
 /// The routing table: configuration with every name resolved.
@@ -43,6 +82,7 @@ pub struct RoutingTable {
     pub own_names: Vec<String>,
     pub cloud_peer: NextHop,
     pub gateways: Vec<GatewayEntry>,
+    pub sites: Vec<SiteEntry>,
 }
 
 /// Who sent a request, as established by the transport (source address today; the verified
@@ -58,12 +98,16 @@ pub enum Decision {
     /// Try `targets` in order: the first, then the next on failure.
     Forward {
         targets: Vec<NextHop>,
-        /// `Some(host)`: rewrite the Request-URI host to the target's name.
+        /// Rewrite the Request-URI host to the target's name (ignored with `request_uri`).
         rewrite_host: bool,
+        /// `Some(uri)`: the Request-URI becomes `uri` (inbound calls: the user's SIP address).
+        request_uri: Option<String>,
     },
     Reject {
         status: u16,
         reason: String,
+        /// Extra header fields for the response (Retry-After, Warning, Reason).
+        headers: Vec<(&'static str, String)>,
     },
 }
 
@@ -71,6 +115,21 @@ pub enum Decision {
 pub struct Routed {
     pub decision: Decision,
     pub trace: Vec<String>,
+}
+
+/// Live state of the targets as the proxy sees it: health (from OPTIONS) and load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Names of targets demoted for want of OPTIONS answers: tried last, not never.
+    pub demoted: HashSet<String>,
+    /// Calls in progress per gateway name.
+    pub sessions: HashMap<String, u32>,
+}
+
+impl Live {
+    fn load(&self, name: &str) -> u32 {
+        self.sessions.get(name).copied().unwrap_or(0)
+    }
 }
 
 /// A name resolver for building the table: static entries, then the system (done by the
@@ -98,12 +157,35 @@ impl RoutingTable {
                 site: g.site.clone(),
                 priority: g.priority,
                 weight: g.weight,
+                max_sessions: g.max_sessions,
+                send_options: g.send_options,
                 hop: NextHop {
                     name,
                     addr: SocketAddr::new(ip, g.port),
                     transport: g.transport,
                     side: Side::Gateway,
                 },
+            });
+        }
+        let mut sites = Vec::new();
+        for s in &cfg.sites {
+            let mut servers = Vec::new();
+            for m in &s.mediation_servers {
+                let name = m.fqdn.to_string();
+                let ip = resolve(&name)
+                    .ok_or_else(|| format!("mediation server {name} does not resolve"))?;
+                servers.push(NextHop {
+                    name,
+                    addr: SocketAddr::new(ip, m.port),
+                    transport: m.transport,
+                    // Another site's mediation server is reached like a trunk, on the PSTN side.
+                    side: Side::Gateway,
+                });
+            }
+            sites.push(SiteEntry {
+                name: s.name.clone(),
+                access_edge_fqdn: s.access_edge_fqdn.to_string(),
+                mediation_servers: servers,
             });
         }
         Ok(RoutingTable {
@@ -114,7 +196,18 @@ impl RoutingTable {
             ],
             cloud_peer,
             gateways,
+            sites,
         })
+    }
+
+    /// Every name the table needs resolved: the cloud peer, gateways, mediation servers.
+    pub fn names_to_resolve(cfg: &Config) -> Vec<String> {
+        let mut names = vec![cfg.cloud_peer.fqdn.to_string()];
+        names.extend(cfg.gateways.iter().map(|g| g.name.to_string()));
+        for s in &cfg.sites {
+            names.extend(s.mediation_servers.iter().map(|m| m.fqdn.to_string()));
+        }
+        names
     }
 
     /// Identifies the sender of a request by the side it arrived on and its source address.
@@ -132,26 +225,55 @@ impl RoutingTable {
         }
     }
 
-    /// Gateways of this appliance's site in trial order: priority groups first (lower value
-    /// first), equal priority rotated by `spread` so load spreads evenly.
-    pub fn site_gateways(&self, spread: u64) -> Vec<&GatewayEntry> {
-        let mut gws: Vec<&GatewayEntry> = self
-            .gateways
-            .iter()
-            .filter(|g| g.site == self.own_site)
-            .collect();
-        gws.sort_by_key(|g| g.priority);
-        let mut out = Vec::with_capacity(gws.len());
-        let mut i = 0;
-        while i < gws.len() {
-            let p = gws[i].priority;
-            let group: Vec<&GatewayEntry> = gws[i..]
+    pub fn site(&self, name: &str) -> Option<&SiteEntry> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+
+    /// The site whose mediation servers include `fqdn`.
+    pub fn site_of_mediation_fqdn(&self, fqdn: &str) -> Option<&SiteEntry> {
+        self.sites.iter().find(|s| {
+            s.mediation_servers
                 .iter()
+                .any(|m| m.name.eq_ignore_ascii_case(fqdn))
+        })
+    }
+
+    /// Gateways of `site` in trial order: priority groups first (lower value first), equal
+    /// priority rotated by `spread` in proportion to weight; healthy ones before demoted ones;
+    /// gateways at their session cap left out. The trace says why for each.
+    pub fn site_gateways(
+        &self,
+        site: &str,
+        live: &Live,
+        spread: u64,
+        trace: &mut Vec<String>,
+    ) -> Vec<&GatewayEntry> {
+        let mut gws: Vec<&GatewayEntry> = Vec::new();
+        for g in self.gateways.iter().filter(|g| g.site == site) {
+            let load = live.load(&g.name);
+            match g.max_sessions {
+                Some(cap) if load >= cap => {
+                    trace.push(format!(
+                        "candidate {}: skipped, at its session cap ({load}/{cap})",
+                        g.name
+                    ));
+                }
+                _ => gws.push(g),
+            }
+        }
+        gws.sort_by_key(|g| g.priority);
+        let mut ordered = Vec::with_capacity(gws.len());
+        let mut i = 0;
+        while let Some(first) = gws.get(i) {
+            let p = first.priority;
+            let group: Vec<&GatewayEntry> = gws
+                .iter()
+                .skip(i)
                 .take_while(|g| g.priority == p)
                 .copied()
                 .collect();
             let n = group.len();
-            // Weighted rotation: expand the start index over the sum of weights.
+            // Weighted rotation: the start index runs over the sum of the weights.
             let total: u64 = group.iter().map(|g| u64::from(g.weight)).sum();
             let mut pick = spread % total.max(1);
             let mut start = 0;
@@ -162,23 +284,154 @@ impl RoutingTable {
                 }
                 pick -= u64::from(g.weight);
             }
-            out.extend((0..n).map(|k| group[(start + k) % n]));
+            ordered.extend((0..n).filter_map(|k| group.get((start + k) % n).copied()));
             i += n;
+        }
+        // Healthy first, demoted last (stable: their relative order is kept).
+        let (healthy, demoted): (Vec<_>, Vec<_>) = ordered
+            .into_iter()
+            .partition(|g| !live.demoted.contains(&g.name));
+        let out: Vec<&GatewayEntry> = healthy.into_iter().chain(demoted).collect();
+        for g in &out {
+            let cap = g
+                .max_sessions
+                .map_or_else(|| "no cap".to_owned(), |c| format!("cap {c}"));
+            trace.push(format!(
+                "candidate {}: priority {}, weight {}, {}, load {} ({cap})",
+                g.name,
+                g.priority,
+                g.weight,
+                if live.demoted.contains(&g.name) {
+                    "demoted (no OPTIONS answer)"
+                } else {
+                    "healthy"
+                },
+                live.load(&g.name)
+            ));
         }
         out
     }
 }
 
-/// Decides where a dialog-creating or out-of-dialog request goes.
-pub fn route(req: &Message, sender: &Sender, table: &RoutingTable, spread: u64) -> Routed {
-    let mut trace = Vec::new();
-    let reject = |status: u16, reason: String, mut trace: Vec<String>| {
-        trace.push(format!("reject {status}: {reason}"));
-        Routed {
-            decision: Decision::Reject { status, reason },
-            trace,
+/// An E.164 number, with what the international policy needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct E164 {
+    /// `+` and digits.
+    pub number: String,
+    /// Country calling code.
+    pub code: u16,
+    /// Region (ISO 3166 alpha-2) as libphonenumber assigns it, where it can.
+    pub region: Option<String>,
+}
+
+/// Normalises a called number to E.164: `+` and digits, visual separators (RFC 3966 §3: `-`,
+/// `.`, `(`, `)`) dropped. Digits without `+` are taken as a full international number (the
+/// country code first), as gateways send them without the prefix. The country code must exist
+/// (libphonenumber metadata) and the length be 8 to 15 digits (ITU-T E.164 §6).
+pub fn normalize_e164(raw: &str) -> Option<E164> {
+    let cleaned: String = raw
+        .chars()
+        .filter(|c| !matches!(c, '-' | '.' | '(' | ')' | ' '))
+        .collect();
+    let digits = cleaned.strip_prefix('+').unwrap_or(&cleaned);
+    if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let number = format!("+{digits}");
+    let parsed = phonenumber::parse(None, &number).ok()?;
+    let code = parsed.code().value();
+    let region = parsed.country().id().map(|id| id.as_ref().to_owned());
+    Some(E164 {
+        number,
+        code,
+        region,
+    })
+}
+
+/// Is `dialled` international for a caller whose own number is `own` (see the module doc)?
+pub fn is_international(own: &E164, dialled: &E164) -> bool {
+    if own.code != dialled.code {
+        return true;
+    }
+    if own.code == 1 {
+        if let (Some(a), Some(b)) = (&own.region, &dialled.region) {
+            return a != b;
         }
+    }
+    false
+}
+
+/// The number a Request-URI calls: the `tel:` number, or the user part of a `sip:` URI.
+fn called_number(uri: &Uri<'_>) -> Option<String> {
+    let raw = match uri.scheme() {
+        Scheme::Tel => uri.host(),
+        _ => uri.user()?,
     };
+    let s = std::str::from_utf8(raw).ok()?;
+    // A user part may carry parameters of its own (`+1…;isub=…`, RFC 3966 in a SIP URI).
+    Some(s.split(';').next().unwrap_or("").to_owned())
+}
+
+/// Who the caller is, by P-Asserted-Identity (RFC 3325 §9.1), else by From.
+fn caller_uri(req: &Message) -> Option<(String, &'static str)> {
+    let from_pai = req
+        .header_values(HeaderName::PAssertedIdentity)
+        .filter_map(|v| NameAddr::parse(v).ok())
+        .map(|na| uri_identity(&na.uri()))
+        .next()
+        .flatten();
+    if let Some(id) = from_pai {
+        return Some((id, "P-Asserted-Identity"));
+    }
+    req.from_hdr()
+        .and_then(|f| uri_identity(&f.uri()))
+        .map(|id| (id, "From"))
+}
+
+/// `user@host` of a SIP URI, or `+number` of a tel: URI.
+fn uri_identity(uri: &Uri<'_>) -> Option<String> {
+    let host = String::from_utf8_lossy(uri.host()).to_ascii_lowercase();
+    match uri.scheme() {
+        Scheme::Tel => Some(host.split(';').next().unwrap_or("").to_owned()),
+        Scheme::Sip | Scheme::Sips => {
+            let user = String::from_utf8_lossy(uri.user()?).into_owned();
+            Some(format!("{}@{host}", user.to_ascii_lowercase()))
+        }
+        _ => None,
+    }
+}
+
+fn reject(status: u16, reason: String, trace: Vec<String>) -> Routed {
+    reject_with(status, reason, Vec::new(), trace)
+}
+
+fn reject_with(
+    status: u16,
+    reason: String,
+    headers: Vec<(&'static str, String)>,
+    mut trace: Vec<String>,
+) -> Routed {
+    trace.push(format!("reject {status}: {reason}"));
+    Routed {
+        decision: Decision::Reject {
+            status,
+            reason,
+            headers,
+        },
+        trace,
+    }
+}
+
+/// Decides where a dialog-creating or out-of-dialog request goes.
+pub fn route(
+    req: &Message,
+    sender: &Sender,
+    table: &RoutingTable,
+    dir: &Directory,
+    live: &Live,
+    spread: u64,
+) -> Routed {
+    let trace = Vec::new();
     let Some(uri) = req.request_uri() else {
         return reject(400, "no Request-URI".into(), trace);
     };
@@ -186,54 +439,347 @@ pub fn route(req: &Message, sender: &Sender, table: &RoutingTable, spread: u64) 
         return reject(416, "Unsupported URI Scheme".into(), trace);
     }
     match sender {
-        Sender::Gateway { name, site } => {
-            trace.push(format!("sender: gateway {name} of site {site}"));
-            if *site != table.own_site {
+        Sender::Gateway { name, site } => inbound(&uri, name, site, table, dir, trace),
+        Sender::CloudPeer => outbound(req, &uri, table, dir, live, spread, trace),
+    }
+}
+
+/// Inbound: a gateway calls a user.
+fn inbound(
+    uri: &Uri<'_>,
+    name: &str,
+    site: &str,
+    table: &RoutingTable,
+    dir: &Directory,
+    mut trace: Vec<String>,
+) -> Routed {
+    trace.push(format!("inbound: sender gateway {name} of site {site}"));
+    if site != table.own_site {
+        return reject(
+            403,
+            format!(
+                "gateway {name} belongs to site {site}; this appliance serves site {}",
+                table.own_site
+            ),
+            trace,
+        );
+    }
+    let raw = called_number(uri).unwrap_or_default();
+    let Some(number) = normalize_e164(&raw) else {
+        return reject(
+            484,
+            format!("Address Incomplete: called number {raw:?} is not E.164"),
+            trace,
+        );
+    };
+    trace.push(format!("called number {raw} → E.164 {}", number.number));
+    let Some(user) = dir.user_by_number(&number.number) else {
+        return reject(
+            404,
+            format!("Not Found: no user has line URI tel:{}", number.number),
+            trace,
+        );
+    };
+    trace.push(format!(
+        "reverse number lookup: {} (line URI {})",
+        user.sip_address,
+        user.line_uri.as_deref().unwrap_or("-")
+    ));
+    if !user.enterprise_voice {
+        return reject(
+            480,
+            format!(
+                "Temporarily Unavailable: enterprise voice is not enabled for {}",
+                user.sip_address
+            ),
+            trace,
+        );
+    }
+    let ruri = format!("sip:{}", user.sip_address);
+    trace.push(format!(
+        "target: cloud peer {} with Request-URI {ruri}",
+        table.cloud_peer.name
+    ));
+    Routed {
+        decision: Decision::Forward {
+            targets: vec![table.cloud_peer.clone()],
+            rewrite_host: false,
+            request_uri: Some(ruri),
+        },
+        trace,
+    }
+}
+
+/// Outbound: the cloud peer calls the PSTN for a user (or a conference escalates).
+fn outbound(
+    req: &Message,
+    uri: &Uri<'_>,
+    table: &RoutingTable,
+    dir: &Directory,
+    live: &Live,
+    spread: u64,
+    mut trace: Vec<String>,
+) -> Routed {
+    trace.push("outbound: sender cloud peer".into());
+    let host = String::from_utf8_lossy(uri.host()).to_ascii_lowercase();
+
+    // Conference escalation: the Request-URI names a hybrid mediation server.
+    if uri.scheme() != Scheme::Tel {
+        if let Some(ms) = dir.mediation_server(&host) {
+            trace.push(format!(
+                "conference escalation: {host} is registered as hybrid mediation server {:?} (edge {})",
+                ms.identity, ms.access_proxy_external_fqdn
+            ));
+            let site = table.site_of_mediation_fqdn(&host).or_else(|| {
+                table
+                    .sites
+                    .iter()
+                    .find(|s| s.access_edge_fqdn.eq_ignore_ascii_case(&ms.access_proxy_external_fqdn))
+            });
+            let Some(site) = site else {
                 return reject(
-                    403,
+                    404,
                     format!(
-                        "gateway {name} belongs to site {site}; this appliance serves site {}",
-                        table.own_site
+                        "Not Found: hybrid mediation server {host} belongs to no configured site"
                     ),
                     trace,
                 );
-            }
-            trace.push(format!("target: cloud peer {}", table.cloud_peer.name));
-            Routed {
-                decision: Decision::Forward {
-                    targets: vec![table.cloud_peer.clone()],
-                    rewrite_host: true,
-                },
-                trace,
-            }
+            };
+            trace.push(format!("site {} (its mediation server)", site.name));
+            return to_site(&site.name, table, live, spread, trace);
         }
-        Sender::CloudPeer => {
-            trace.push("sender: cloud peer".into());
-            let gws = table.site_gateways(spread);
-            if gws.is_empty() {
-                return reject(
-                    503,
-                    format!("no gateway configured for site {}", table.own_site),
-                    trace,
-                );
-            }
-            trace.push(format!(
-                "site {}: gateways in order {}",
-                table.own_site,
-                gws.iter()
-                    .map(|g| g.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            Routed {
-                decision: Decision::Forward {
-                    targets: gws.into_iter().map(|g| g.hop.clone()).collect(),
-                    rewrite_host: true,
-                },
+        if table.site_of_mediation_fqdn(&host).is_some() {
+            return reject(
+                404,
+                format!(
+                    "Not Found: mediation server {host} is not registered (Set-CsHybridMediationServer)"
+                ),
                 trace,
-            }
+            );
         }
     }
+
+    let Some((caller, by)) = caller_uri(req) else {
+        return reject(403, "Forbidden: no caller identity".into(), trace);
+    };
+    let user = if caller.starts_with('+') {
+        dir.user_by_number(&caller)
+    } else {
+        dir.user_by_address(&caller)
+    };
+    let Some(user) = user else {
+        return reject(
+            403,
+            format!("Forbidden: caller {caller} ({by}) is not a user of the tenant"),
+            trace,
+        );
+    };
+    trace.push(format!("caller {} (by {by})", user.sip_address));
+    if !user.enterprise_voice {
+        return reject(
+            403,
+            format!(
+                "Forbidden: enterprise voice is not enabled for {}",
+                user.sip_address
+            ),
+            trace,
+        );
+    }
+    let raw = called_number(uri).unwrap_or_default();
+    let Some(number) = normalize_e164(&raw) else {
+        return reject(
+            484,
+            format!("Address Incomplete: dialled number {raw:?} is not E.164"),
+            trace,
+        );
+    };
+    trace.push(format!(
+        "dialled {} (country code {}{})",
+        number.number,
+        number.code,
+        number
+            .region
+            .as_deref()
+            .map(|r| format!(", region {r}"))
+            .unwrap_or_default()
+    ));
+
+    // Target site.
+    let site = if let Some(s) = &user.pstn_site {
+        trace.push(format!("site {s}: the user's hybrid PSTN site"));
+        s.clone()
+    } else if let Some(pd) = dir.tenant.peer_destination_fqdn() {
+        match table
+            .sites
+            .iter()
+            .find(|s| s.access_edge_fqdn.eq_ignore_ascii_case(&pd))
+        {
+            Some(s) => {
+                trace.push(format!(
+                    "site {}: the tenant's default site (its access edge {pd} is the peer destination); the user has no hybrid PSTN site",
+                    s.name
+                ));
+                s.name.clone()
+            }
+            None => {
+                return reject(
+                    403,
+                    format!(
+                        "Forbidden: no PSTN site for user {} (no hybrid PSTN site; peer destination {pd} is no site's access edge)",
+                        user.sip_address
+                    ),
+                    trace,
+                )
+            }
+        }
+    } else {
+        return reject(
+            403,
+            format!(
+                "Forbidden: no PSTN site for user {} (no hybrid PSTN site, no peer destination)",
+                user.sip_address
+            ),
+            trace,
+        );
+    };
+
+    // International policy.
+    let own = user.line_number().as_deref().and_then(normalize_e164);
+    let international = own.as_ref().is_none_or(|o| is_international(o, &number));
+    trace.push(format!(
+        "policy {}: the number is {}",
+        user.voice_routing_policy.as_str(),
+        if international {
+            "international"
+        } else {
+            "national"
+        }
+    ));
+    if international
+        && user.voice_routing_policy == VoiceRoutingPolicy::InternationalCallsDisallowed
+    {
+        let agent = table.own_names.get(1).map_or("sipedge", |s| s.as_str());
+        return reject_with(
+            403,
+            "Forbidden: international calls are not allowed by InternationalCallsDisallowed"
+                .into(),
+            vec![
+                (
+                    "Warning",
+                    format!(
+                        "399 {agent} \"voice routing policy InternationalCallsDisallowed forbids {}\"",
+                        number.number
+                    ),
+                ),
+                (
+                    "Reason",
+                    "SIP;cause=403;text=\"InternationalCallsDisallowed\"".to_owned(),
+                ),
+            ],
+            trace,
+        );
+    }
+    to_site(&site, table, live, spread, trace)
+}
+
+/// Routes to the PSTN through `site`: its gateways when it is ours, else its mediation servers.
+fn to_site(
+    site: &str,
+    table: &RoutingTable,
+    live: &Live,
+    spread: u64,
+    mut trace: Vec<String>,
+) -> Routed {
+    if site == table.own_site {
+        let gws = table.site_gateways(site, live, spread, &mut trace);
+        if gws.is_empty() {
+            return reject_with(
+                503,
+                format!("Service Unavailable: no usable gateway in site {site}"),
+                vec![("Retry-After", "30".to_owned())],
+                trace,
+            );
+        }
+        return Routed {
+            decision: Decision::Forward {
+                targets: gws.into_iter().map(|g| g.hop.clone()).collect(),
+                rewrite_host: true,
+                request_uri: None,
+            },
+            trace,
+        };
+    }
+    let Some(s) = table.site(site) else {
+        return reject(
+            403,
+            format!("Forbidden: PSTN site {site} is not configured"),
+            trace,
+        );
+    };
+    if s.mediation_servers.is_empty() {
+        return reject_with(
+            503,
+            format!("Service Unavailable: site {site} has no mediation server"),
+            vec![("Retry-After", "30".to_owned())],
+            trace,
+        );
+    }
+    let mut targets: Vec<NextHop> = s.mediation_servers.clone();
+    // Healthy first.
+    targets.sort_by_key(|h| live.demoted.contains(&h.name));
+    for t in &targets {
+        trace.push(format!(
+            "candidate {} ({}): mediation server of site {site}{}",
+            t.name,
+            t.addr,
+            if live.demoted.contains(&t.name) {
+                ", demoted"
+            } else {
+                ""
+            }
+        ));
+    }
+    Routed {
+        decision: Decision::Forward {
+            targets,
+            rewrite_host: true,
+            request_uri: None,
+        },
+        trace,
+    }
+}
+
+/// `route explain`: the decision for a call from the cloud peer by `from` (a user identity:
+/// SIP address, UPN or display name) to `to` (a number).
+pub fn explain(
+    table: &RoutingTable,
+    dir: &Directory,
+    live: &Live,
+    from: &str,
+    to: &str,
+) -> Result<Routed, String> {
+    let user = dir
+        .find_user(from)
+        .map(|u| u.sip_address.clone())
+        .unwrap_or_else(|| from.trim_start_matches("sip:").to_owned());
+    let edge = table.own_names.get(1).map_or("localhost", |s| s.as_str());
+    let to_ok = !to.is_empty()
+        && to
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.()".contains(&b));
+    if !to_ok {
+        return Err(format!("--to: {to:?} is not a number"));
+    }
+    if user.contains(['<', '>', '\r', '\n', ' ']) {
+        return Err(format!("--from: {from:?} is not a user identity"));
+    }
+    let text = format!(
+        "INVITE sip:{to}@{edge};user=phone SIP/2.0\r\nVia: SIP/2.0/UDP {edge};branch=z9hG4bKexplain\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{user}>;tag=explain\r\nTo: <sip:{to}@{edge};user=phone>\r\n\
+         Call-ID: explain\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let req = Message::parse(bytes::Bytes::from(text)).map_err(|e| format!("{e}"))?;
+    Ok(route(&req, &Sender::CloudPeer, table, dir, live, 0))
 }
 
 #[cfg(test)]
@@ -241,105 +787,383 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn table() -> RoutingTable {
-        let cfg = Config::from_toml(
+    fn cfg() -> Config {
+        Config::from_toml(
             Path::new("config/sipedge.toml"),
             include_str!("../../config/sipedge.toml"),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    fn table() -> RoutingTable {
+        let cfg = cfg();
         RoutingTable::build(&cfg, &|n| cfg.static_host(n)).unwrap()
     }
 
-    fn invite(ruri: &str) -> Message {
+    fn dir() -> Directory {
+        Directory::from_config(&cfg())
+    }
+
+    fn gw1() -> Sender {
+        Sender::Gateway {
+            name: "gw1.lab.example".into(),
+            site: "lab".into(),
+        }
+    }
+
+    fn invite_from(ruri: &str, from: &str, extra: &str) -> Message {
         let text = format!(
             "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK1\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:a@x.example>;tag=1\r\nTo: <{ruri}>\r\n\
+             Max-Forwards: 70\r\nFrom: <{from}>;tag=1\r\nTo: <{ruri}>\r\n{extra}\
              Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         );
         Message::parse(bytes::Bytes::from(text)).unwrap()
+    }
+
+    fn invite(ruri: &str) -> Message {
+        invite_from(ruri, "sip:a@x.example", "")
+    }
+
+    /// A call from the cloud peer by `caller` to `number`.
+    fn call(caller: &str, number: &str, dir: &Directory, live: &Live, spread: u64) -> Routed {
+        route(
+            &invite_from(
+                &format!("sip:{number}@ap.lab.example;user=phone"),
+                &format!("sip:{caller}"),
+                "",
+            ),
+            &Sender::CloudPeer,
+            &table(),
+            dir,
+            live,
+            spread,
+        )
+    }
+
+    fn targets(r: &Routed) -> Vec<String> {
+        match &r.decision {
+            Decision::Forward { targets, .. } => targets.iter().map(|h| h.name.clone()).collect(),
+            d => panic!("expected Forward, got {d:?}; trace {:?}", r.trace),
+        }
+    }
+
+    fn status(r: &Routed) -> (u16, String) {
+        match &r.decision {
+            Decision::Reject { status, reason, .. } => (*status, reason.clone()),
+            d => panic!("expected Reject, got {d:?}"),
+        }
     }
 
     #[test]
     fn identify_by_side_and_source() {
         let t = table();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            t.identify(Side::Gateway, ip("127.0.0.2")),
-            Some(Sender::Gateway {
-                name: "gw1.lab.example".into(),
-                site: "lab".into()
-            })
-        );
+        assert_eq!(t.identify(Side::Gateway, ip("127.0.0.2")), Some(gw1()));
         assert_eq!(
             t.identify(Side::Cloud, ip("127.0.0.3")),
             Some(Sender::CloudPeer)
         );
-        // The cloud peer's address means nothing on the gateway side, and vice versa.
         assert_eq!(t.identify(Side::Gateway, ip("127.0.0.3")), None);
         assert_eq!(t.identify(Side::Cloud, ip("127.0.0.2")), None);
         assert_eq!(t.identify(Side::Gateway, ip("127.0.0.9")), None);
     }
 
     #[test]
-    fn gateway_call_goes_to_the_cloud_peer() {
+    fn inbound_to_alice_goes_to_the_cloud_peer_with_her_sip_address() {
+        for ruri in [
+            "sip:+14255550100@mediation.lab.example;user=phone",
+            "tel:+1-425-555-0100",
+            "sip:14255550100@mediation.lab.example",
+        ] {
+            let r = route(&invite(ruri), &gw1(), &table(), &dir(), &Live::default(), 0);
+            match &r.decision {
+                Decision::Forward {
+                    targets,
+                    request_uri,
+                    ..
+                } => {
+                    assert_eq!(targets.len(), 1);
+                    assert_eq!(targets[0].name, "sip.cloud.lab.example");
+                    assert_eq!(targets[0].addr, "127.0.0.3:5060".parse().unwrap());
+                    assert_eq!(request_uri.as_deref(), Some("sip:alice@lab.example"));
+                }
+                d => panic!("{ruri}: {d:?}"),
+            }
+            assert!(r.trace.iter().any(|l| l.contains("reverse number lookup: alice")));
+        }
+    }
+
+    #[test]
+    fn inbound_rejects_403_484_404_480() {
         let t = table();
+        let d = dir();
+        let l = Live::default();
+        let remote = Sender::Gateway {
+            name: "gw1.remote.example".into(),
+            site: "remote".into(),
+        };
+        let r = route(&invite("sip:+14255550100@mediation.lab.example"), &remote, &t, &d, &l, 0);
+        assert_eq!(status(&r).0, 403);
+        assert!(status(&r).1.contains("site remote"));
+        let r = route(&invite("sip:alice@mediation.lab.example"), &gw1(), &t, &d, &l, 0);
+        assert_eq!(status(&r).0, 484);
+        let r = route(&invite("sip:+999123456789@mediation.lab.example"), &gw1(), &t, &d, &l, 0);
+        assert_eq!(status(&r).0, 484, "no country code 999");
+        let r = route(&invite("sip:+14255550199@mediation.lab.example"), &gw1(), &t, &d, &l, 0);
+        assert_eq!(status(&r).0, 404);
+        let r = route(&invite("tel:+14255550103"), &gw1(), &t, &d, &l, 0);
+        let (s, reason) = status(&r);
+        assert_eq!(s, 480);
+        assert!(reason.contains("enterprise voice") && reason.contains("dave"), "{reason}");
+    }
+
+    #[test]
+    fn outbound_alice_international_goes_to_lab_gateways_spread() {
+        let d = dir();
+        let l = Live::default();
+        assert_eq!(
+            targets(&call("alice@lab.example", "+33144556677", &d, &l, 0)),
+            vec!["gw1.lab.example", "gw2.lab.example"]
+        );
+        assert_eq!(
+            targets(&call("alice@lab.example", "+33144556677", &d, &l, 1)),
+            vec!["gw2.lab.example", "gw1.lab.example"]
+        );
+    }
+
+    #[test]
+    fn outbound_caller_from_p_asserted_identity_first() {
+        // From says a stranger; the PAI names alice.
         let r = route(
-            &invite("sip:+14255550100@mediation.lab.example"),
-            &Sender::Gateway {
-                name: "gw1.lab.example".into(),
-                site: "lab".into(),
-            },
-            &t,
+            &invite_from(
+                "sip:+33144556677@ap.lab.example",
+                "sip:anonymous@anonymous.invalid",
+                "P-Asserted-Identity: <sip:alice@lab.example>\r\n",
+            ),
+            &Sender::CloudPeer,
+            &table(),
+            &dir(),
+            &Live::default(),
             0,
         );
-        match r.decision {
-            Decision::Forward { targets, .. } => {
-                assert_eq!(targets.len(), 1);
-                assert_eq!(targets[0].name, "sip.cloud.lab.example");
-                assert_eq!(targets[0].addr, "127.0.0.3:5060".parse().unwrap());
-                assert_eq!(targets[0].side, Side::Cloud);
+        assert_eq!(targets(&r).len(), 2);
+        assert!(r.trace.iter().any(|l| l.contains("by P-Asserted-Identity")));
+        // A tel: PAI finds the user by line URI.
+        let r = route(
+            &invite_from(
+                "sip:+33144556677@ap.lab.example",
+                "sip:x@y.example",
+                "P-Asserted-Identity: <tel:+14255550100>\r\n",
+            ),
+            &Sender::CloudPeer,
+            &table(),
+            &dir(),
+            &Live::default(),
+            0,
+        );
+        assert_eq!(targets(&r).len(), 2);
+    }
+
+    #[test]
+    fn outbound_rejects_unknown_voice_off_not_e164() {
+        let d = dir();
+        let l = Live::default();
+        let (s, reason) = status(&call("zed@lab.example", "+33144556677", &d, &l, 0));
+        assert_eq!(s, 403);
+        assert!(reason.contains("zed@lab.example"));
+        let (s, reason) = status(&call("dave@lab.example", "+14255550199", &d, &l, 0));
+        assert_eq!(s, 403);
+        assert!(reason.contains("enterprise voice"));
+        assert_eq!(status(&call("alice@lab.example", "1234", &d, &l, 0)).0, 484);
+    }
+
+    #[test]
+    fn international_policy_bob() {
+        let d = dir();
+        let l = Live::default();
+        let r = call("bob@lab.example", "+33144556677", &d, &l, 0);
+        match &r.decision {
+            Decision::Reject {
+                status, headers, ..
+            } => {
+                assert_eq!(*status, 403);
+                assert!(headers
+                    .iter()
+                    .any(|(n, v)| *n == "Warning" && v.contains("InternationalCallsDisallowed")));
+                assert!(headers.iter().any(|(n, _)| *n == "Reason"));
             }
             d => panic!("{d:?}"),
         }
-        assert!(r.trace.iter().any(|l| l.contains("gw1.lab.example")));
+        // National numbers go through.
+        assert_eq!(targets(&call("bob@lab.example", "+14255550199", &d, &l, 0)).len(), 2);
+        // Granting the policy lets the call through.
+        let mut d2 = d.clone();
+        d2.users[1].voice_routing_policy = VoiceRoutingPolicy::InternationalCallsAllowed;
+        let d2 = Directory::new(d2.tenant, d2.users, d2.mediation_servers);
+        assert_eq!(targets(&call("bob@lab.example", "+33144556677", &d2, &l, 0)).len(), 2);
     }
 
     #[test]
-    fn gateway_of_another_site_is_refused() {
-        let r = route(
-            &invite("sip:+14255550100@mediation.lab.example"),
-            &Sender::Gateway {
-                name: "gw1.remote.example".into(),
-                site: "remote".into(),
-            },
-            &table(),
-            0,
-        );
-        assert!(
-            matches!(r.decision, Decision::Reject { status: 403, ref reason } if reason.contains("site remote"))
-        );
+    fn nanp_regions_are_compared() {
+        let us = normalize_e164("+14255550101").unwrap();
+        assert_eq!(us.code, 1);
+        let us2 = normalize_e164("+12065550100").unwrap();
+        let ca = normalize_e164("+14165550100").unwrap();
+        let fr = normalize_e164("+33144556677").unwrap();
+        assert_eq!(fr.region.as_deref(), Some("FR"));
+        assert!(!is_international(&us, &us2));
+        assert!(is_international(&us, &fr));
+        if us.region.is_some() && ca.region.is_some() {
+            assert!(is_international(&us, &ca), "{us:?} {ca:?}");
+        }
+        assert!(normalize_e164("+1").is_none());
+        assert!(normalize_e164("+12345678901234567").is_none());
     }
 
     #[test]
-    fn cloud_call_spreads_over_site_gateways_with_failover_order() {
-        let t = table();
-        let order = |spread| match route(
-            &invite("sip:+33144556677@ap.lab.example"),
-            &Sender::CloudPeer,
-            &t,
-            spread,
-        )
-        .decision
-        {
+    fn carol_uses_the_default_site_then_none() {
+        let d = dir();
+        let l = Live::default();
+        let r = call("carol@lab.example", "+14255550199", &d, &l, 0);
+        assert_eq!(targets(&r).len(), 2);
+        assert!(r.trace.iter().any(|t| t.contains("default site")), "{:?}", r.trace);
+        // Peer destination names the remote site's edge: carol goes there.
+        let mut tenant = d.tenant.clone();
+        tenant.peer_destination = Some("ap.remote.example".into());
+        let d2 = Directory::new(tenant, d.users.clone(), vec![]);
+        assert_eq!(
+            targets(&call("carol@lab.example", "+14255550199", &d2, &l, 0)),
+            vec!["mediation.remote.example"]
+        );
+        // No peer destination: no PSTN site.
+        let d3 = Directory::new(TenantHybridConfig::default(), d.users.clone(), vec![]);
+        let (s, reason) = status(&call("carol@lab.example", "+14255550199", &d3, &l, 0));
+        assert_eq!(s, 403);
+        assert!(reason.contains("no PSTN site for user"));
+        // A peer destination that is no site's edge: same.
+        let mut t4 = d.tenant.clone();
+        t4.peer_destination = Some("ap.nowhere.example".into());
+        let d4 = Directory::new(t4, d.users.clone(), vec![]);
+        assert!(status(&call("carol@lab.example", "+14255550199", &d4, &l, 0))
+            .1
+            .contains("no PSTN site"));
+    }
+
+    #[test]
+    fn erin_goes_to_the_remote_mediation_server() {
+        let r = call("erin@lab.example", "+33144556677", &dir(), &Live::default(), 0);
+        match &r.decision {
             Decision::Forward { targets, .. } => {
-                targets.into_iter().map(|h| h.name).collect::<Vec<_>>()
+                assert_eq!(targets.len(), 1);
+                assert_eq!(targets[0].name, "mediation.remote.example");
+                assert_eq!(targets[0].addr, "127.0.0.4:5068".parse().unwrap());
             }
             d => panic!("{d:?}"),
-        };
-        assert_eq!(order(0), vec!["gw1.lab.example", "gw2.lab.example"]);
-        assert_eq!(order(1), vec!["gw2.lab.example", "gw1.lab.example"]);
-        // gw1.remote.example is never a candidate for site lab.
-        assert!(!order(2).iter().any(|n| n.contains("remote")));
+        }
+    }
+
+    #[test]
+    fn conference_escalation_needs_a_registration() {
+        let d = dir();
+        let l = Live::default();
+        let esc = invite_from(
+            "sip:+14255550199@mediation.lab.example;user=phone",
+            "sip:conf@lab.example",
+            "",
+        );
+        let r = route(&esc, &Sender::CloudPeer, &table(), &d, &l, 0);
+        let (s, reason) = status(&r);
+        assert_eq!(s, 404);
+        assert!(reason.contains("mediation.lab.example is not registered"), "{reason}");
+        let d2 = Directory::new(
+            d.tenant.clone(),
+            d.users.clone(),
+            vec![HybridMediationServer {
+                identity: "lab-ms".into(),
+                fqdn: "mediation.lab.example".into(),
+                access_proxy_external_fqdn: "ap.lab.example".into(),
+            }],
+        );
+        let r = route(&esc, &Sender::CloudPeer, &table(), &d2, &l, 0);
+        assert_eq!(targets(&r), vec!["gw1.lab.example", "gw2.lab.example"]);
+        assert!(r.trace.iter().any(|t| t.contains("conference escalation")));
+    }
+
+    #[test]
+    fn health_and_caps_order_the_candidates() {
+        let d = dir();
+        let mut l = Live::default();
+        l.demoted.insert("gw1.lab.example".into());
+        // gw1 demoted: gw2 first whatever the spread, gw1 still tried last.
+        for spread in 0..4 {
+            assert_eq!(
+                targets(&call("alice@lab.example", "+14255550199", &d, &l, spread)),
+                vec!["gw2.lab.example", "gw1.lab.example"]
+            );
+        }
+        // Caps: gw2 full is skipped; both full → 503 with Retry-After.
+        let mut text = include_str!("../../config/sipedge.toml").to_owned();
+        text = text.replace(
+            "name = \"gw1.lab.example\"\nport = 5060",
+            "name = \"gw1.lab.example\"\nmax_sessions = 1\nport = 5060",
+        );
+        text = text.replace(
+            "name = \"gw2.lab.example\"\nport = 5060",
+            "name = \"gw2.lab.example\"\nmax_sessions = 2\nport = 5060",
+        );
+        let c = Config::from_toml(Path::new("x.toml"), &text).unwrap();
+        let t = RoutingTable::build(&c, &|n| c.static_host(n)).unwrap();
+        let mut l = Live::default();
+        l.sessions.insert("gw2.lab.example".into(), 2);
+        let mut trace = Vec::new();
+        let gws = t.site_gateways("lab", &l, 1, &mut trace);
+        assert_eq!(gws.len(), 1);
+        assert_eq!(gws[0].name, "gw1.lab.example");
+        assert!(trace.iter().any(|t| t.contains("session cap")));
+        l.sessions.insert("gw1.lab.example".into(), 1);
+        let req = invite_from("sip:+14255550199@ap.lab.example", "sip:alice@lab.example", "");
+        let r = route(&req, &Sender::CloudPeer, &t, &d, &l, 0);
+        match r.decision {
+            Decision::Reject {
+                status, headers, ..
+            } => {
+                assert_eq!(status, 503);
+                assert!(headers.iter().any(|(n, _)| *n == "Retry-After"));
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn priority_groups_and_weights() {
+        let mut text = include_str!("../../config/sipedge.toml").to_owned();
+        text = text.replace(
+            "name = \"gw1.lab.example\"\nport = 5060",
+            "name = \"gw1.lab.example\"\nweight = 3\nport = 5060",
+        );
+        let c = Config::from_toml(Path::new("x.toml"), &text).unwrap();
+        let t = RoutingTable::build(&c, &|n| c.static_host(n)).unwrap();
+        let l = Live::default();
+        let firsts: Vec<String> = (0..400)
+            .map(|s| t.site_gateways("lab", &l, s, &mut Vec::new())[0].name.clone())
+            .collect();
+        let gw1 = firsts.iter().filter(|n| *n == "gw1.lab.example").count();
+        assert_eq!(gw1, 300, "weight 3:1 over 400 calls");
+        // A lower priority value wins outright.
+        let text2 = include_str!("../../config/sipedge.toml").replace(
+            "name = \"gw2.lab.example\"\nport = 5060",
+            "name = \"gw2.lab.example\"\npriority = 1\nport = 5060",
+        );
+        let c = Config::from_toml(Path::new("x.toml"), &text2).unwrap();
+        let t = RoutingTable::build(&c, &|n| c.static_host(n)).unwrap();
+        for s in 0..5 {
+            let order: Vec<&str> = t
+                .site_gateways("lab", &l, s, &mut Vec::new())
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect();
+            assert_eq!(order, vec!["gw1.lab.example", "gw2.lab.example"]);
+        }
     }
 
     #[test]
@@ -348,8 +1172,20 @@ mod tests {
             &invite("mailto:x@example.com"),
             &Sender::CloudPeer,
             &table(),
+            &dir(),
+            &Live::default(),
             0,
         );
-        assert!(matches!(r.decision, Decision::Reject { status: 416, .. }));
+        assert_eq!(status(&r).0, 416);
+    }
+
+    #[test]
+    fn explain_prints_the_trace() {
+        let r = explain(&table(), &dir(), &Live::default(), "alice@lab.example", "+33144556677")
+            .unwrap();
+        assert_eq!(targets(&r).len(), 2);
+        assert!(r.trace.iter().any(|t| t.contains("candidate gw1.lab.example")));
+        assert!(r.trace.iter().any(|t| t.contains("policy InternationalCallsAllowed")));
+        assert!(explain(&table(), &dir(), &Live::default(), "alice", "+33<1").is_err());
     }
 }

@@ -1,0 +1,161 @@
+//! Target health from OPTIONS (Teams Direct Routing style), sans-IO like the core.
+//!
+//! Every `options_interval` the core sends an OPTIONS to each gateway whose `send_options` is
+//! set and to the cloud peer. Any response (whatever its status: the far end is alive) within
+//! the health window (3 intervals) keeps a target healthy; a target with no response in the
+//! window is *demoted*: routing tries it last, never skips it. A response promotes it again at
+//! once. Each change is logged once.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::routing::{NextHop, RoutingTable};
+
+/// How many intervals without an answer demote a target.
+pub const WINDOW_INTERVALS: u32 = 3;
+
+/// One probed target.
+#[derive(Debug, Clone)]
+struct Probed {
+    hop: NextHop,
+    /// The last time any response came back (start time before the first).
+    last_answer: Instant,
+}
+
+/// The health monitor: which targets are probed, when they last answered, which are demoted.
+#[derive(Debug)]
+pub struct Health {
+    interval: Duration,
+    window: Duration,
+    targets: Vec<Probed>,
+    demoted: HashSet<String>,
+    next_probe: Instant,
+    /// Health changes so far (for metrics).
+    pub changes: u64,
+}
+
+impl Health {
+    /// Probes every gateway with `send_options` and the cloud peer; the first round goes out one
+    /// interval after `now` (start-up is not the moment to probe: the targets count as healthy
+    /// until a window passes without an answer).
+    pub fn new(now: Instant, table: &RoutingTable, interval: Duration) -> Health {
+        let mut targets: Vec<Probed> = table
+            .gateways
+            .iter()
+            .filter(|g| g.send_options)
+            .map(|g| Probed {
+                hop: g.hop.clone(),
+                last_answer: now,
+            })
+            .collect();
+        targets.push(Probed {
+            hop: table.cloud_peer.clone(),
+            last_answer: now,
+        });
+        Health {
+            interval,
+            window: interval * WINDOW_INTERVALS,
+            targets,
+            demoted: HashSet::new(),
+            next_probe: now + interval,
+            changes: 0,
+        }
+    }
+
+    pub fn next_probe(&self) -> Instant {
+        self.next_probe
+    }
+
+    pub fn demoted(&self) -> &HashSet<String> {
+        &self.demoted
+    }
+
+    /// Health of every probed target by name (true: healthy).
+    pub fn states(&self) -> HashMap<String, bool> {
+        self.targets
+            .iter()
+            .map(|t| (t.hop.name.clone(), !self.demoted.contains(&t.hop.name)))
+            .collect()
+    }
+
+    /// Time to probe: re-evaluates health and returns the targets to send an OPTIONS to (empty
+    /// when it is not time yet).
+    pub fn poll_probe(&mut self, now: Instant) -> Vec<NextHop> {
+        if now < self.next_probe {
+            return Vec::new();
+        }
+        self.next_probe = now + self.interval;
+        for t in &self.targets {
+            let silent = now.saturating_duration_since(t.last_answer) > self.window;
+            let name = &t.hop.name;
+            if silent && self.demoted.insert(name.clone()) {
+                self.changes += 1;
+                warn!(target = %name, window_s = self.window.as_secs(), "health: no OPTIONS answer within the window; demoted (tried last)");
+            }
+        }
+        self.targets.iter().map(|t| t.hop.clone()).collect()
+    }
+
+    /// A response to one of our OPTIONS came from `name`.
+    pub fn on_answer(&mut self, now: Instant, name: &str) {
+        if let Some(t) = self.targets.iter_mut().find(|t| t.hop.name == name) {
+            t.last_answer = now;
+        }
+        if self.demoted.remove(name) {
+            self.changes += 1;
+            info!(target = %name, "health: answering OPTIONS again; promoted");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn table() -> RoutingTable {
+        let cfg = Config::from_toml(
+            Path::new("config/sipedge.toml"),
+            include_str!("../../config/sipedge.toml"),
+        )
+        .unwrap();
+        RoutingTable::build(&cfg, &|n| cfg.static_host(n)).unwrap()
+    }
+
+    #[test]
+    fn silent_target_is_demoted_after_the_window_and_promoted_on_answer() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut h = Health::new(t0, &table(), s);
+        assert!(h.poll_probe(t0).is_empty(), "not before the interval");
+        assert!(h.poll_probe(t0 + s / 2).is_empty(), "not before the interval");
+        for k in 1..=3 {
+            let now = t0 + s * k;
+            h.on_answer(now, "gw2.lab.example");
+            h.on_answer(now, "sip.cloud.lab.example");
+            h.on_answer(now, "gw1.remote.example");
+            let round = h.poll_probe(now);
+            // Three gateways (send_options defaults to true) and the cloud peer.
+            assert_eq!(round.len(), 4);
+            assert!(h.demoted().is_empty(), "within the window at {k} s");
+        }
+        let now = t0 + s * 4 + Duration::from_millis(1);
+        h.on_answer(now, "gw2.lab.example");
+        h.on_answer(now, "sip.cloud.lab.example");
+        h.on_answer(now, "gw1.remote.example");
+        h.poll_probe(now);
+        assert!(h.demoted().contains("gw1.lab.example"));
+        assert_eq!(h.demoted().len(), 1);
+        assert_eq!(h.changes, 1);
+        // Still silent: no second change logged.
+        h.poll_probe(now + s);
+        assert_eq!(h.changes, 1);
+        h.on_answer(now + s, "gw1.lab.example");
+        assert!(h.demoted().is_empty());
+        assert_eq!(h.changes, 2);
+        assert_eq!(h.states().get("gw1.lab.example"), Some(&true));
+    }
+}
