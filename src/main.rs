@@ -45,6 +45,18 @@ enum Command {
     /// Certificate tools.
     #[command(subcommand)]
     Cert(sipedge::pki::CertCommand),
+    /// Tenant users (Set-CsUser, Set-CsUserPstnSettings, Grant-CsVoiceRoutingPolicy, …).
+    #[command(subcommand)]
+    User(sipedge::admin::cli::UserCommand),
+    /// Tenant hybrid configuration (Set-CsTenantHybridConfiguration).
+    #[command(subcommand)]
+    Tenant(sipedge::admin::cli::TenantCommand),
+    /// Hybrid mediation servers (Set-CsHybridMediationServer).
+    #[command(subcommand)]
+    MediationServer(sipedge::admin::cli::MediationServerCommand),
+    /// Routing decisions with their trace.
+    #[command(subcommand)]
+    Route(sipedge::admin::cli::RouteCommand),
 }
 
 fn init_logging(cli: &Cli) {
@@ -113,6 +125,22 @@ fn main() -> ExitCode {
             }
         }
         Command::Cert(_) => ExitCode::SUCCESS,
+        Command::User(cmd) => admin_result(sipedge::admin::cli::run_user(cmd, &cfg)),
+        Command::Tenant(cmd) => admin_result(sipedge::admin::cli::run_tenant(cmd, &cfg)),
+        Command::MediationServer(cmd) => {
+            admin_result(sipedge::admin::cli::run_mediation_server(cmd, &cfg))
+        }
+        Command::Route(cmd) => admin_result(sipedge::admin::cli::run_route(cmd, &cfg)),
+    }
+}
+
+fn admin_result(r: Result<(), sipedge::admin::cli::CliError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,3 +1,4 @@
 //! Administration: the persistent directory, the admin CLI and HTTP API, metrics.
 
+pub mod cli;
 pub mod directory;

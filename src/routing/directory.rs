@@ -66,8 +66,8 @@ impl DirUser {
         self.line_uri.as_deref().and_then(line_uri_number)
     }
 
-    /// Does `identity` name this user (SIP address with or without `sip:`, UPN, display name;
-    /// case-insensitive)?
+    /// Does `identity` name this user (SIP address with or without `sip:`, its user part alone,
+    /// UPN, display name; case-insensitive)?
     pub fn matches(&self, identity: &str) -> bool {
         let id = identity.trim();
         let id = id
@@ -75,7 +75,13 @@ impl DirUser {
             .filter(|p| p.eq_ignore_ascii_case("sip:"))
             .and_then(|_| id.get(4..))
             .unwrap_or(id);
+        let local_part = !id.contains('@')
+            && self
+                .sip_address
+                .split_once('@')
+                .is_some_and(|(u, _)| u.eq_ignore_ascii_case(id));
         self.sip_address.eq_ignore_ascii_case(id)
+            || local_part
             || self.upn.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(id))
             || self
                 .display_name
@@ -165,9 +171,16 @@ impl Directory {
             .and_then(|&i| self.users.get(i))
     }
 
-    /// The user named by SIP address, UPN or display name.
+    /// The user named by SIP address, UPN or display name; an exact SIP address wins, and an
+    /// identity naming several users (`bob` in two domains) names none.
     pub fn find_user(&self, identity: &str) -> Option<&DirUser> {
-        self.users.iter().find(|u| u.matches(identity))
+        let bare = identity.trim().trim_start_matches("sip:");
+        if let Some(u) = self.user_by_address(bare) {
+            return Some(u);
+        }
+        let mut it = self.users.iter().filter(|u| u.matches(identity));
+        let first = it.next()?;
+        it.next().is_none().then_some(first)
     }
 
     /// The registered mediation server with this FQDN.
@@ -221,6 +234,12 @@ mod tests {
         assert!(d.find_user("alice smith").is_some());
         assert!(d.find_user("sip:alice@lab.example").is_some());
         assert!(d.find_user("zed@lab.example").is_none());
+        assert_eq!(d.find_user("bob").map(|u| u.sip_address.as_str()), Some("bob@lab.example"));
+        d.users.push(DirUser {
+            sip_address: "bob@other.example".into(),
+            ..d.users[1].clone()
+        });
+        assert!(d.find_user("bob").is_none(), "ambiguous");
     }
 
     #[test]
