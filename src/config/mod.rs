@@ -314,6 +314,14 @@ pub struct Config {
     pub sip: SipSettings,
     pub limits: Limits,
     pub routing: RoutingSettings,
+    pub admin: AdminSettings,
+}
+
+/// The admin HTTP API listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `None`: no admin listener (`listen = ""`).
+    pub listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -669,6 +677,26 @@ impl Config {
             )?),
         };
 
+        let admin = {
+            let text = raw.admin.listen.as_deref().unwrap_or("127.0.0.1:8080");
+            let listen = if text.is_empty() {
+                None
+            } else {
+                let a: SocketAddr = text.parse().map_err(|_| {
+                    v.err("admin.listen", &format!("{text:?} is not an IP:port address"))
+                })?;
+                // Loopback by default: another address must be asked for explicitly.
+                if !a.ip().is_loopback() && !raw.admin.allow_remote {
+                    return Err(v.err(
+                        "admin.listen",
+                        &format!("{a} is not a loopback address; set admin.allow_remote = true to expose the admin API"),
+                    ));
+                }
+                Some(a)
+            };
+            AdminSettings { listen }
+        };
+
         Ok(Config {
             file: path.to_owned(),
             appliance,
@@ -686,6 +714,7 @@ impl Config {
             sip,
             limits,
             routing,
+            admin,
         })
     }
 

@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub routing: RawRouting,
+    #[serde(default)]
+    pub admin: RawAdmin,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,4 +144,12 @@ pub struct RawRouting {
     pub failover_timer_s: Option<u64>,
     pub failover_codes: Option<Vec<u16>>,
     pub options_interval_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub allow_remote: bool,
 }

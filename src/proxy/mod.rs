@@ -69,7 +69,24 @@ pub async fn run(
     let store = crate::admin::directory::Store::open(&cfg)?;
     let dir = Arc::new(arc_swap::ArcSwap::from_pointee(store.snapshot()?));
     crate::admin::directory::spawn_watcher(store.path().to_owned(), dir.clone())?;
-    drop(store);
+    let live = Arc::new(arc_swap::ArcSwap::from_pointee(
+        crate::admin::http::LiveSnapshot::default(),
+    ));
+    if let Some(addr) = cfg.admin.listen {
+        let token = crate::admin::http::load_or_create_token(&cfg.appliance.state_dir)?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let state = crate::admin::http::AdminState {
+            store: Arc::new(std::sync::Mutex::new(store)),
+            token: Arc::new(token),
+            table: Arc::new(table.clone()),
+            dir: dir.clone(),
+            live: live.clone(),
+        };
+        info!(%addr, "admin API listening");
+        tokio::spawn(crate::admin::http::serve(listener, state));
+    } else {
+        drop(store);
+    }
     let (tx, mut rx) = mpsc::channel::<Inbound>(8192);
     let transports = Transports::bind(&cfg, tx).await?;
     let mut local = HashMap::new();
@@ -88,6 +105,9 @@ pub async fn run(
         "sipedge running"
     );
     let mut drain_deadline: Option<tokio::time::Instant> = None;
+    // Metrics and live state for the admin API, refreshed twice a second.
+    let mut publish = tokio::time::interval(std::time::Duration::from_millis(500));
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let wake = core.poll_timeout().map(tokio::time::Instant::from_std);
         let sleep = async {
@@ -118,6 +138,13 @@ pub async fn run(
                 }
             }
             _ = sleep => core.handle_timeout(Instant::now()),
+            _ = publish.tick() => {
+                live.store(Arc::new(crate::admin::http::LiveSnapshot {
+                    stats: core.stats.clone(),
+                    health: core.health_states(),
+                    live: core.live(),
+                }));
+            }
             _ = shutdown.changed(), if drain_deadline.is_none() => {
                 if *shutdown.borrow() {
                     let (s, c) = core.transaction_count();

@@ -1,0 +1,529 @@
+//! The admin HTTP API (axum): the CLI's operations as JSON, and `GET /metrics`.
+//!
+//! Bound to loopback by default (`[admin] listen`, `allow_remote` to widen it). Every route
+//! but `/metrics` needs `Authorization: Bearer <token>`, the token kept in
+//! `<state_dir>/admin.token` (mode 0600, generated at first start). Errors are JSON
+//! `{"error": "field: why"}` with a precise status: 400 invalid input, 401 no or wrong token,
+//! 404 unknown user, 409 conflict.
+//!
+//! | method and path | cmdlet |
+//! |---|---|
+//! | `GET /users[?pattern=*x*]`, `GET /users/{identity}` | Get-CsOnlineUser |
+//! | `POST /users` `{"sip_address": …, fields…}` | (user add) |
+//! | `DELETE /users/{identity}` | (user remove) |
+//! | `PATCH /users/{identity}` `{"enterprise_voice", "hosted_voicemail", "line_uri", "upn", "display_name"}` | Set-CsUser |
+//! | `PUT /users/{identity}/pstn-site` `{"site": "lab" \| null}` | Set-CsUserPstnSettings |
+//! | `POST /users/{identity}/policy` `{"policy": …}` | Grant-CsVoiceRoutingPolicy |
+//! | `GET /tenant`, `PATCH /tenant` `{"peer_destination", "use_on_prem_dial_plan", "shared_sip_address_space"}` | Set-CsTenantHybridConfiguration |
+//! | `GET /mediation-servers`, `PUT /mediation-servers/{identity}` `{"fqdn", "access_proxy_external_fqdn"}` | Set-CsHybridMediationServer |
+//! | `GET /route/explain?from=…&to=…` | (route explain, with live health and load) |
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::directory::{
+    mediation_server_json, tenant_json, user_json, Store, StoreError, TenantPatch, UserPatch,
+};
+use crate::config::VoiceRoutingPolicy;
+use crate::proxy::Stats;
+use crate::routing::{self, Directory, Live, RoutingTable};
+
+/// What the proxy publishes for metrics and `route explain` (refreshed twice a second).
+#[derive(Debug, Clone, Default)]
+pub struct LiveSnapshot {
+    pub stats: Stats,
+    /// Probed targets: name → healthy.
+    pub health: HashMap<String, bool>,
+    pub live: Live,
+}
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Arc<Mutex<Store>>,
+    pub token: Arc<String>,
+    pub table: Arc<RoutingTable>,
+    pub dir: Arc<ArcSwap<Directory>>,
+    pub live: Arc<ArcSwap<LiveSnapshot>>,
+}
+
+/// Reads the admin token, or creates it (0600) at first start.
+pub fn load_or_create_token(state_dir: &Path) -> std::io::Result<String> {
+    let path = state_dir.join("admin.token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(state_dir)?;
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok(token)
+}
+
+struct ApiError(u16, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError(e.http_status(), e.to_string())
+    }
+}
+
+type ApiResult = Result<axum::Json<serde_json::Value>, ApiError>;
+
+fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => Err(ApiError(
+            401,
+            "Authorization: a bearer token is required (see <state_dir>/admin.token)".into(),
+        )),
+        Some(t) if constant_time_eq(t.trim().as_bytes(), state.token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError(401, "Authorization: wrong bearer token".into())),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError(400, format!("body: {e}")))
+}
+
+/// Runs a store operation off the async threads (SQLite is blocking).
+async fn with_store<T: Send + 'static>(
+    state: &AdminState,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut s = store
+            .lock()
+            .map_err(|_| ApiError(500, "directory store lock poisoned".into()))?;
+        f(&mut s).map_err(ApiError::from)
+    })
+    .await
+    .map_err(|e| ApiError(500, format!("internal: {e}")))?
+}
+
+/// `null` → `Some(None)`, absent → `None`.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn policy<'de, D>(d: D) -> Result<Option<VoiceRoutingPolicy>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let s = Option::<String>::deserialize(d)?;
+    s.map(|s| VoiceRoutingPolicy::parse(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    #[serde(default)]
+    sip_address: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    upn: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    display_name: Option<Option<String>>,
+    #[serde(default)]
+    enterprise_voice: Option<bool>,
+    #[serde(default)]
+    hosted_voicemail: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    line_uri: Option<Option<String>>,
+    #[serde(default, deserialize_with = "policy")]
+    voice_routing_policy: Option<VoiceRoutingPolicy>,
+    #[serde(default, deserialize_with = "nullable")]
+    pstn_site: Option<Option<String>>,
+}
+
+impl UserBody {
+    fn patch(&self) -> UserPatch {
+        UserPatch {
+            upn: self.upn.clone(),
+            display_name: self.display_name.clone(),
+            enterprise_voice: self.enterprise_voice,
+            hosted_voicemail: self.hosted_voicemail,
+            line_uri: self.line_uri.clone(),
+            voice_routing_policy: self.voice_routing_policy,
+            pstn_site: self.pstn_site.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PatternQuery {
+    pattern: Option<String>,
+}
+
+async fn list_users(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<PatternQuery>,
+) -> ApiResult {
+    authorize(&st, &headers)?;
+    let users = with_store(&st, move |s| s.users(q.pattern.as_deref())).await?;
+    Ok(axum::Json(serde_json::Value::Array(
+        users.iter().map(user_json).collect(),
+    )))
+}
+
+async fn get_user(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult {
+    authorize(&st, &headers)?;
+    let u = with_store(&st, move |s| s.find_user(&id)).await?;
+    Ok(axum::Json(user_json(&u)))
+}
+
+async fn add_user(State(st): State<AdminState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    authorize(&st, &headers)?;
+    let b: UserBody = parse_body(&body)?;
+    let Some(addr) = b.sip_address.clone() else {
+        return Err(ApiError(400, "sip_address: required".into()));
+    };
+    let p = b.patch();
+    let u = with_store(&st, move |s| s.add_user(&addr, &p)).await?;
+    Ok(axum::Json(user_json(&u)))
+}
+
+async fn remove_user(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult {
+    authorize(&st, &headers)?;
+    let u = with_store(&st, move |s| s.remove_user(&id)).await?;
+    Ok(axum::Json(
+        serde_json::json!({ "removed": format!("sip:{}", u.sip_address) }),
+    ))
+}
+
+async fn set_user(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult {
+    authorize(&st, &headers)?;
+    let b: UserBody = parse_body(&body)?;
+    if b.sip_address.is_some() {
+        return Err(ApiError(
+            400,
+            "sip_address: the identity cannot be changed".into(),
+        ));
+    }
+    let p = b.patch();
+    let u = with_store(&st, move |s| s.set_user(&id, &p)).await?;
+    Ok(axum::Json(user_json(&u)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteBody {
+    site: Option<String>,
+}
+
+async fn set_pstn_site(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult {
+    authorize(&st, &headers)?;
+    let b: SiteBody = parse_body(&body)?;
+    let p = UserPatch {
+        pstn_site: Some(b.site),
+        ..Default::default()
+    };
+    let u = with_store(&st, move |s| s.set_user(&id, &p)).await?;
+    Ok(axum::Json(user_json(&u)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    #[serde(deserialize_with = "policy")]
+    policy: Option<VoiceRoutingPolicy>,
+}
+
+async fn grant_policy(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult {
+    authorize(&st, &headers)?;
+    let b: PolicyBody = parse_body(&body)?;
+    let Some(pol) = b.policy else {
+        return Err(ApiError(400, "policy: required".into()));
+    };
+    let p = UserPatch {
+        voice_routing_policy: Some(pol),
+        ..Default::default()
+    };
+    let u = with_store(&st, move |s| s.set_user(&id, &p)).await?;
+    Ok(axum::Json(user_json(&u)))
+}
+
+async fn get_tenant(State(st): State<AdminState>, headers: HeaderMap) -> ApiResult {
+    authorize(&st, &headers)?;
+    let t = with_store(&st, |s| s.tenant()).await?;
+    Ok(axum::Json(tenant_json(&t)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantBody {
+    #[serde(default, deserialize_with = "nullable")]
+    peer_destination: Option<Option<String>>,
+    #[serde(default)]
+    use_on_prem_dial_plan: Option<bool>,
+    #[serde(default)]
+    shared_sip_address_space: Option<bool>,
+}
+
+async fn set_tenant(State(st): State<AdminState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    authorize(&st, &headers)?;
+    let b: TenantBody = parse_body(&body)?;
+    let p = TenantPatch {
+        peer_destination: b.peer_destination,
+        use_on_prem_dial_plan: b.use_on_prem_dial_plan,
+        shared_sip_address_space: b.shared_sip_address_space,
+    };
+    let t = with_store(&st, move |s| s.set_tenant(&p)).await?;
+    Ok(axum::Json(tenant_json(&t)))
+}
+
+async fn list_mediation(State(st): State<AdminState>, headers: HeaderMap) -> ApiResult {
+    authorize(&st, &headers)?;
+    let ms = with_store(&st, |s| s.mediation_servers()).await?;
+    Ok(axum::Json(serde_json::Value::Array(
+        ms.iter().map(mediation_server_json).collect(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediationBody {
+    fqdn: String,
+    access_proxy_external_fqdn: String,
+}
+
+async fn set_mediation(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Bytes,
+) -> ApiResult {
+    authorize(&st, &headers)?;
+    let b: MediationBody = parse_body(&body)?;
+    let m = with_store(&st, move |s| {
+        s.set_mediation_server(&id, &b.fqdn, &b.access_proxy_external_fqdn)
+    })
+    .await?;
+    Ok(axum::Json(mediation_server_json(&m)))
+}
+
+#[derive(Deserialize)]
+struct ExplainQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn explain(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<ExplainQuery>,
+) -> ApiResult {
+    authorize(&st, &headers)?;
+    let from = q
+        .from
+        .ok_or_else(|| ApiError(400, "from: required".into()))?;
+    let to = q.to.ok_or_else(|| ApiError(400, "to: required".into()))?;
+    let dir = st.dir.load();
+    let live = st.live.load();
+    let r = routing::explain(&st.table, &dir, &live.live, &from, &to)
+        .map_err(|e| ApiError(400, e))?;
+    Ok(axum::Json(super::cli::routed_json(&r)))
+}
+
+/// Prometheus text exposition of the proxy's counters and target health.
+pub fn metrics_text(snap: &LiveSnapshot) -> String {
+    let s = &snap.stats;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    };
+    counter(
+        "sipedge_calls_total",
+        "New INVITEs routed by the policy.",
+        s.calls,
+    );
+    counter(
+        "sipedge_requests_total",
+        "Requests received.",
+        s.requests_in,
+    );
+    counter(
+        "sipedge_forwarded_total",
+        "Requests forwarded.",
+        s.forwarded,
+    );
+    counter(
+        "sipedge_failovers_total",
+        "Failovers to the next target.",
+        s.failovers,
+    );
+    counter(
+        "sipedge_options_probes_total",
+        "OPTIONS health probes sent.",
+        s.probes_sent,
+    );
+    out.push_str("# HELP sipedge_rejects_total Final responses generated by sipedge, by status.\n# TYPE sipedge_rejects_total counter\n");
+    for (status, n) in &s.rejects_by_status {
+        out.push_str(&format!("sipedge_rejects_total{{status=\"{status}\"}} {n}\n"));
+    }
+    out.push_str("# HELP sipedge_target_healthy 1 when the target answers OPTIONS, 0 when demoted.\n# TYPE sipedge_target_healthy gauge\n");
+    let mut names: Vec<_> = snap.health.iter().collect();
+    names.sort();
+    for (name, ok) in names {
+        out.push_str(&format!(
+            "sipedge_target_healthy{{target=\"{name}\"}} {}\n",
+            u8::from(*ok)
+        ));
+    }
+    out.push_str("# HELP sipedge_gateway_sessions Established calls per gateway.\n# TYPE sipedge_gateway_sessions gauge\n");
+    let mut sessions: Vec<_> = snap.live.sessions.iter().collect();
+    sessions.sort();
+    for (name, n) in sessions {
+        out.push_str(&format!(
+            "sipedge_gateway_sessions{{gateway=\"{name}\"}} {n}\n"
+        ));
+    }
+    out
+}
+
+async fn metrics(State(st): State<AdminState>) -> Response {
+    let snap = st.live.load();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics_text(&snap),
+    )
+        .into_response()
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/users", get(list_users).post(add_user))
+        .route(
+            "/users/{identity}",
+            get(get_user).patch(set_user).delete(remove_user),
+        )
+        .route("/users/{identity}/pstn-site", put(set_pstn_site))
+        .route("/users/{identity}/policy", post(grant_policy))
+        .route("/tenant", get(get_tenant).patch(set_tenant))
+        .route("/mediation-servers", get(list_mediation))
+        .route("/mediation-servers/{identity}", put(set_mediation))
+        .route("/route/explain", get(explain))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Serves the admin API on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: AdminState) {
+    if let Err(e) = axum::serve(listener, router(state)).await {
+        tracing::error!(error = %e, "admin API stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_text_has_counters_rejects_and_health() {
+        let mut snap = LiveSnapshot::default();
+        snap.stats.calls = 7;
+        snap.stats.rejects_by_status.insert(403, 2);
+        snap.health.insert("gw1.lab.example".into(), false);
+        snap.live.sessions.insert("gw2.lab.example".into(), 3);
+        let t = metrics_text(&snap);
+        assert!(t.contains("sipedge_calls_total 7\n"));
+        assert!(t.contains("sipedge_rejects_total{status=\"403\"} 2\n"));
+        assert!(t.contains("sipedge_target_healthy{target=\"gw1.lab.example\"} 0\n"));
+        assert!(t.contains("sipedge_gateway_sessions{gateway=\"gw2.lab.example\"} 3\n"));
+    }
+
+    #[test]
+    fn token_is_created_0600_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let a = load_or_create_token(tmp.path()).unwrap();
+        assert_eq!(a.len(), 64);
+        let mode = std::fs::metadata(tmp.path().join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(load_or_create_token(tmp.path()).unwrap(), a);
+        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
+    }
+
+    #[test]
+    fn bodies_refuse_unknown_fields_and_bad_policies() {
+        assert!(parse_body::<UserBody>(&Bytes::from_static(b"{\"enterprise_voise\":true}")).is_err());
+        assert!(
+            parse_body::<PolicyBody>(&Bytes::from_static(b"{\"policy\":\"Nope\"}")).is_err()
+        );
+        let b: UserBody =
+            parse_body(&Bytes::from_static(b"{\"pstn_site\":null,\"enterprise_voice\":true}"))
+                .unwrap();
+        assert_eq!(b.patch().pstn_site, Some(None));
+        assert_eq!(b.patch().line_uri, None);
+    }
+}
