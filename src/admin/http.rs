@@ -82,6 +82,7 @@ pub fn load_or_create_token(state_dir: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
+#[derive(Debug)]
 struct ApiError(u16, String);
 
 impl IntoResponse for ApiError {
