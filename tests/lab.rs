@@ -160,7 +160,10 @@ fn invite_gets_100_trying_and_reaches_the_cloud_peer_with_record_route() {
     let inv = peer.expect("INVITE", T);
     // Request-URI is alice's SIP address (reverse number lookup); Max-Forwards decremented;
     // our Via on top with our FQDN.
-    assert!(inv.starts_with("INVITE sip:alice@lab.example SIP/2.0"), "{inv}");
+    assert!(
+        inv.starts_with("INVITE sip:alice@lab.example SIP/2.0"),
+        "{inv}"
+    );
     assert_eq!(header(&inv, "Max-Forwards"), Some("69"));
     let top_via = header(&inv, "Via").unwrap();
     assert!(

@@ -398,7 +398,8 @@ pub fn run_route(cmd: RouteCommand, cfg: &Config) -> Result<(), CliError> {
     let table = table_for(cfg)?;
     // Health and load live in the running server (GET /route/explain there has them); here
     // every target counts as healthy and idle.
-    let r = routing::explain(&table, &dir, &Live::default(), &from, &to).map_err(CliError::Other)?;
+    let r =
+        routing::explain(&table, &dir, &Live::default(), &from, &to).map_err(CliError::Other)?;
     if json {
         print_json(&routed_json(&r));
         return Ok(());

@@ -228,7 +228,11 @@ impl Store {
     }
 
     /// `user add`: a new user, enterprise voice off unless patched.
-    pub fn add_user(&mut self, sip_address: &str, patch: &UserPatch) -> Result<DirUser, StoreError> {
+    pub fn add_user(
+        &mut self,
+        sip_address: &str,
+        patch: &UserPatch,
+    ) -> Result<DirUser, StoreError> {
         let addr = validate_sip_address(sip_address)?;
         let snap = self.snapshot()?;
         if snap.user_by_address(&addr).is_some() {
@@ -423,7 +427,10 @@ impl Store {
         edge: &str,
     ) -> Result<HybridMediationServer, StoreError> {
         if identity.trim().is_empty() || identity.chars().any(char::is_control) {
-            return Err(StoreError::invalid("identity", "must be non-empty printable text"));
+            return Err(StoreError::invalid(
+                "identity",
+                "must be non-empty printable text",
+            ));
         }
         let fqdn = Fqdn::parse(fqdn).map_err(|r| StoreError::invalid("fqdn", r))?;
         let edge =
@@ -462,8 +469,10 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
     // WAL: readers (the running server) never block the CLI's writes. synchronous = FULL: the
     // WAL is synced at every commit, so an acknowledged change survives kill -9 and power loss.
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-    conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql)?;
     conn.execute_batch(SCHEMA).map_err(sql)?;
     Ok(conn)
 }
@@ -708,7 +717,9 @@ mod tests {
         let s = Store::open(&c).unwrap();
         let d = s.snapshot().unwrap();
         assert_eq!(
-            d.user_by_address("bob@lab.example").unwrap().voice_routing_policy,
+            d.user_by_address("bob@lab.example")
+                .unwrap()
+                .voice_routing_policy,
             VoiceRoutingPolicy::InternationalCallsAllowed
         );
         assert!(d.user_by_address("dave@lab.example").is_none());
@@ -756,13 +767,14 @@ mod tests {
             s.add_user("no-domain", &UserPatch::default()),
             Err(StoreError::Invalid { ref field, .. }) if field == "sip_address"
         ));
-        assert!(s.set_tenant(&TenantPatch {
-            peer_destination: Some(Some("ap.remote.example:99999".into())),
-            ..Default::default()
-        })
-        .unwrap_err()
-        .to_string()
-        .starts_with("peer_destination:"));
+        assert!(s
+            .set_tenant(&TenantPatch {
+                peer_destination: Some(Some("ap.remote.example:99999".into())),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string()
+            .starts_with("peer_destination:"));
         assert!(s
             .set_mediation_server("x", "not a name", "ap.lab.example")
             .unwrap_err()
@@ -793,10 +805,15 @@ mod tests {
             .unwrap();
         assert_eq!(u.sip_address, "frank@lab.example");
         assert_eq!(user_json(&u)["VoicePolicy"], "HybridVoice");
-        assert_eq!(b.find_user("Frank F").unwrap().sip_address, "frank@lab.example");
+        assert_eq!(
+            b.find_user("Frank F").unwrap().sip_address,
+            "frank@lab.example"
+        );
         assert_eq!(b.users(Some("*corp.example")).unwrap().len(), 1);
         assert_eq!(b.users(Some("*@lab.example")).unwrap().len(), 6);
-        assert!(a.add_user("frank@lab.example", &UserPatch::default()).is_err());
+        assert!(a
+            .add_user("frank@lab.example", &UserPatch::default())
+            .is_err());
         a.set_mediation_server("lab-ms", "mediation.lab.example", "ap.lab.example")
             .unwrap();
         assert_eq!(b.mediation_servers().unwrap().len(), 1);

@@ -683,7 +683,10 @@ impl Config {
                 None
             } else {
                 let a: SocketAddr = text.parse().map_err(|_| {
-                    v.err("admin.listen", &format!("{text:?} is not an IP:port address"))
+                    v.err(
+                        "admin.listen",
+                        &format!("{text:?} is not an IP:port address"),
+                    )
                 })?;
                 // Loopback by default: another address must be asked for explicitly.
                 if !a.ip().is_loopback() && !raw.admin.allow_remote {

@@ -131,7 +131,10 @@ mod tests {
         let s = Duration::from_secs(1);
         let mut h = Health::new(t0, &table(), s);
         assert!(h.poll_probe(t0).is_empty(), "not before the interval");
-        assert!(h.poll_probe(t0 + s / 2).is_empty(), "not before the interval");
+        assert!(
+            h.poll_probe(t0 + s / 2).is_empty(),
+            "not before the interval"
+        );
         for k in 1..=3 {
             let now = t0 + s * k;
             h.on_answer(now, "gw2.lab.example");

@@ -82,7 +82,10 @@ impl DirUser {
                 .is_some_and(|(u, _)| u.eq_ignore_ascii_case(id));
         self.sip_address.eq_ignore_ascii_case(id)
             || local_part
-            || self.upn.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(id))
+            || self
+                .upn
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(id))
             || self
                 .display_name
                 .as_deref()
@@ -223,7 +226,8 @@ mod tests {
     fn lookups_by_number_address_and_alternative_identities() {
         let mut d = dir();
         assert_eq!(
-            d.user_by_number("+14255550100").map(|u| u.sip_address.as_str()),
+            d.user_by_number("+14255550100")
+                .map(|u| u.sip_address.as_str()),
             Some("alice@lab.example")
         );
         assert!(d.user_by_number("+14255550199").is_none());
@@ -234,7 +238,10 @@ mod tests {
         assert!(d.find_user("alice smith").is_some());
         assert!(d.find_user("sip:alice@lab.example").is_some());
         assert!(d.find_user("zed@lab.example").is_none());
-        assert_eq!(d.find_user("bob").map(|u| u.sip_address.as_str()), Some("bob@lab.example"));
+        assert_eq!(
+            d.find_user("bob").map(|u| u.sip_address.as_str()),
+            Some("bob@lab.example")
+        );
         d.users.push(DirUser {
             sip_address: "bob@other.example".into(),
             ..d.users[1].clone()

@@ -531,10 +531,10 @@ fn outbound(
                 ms.identity, ms.access_proxy_external_fqdn
             ));
             let site = table.site_of_mediation_fqdn(&host).or_else(|| {
-                table
-                    .sites
-                    .iter()
-                    .find(|s| s.access_edge_fqdn.eq_ignore_ascii_case(&ms.access_proxy_external_fqdn))
+                table.sites.iter().find(|s| {
+                    s.access_edge_fqdn
+                        .eq_ignore_ascii_case(&ms.access_proxy_external_fqdn)
+                })
             });
             let Some(site) = site else {
                 return reject(
@@ -889,7 +889,10 @@ mod tests {
                 }
                 d => panic!("{ruri}: {d:?}"),
             }
-            assert!(r.trace.iter().any(|l| l.contains("reverse number lookup: alice")));
+            assert!(r
+                .trace
+                .iter()
+                .any(|l| l.contains("reverse number lookup: alice")));
         }
     }
 
@@ -902,19 +905,50 @@ mod tests {
             name: "gw1.remote.example".into(),
             site: "remote".into(),
         };
-        let r = route(&invite("sip:+14255550100@mediation.lab.example"), &remote, &t, &d, &l, 0);
+        let r = route(
+            &invite("sip:+14255550100@mediation.lab.example"),
+            &remote,
+            &t,
+            &d,
+            &l,
+            0,
+        );
         assert_eq!(status(&r).0, 403);
         assert!(status(&r).1.contains("site remote"));
-        let r = route(&invite("sip:alice@mediation.lab.example"), &gw1(), &t, &d, &l, 0);
+        let r = route(
+            &invite("sip:alice@mediation.lab.example"),
+            &gw1(),
+            &t,
+            &d,
+            &l,
+            0,
+        );
         assert_eq!(status(&r).0, 484);
-        let r = route(&invite("sip:+999123456789@mediation.lab.example"), &gw1(), &t, &d, &l, 0);
+        let r = route(
+            &invite("sip:+999123456789@mediation.lab.example"),
+            &gw1(),
+            &t,
+            &d,
+            &l,
+            0,
+        );
         assert_eq!(status(&r).0, 484, "no country code 999");
-        let r = route(&invite("sip:+14255550199@mediation.lab.example"), &gw1(), &t, &d, &l, 0);
+        let r = route(
+            &invite("sip:+14255550199@mediation.lab.example"),
+            &gw1(),
+            &t,
+            &d,
+            &l,
+            0,
+        );
         assert_eq!(status(&r).0, 404);
         let r = route(&invite("tel:+14255550103"), &gw1(), &t, &d, &l, 0);
         let (s, reason) = status(&r);
         assert_eq!(s, 480);
-        assert!(reason.contains("enterprise voice") && reason.contains("dave"), "{reason}");
+        assert!(
+            reason.contains("enterprise voice") && reason.contains("dave"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -995,12 +1029,18 @@ mod tests {
             d => panic!("{d:?}"),
         }
         // National numbers go through.
-        assert_eq!(targets(&call("bob@lab.example", "+14255550199", &d, &l, 0)).len(), 2);
+        assert_eq!(
+            targets(&call("bob@lab.example", "+14255550199", &d, &l, 0)).len(),
+            2
+        );
         // Granting the policy lets the call through.
         let mut d2 = d.clone();
         d2.users[1].voice_routing_policy = VoiceRoutingPolicy::InternationalCallsAllowed;
         let d2 = Directory::new(d2.tenant, d2.users, d2.mediation_servers);
-        assert_eq!(targets(&call("bob@lab.example", "+33144556677", &d2, &l, 0)).len(), 2);
+        assert_eq!(
+            targets(&call("bob@lab.example", "+33144556677", &d2, &l, 0)).len(),
+            2
+        );
     }
 
     #[test]
@@ -1026,7 +1066,11 @@ mod tests {
         let l = Live::default();
         let r = call("carol@lab.example", "+14255550199", &d, &l, 0);
         assert_eq!(targets(&r).len(), 2);
-        assert!(r.trace.iter().any(|t| t.contains("default site")), "{:?}", r.trace);
+        assert!(
+            r.trace.iter().any(|t| t.contains("default site")),
+            "{:?}",
+            r.trace
+        );
         // Peer destination names the remote site's edge: carol goes there.
         let mut tenant = d.tenant.clone();
         tenant.peer_destination = Some("ap.remote.example".into());
@@ -1044,14 +1088,22 @@ mod tests {
         let mut t4 = d.tenant.clone();
         t4.peer_destination = Some("ap.nowhere.example".into());
         let d4 = Directory::new(t4, d.users.clone(), vec![]);
-        assert!(status(&call("carol@lab.example", "+14255550199", &d4, &l, 0))
-            .1
-            .contains("no PSTN site"));
+        assert!(
+            status(&call("carol@lab.example", "+14255550199", &d4, &l, 0))
+                .1
+                .contains("no PSTN site")
+        );
     }
 
     #[test]
     fn erin_goes_to_the_remote_mediation_server() {
-        let r = call("erin@lab.example", "+33144556677", &dir(), &Live::default(), 0);
+        let r = call(
+            "erin@lab.example",
+            "+33144556677",
+            &dir(),
+            &Live::default(),
+            0,
+        );
         match &r.decision {
             Decision::Forward { targets, .. } => {
                 assert_eq!(targets.len(), 1);
@@ -1074,7 +1126,10 @@ mod tests {
         let r = route(&esc, &Sender::CloudPeer, &table(), &d, &l, 0);
         let (s, reason) = status(&r);
         assert_eq!(s, 404);
-        assert!(reason.contains("mediation.lab.example is not registered"), "{reason}");
+        assert!(
+            reason.contains("mediation.lab.example is not registered"),
+            "{reason}"
+        );
         let d2 = Directory::new(
             d.tenant.clone(),
             d.users.clone(),
@@ -1121,7 +1176,11 @@ mod tests {
         assert_eq!(gws[0].name, "gw1.lab.example");
         assert!(trace.iter().any(|t| t.contains("session cap")));
         l.sessions.insert("gw1.lab.example".into(), 1);
-        let req = invite_from("sip:+14255550199@ap.lab.example", "sip:alice@lab.example", "");
+        let req = invite_from(
+            "sip:+14255550199@ap.lab.example",
+            "sip:alice@lab.example",
+            "",
+        );
         let r = route(&req, &Sender::CloudPeer, &t, &d, &l, 0);
         match r.decision {
             Decision::Reject {
@@ -1145,7 +1204,11 @@ mod tests {
         let t = RoutingTable::build(&c, &|n| c.static_host(n)).unwrap();
         let l = Live::default();
         let firsts: Vec<String> = (0..400)
-            .map(|s| t.site_gateways("lab", &l, s, &mut Vec::new())[0].name.clone())
+            .map(|s| {
+                t.site_gateways("lab", &l, s, &mut Vec::new())[0]
+                    .name
+                    .clone()
+            })
             .collect();
         let gw1 = firsts.iter().filter(|n| *n == "gw1.lab.example").count();
         assert_eq!(gw1, 300, "weight 3:1 over 400 calls");
@@ -1181,11 +1244,23 @@ mod tests {
 
     #[test]
     fn explain_prints_the_trace() {
-        let r = explain(&table(), &dir(), &Live::default(), "alice@lab.example", "+33144556677")
-            .unwrap();
+        let r = explain(
+            &table(),
+            &dir(),
+            &Live::default(),
+            "alice@lab.example",
+            "+33144556677",
+        )
+        .unwrap();
         assert_eq!(targets(&r).len(), 2);
-        assert!(r.trace.iter().any(|t| t.contains("candidate gw1.lab.example")));
-        assert!(r.trace.iter().any(|t| t.contains("policy InternationalCallsAllowed")));
+        assert!(r
+            .trace
+            .iter()
+            .any(|t| t.contains("candidate gw1.lab.example")));
+        assert!(r
+            .trace
+            .iter()
+            .any(|t| t.contains("policy InternationalCallsAllowed")));
         assert!(explain(&table(), &dir(), &Live::default(), "alice", "+33<1").is_err());
     }
 }
