@@ -4,11 +4,11 @@
 //! proxy swaps it in; routing only reads it. This module is pure: no IO, no clock.
 //!
 //! What each part mirrors in Cloud Connector:
-//! - [`TenantHybridConfig`]: `Set-CsTenantHybridConfiguration -PeerDestination
+//! - `TenantHybridConfig`: `Set-CsTenantHybridConfiguration -PeerDestination
 //!   -UseOnPremDialPlan` and `Set-CsTenantFederationConfiguration -SharedSipAddressSpace`;
-//! - [`DirUser`]: `Set-CsUser`, `Set-CsUserPstnSettings -HybridPstnSite`,
+//! - `DirUser`: `Set-CsUser`, `Set-CsUserPstnSettings -HybridPstnSite`,
 //!   `Grant-CsVoiceRoutingPolicy`;
-//! - [`HybridMediationServer`]: `Set-CsHybridMediationServer`.
+//! - `HybridMediationServer`: `Set-CsHybridMediationServer`.
 
 use std::collections::HashMap;
 
