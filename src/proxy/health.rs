@@ -161,4 +161,95 @@ mod tests {
         assert_eq!(h.changes, 2);
         assert_eq!(h.states().get("gw1.lab.example"), Some(&true));
     }
+
+    /// The core sends the probes on its own timer, consumes the answers (nothing is relayed)
+    /// and demotes the silent gateway.
+    #[test]
+    fn core_probes_consumes_answers_and_demotes_the_silent() {
+        use crate::proxy::Core;
+        use crate::routing::Directory;
+        use crate::sip::Message;
+        use crate::transport::{Flow, Inbound};
+        use std::sync::Arc;
+
+        let text = include_str!("../../config/sipedge.toml")
+            .replace("options_interval_s = 60", "options_interval_s = 1");
+        let cfg = Config::from_toml(Path::new("config/sipedge.toml"), &text).unwrap();
+        let table = RoutingTable::build(&cfg, &|n| cfg.static_host(n)).unwrap();
+        let dir = Arc::new(arc_swap::ArcSwap::from_pointee(Directory::from_config(
+            &cfg,
+        )));
+        let t0 = Instant::now();
+        let mut core = Core::new(t0, Arc::new(cfg), table, HashMap::new(), dir);
+        assert_eq!(core.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        let answer = |core: &mut Core, now: Instant, who: &[&str]| {
+            let mut sent = Vec::new();
+            while let Some(t) = core.poll_transmit() {
+                sent.push(t);
+            }
+            for t in &sent {
+                let req = String::from_utf8_lossy(&t.data).into_owned();
+                assert!(req.starts_with("OPTIONS sip:"), "{req}");
+                let name = req.split([':', ' ']).nth(2).unwrap_or("").to_owned();
+                if !who.contains(&name.as_str()) {
+                    continue;
+                }
+                let mut resp = String::from("SIP/2.0 200 OK\r\n");
+                for l in req.lines() {
+                    let h = l.split(':').next().unwrap_or("");
+                    if ["Via", "From", "Call-ID", "CSeq"].contains(&h) {
+                        resp.push_str(&format!("{l}\r\n"));
+                    } else if h == "To" {
+                        resp.push_str(&format!("{l};tag=x\r\n"));
+                    }
+                }
+                resp.push_str("Content-Length: 0\r\n\r\n");
+                let msg = Message::parse(bytes::Bytes::from(resp)).unwrap();
+                let flow = Flow {
+                    side: t.side,
+                    transport: t.transport,
+                    local: "127.0.0.1:5068".parse().unwrap(),
+                    remote: t.remote,
+                    conn: None,
+                };
+                core.handle_inbound(now, Inbound::Message(flow, msg));
+                assert!(
+                    core.poll_transmit().is_none(),
+                    "an OPTIONS answer is never relayed"
+                );
+            }
+            sent
+        };
+        let now = t0 + Duration::from_secs(1);
+        core.handle_timeout(now);
+        let first = answer(
+            &mut core,
+            now,
+            &["gw2.lab.example", "sip.cloud.lab.example"],
+        );
+        assert_eq!(first.len(), 4, "three gateways and the cloud peer");
+        let to_gw1 = first
+            .iter()
+            .map(|t| String::from_utf8_lossy(&t.data).into_owned())
+            .find(|r| r.starts_with("OPTIONS sip:gw1.lab.example"))
+            .unwrap();
+        assert!(
+            to_gw1.contains("Contact: <sip:mediation.lab.example:"),
+            "{to_gw1}"
+        );
+        for k in 2..=5u64 {
+            let now = t0 + Duration::from_millis(1000 * k + 1);
+            core.handle_timeout(now);
+            answer(
+                &mut core,
+                now,
+                &["gw2.lab.example", "sip.cloud.lab.example"],
+            );
+        }
+        let states = core.health_states();
+        assert_eq!(states.get("gw1.lab.example"), Some(&false));
+        assert_eq!(states.get("gw2.lab.example"), Some(&true));
+        assert_eq!(states.get("sip.cloud.lab.example"), Some(&true));
+        assert!(core.live().demoted.contains("gw1.lab.example"));
+    }
 }
