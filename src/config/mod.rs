@@ -677,8 +677,8 @@ impl Config {
             )?),
         };
 
-        let admin = {
-            let text = raw.admin.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        let admin = if let Some(raw_admin) = &raw.admin {
+            let text = raw_admin.listen.as_deref().unwrap_or("127.0.0.1:8080");
             let listen = if text.is_empty() {
                 None
             } else {
@@ -689,7 +689,7 @@ impl Config {
                     )
                 })?;
                 // Loopback by default: another address must be asked for explicitly.
-                if !a.ip().is_loopback() && !raw.admin.allow_remote {
+                if !a.ip().is_loopback() && !raw_admin.allow_remote {
                     return Err(v.err(
                         "admin.listen",
                         &format!("{a} is not a loopback address; set admin.allow_remote = true to expose the admin API"),
@@ -698,6 +698,8 @@ impl Config {
                 Some(a)
             };
             AdminSettings { listen }
+        } else {
+            AdminSettings { listen: None }
         };
 
         Ok(Config {
@@ -824,6 +826,28 @@ mod tests {
 
     fn err_of(text: &str) -> ConfigError {
         Config::from_toml(Path::new("t.toml"), text).unwrap_err()
+    }
+
+    #[test]
+    fn admin_listener_is_loopback_unless_allowed() {
+        assert_eq!(lab().admin.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        let no_admin = LAB.replace("[admin]", "[unused]").replace(
+            "[unused]\n# The admin HTTP API (JSON, bearer token in <state_dir>/admin.token) and GET /metrics.\nlisten = \"127.0.0.1:8080\"",
+            "",
+        );
+        let c = Config::from_toml(Path::new("t.toml"), &no_admin).unwrap();
+        assert_eq!(c.admin.listen, None);
+        let remote = LAB.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
+        let e = err_of(&remote);
+        assert_eq!(e.key, "admin.listen");
+        assert!(e.reason.contains("allow_remote"), "{e}");
+        let allowed = LAB.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"0.0.0.0:8080\"\nallow_remote = true",
+        );
+        assert!(Config::from_toml(Path::new("t.toml"), &allowed).is_ok());
+        let bad = LAB.replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"");
+        assert_eq!(err_of(&bad).key, "admin.listen");
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub routing: RawRouting,
-    #[serde(default)]
-    pub admin: RawAdmin,
+    /// No `[admin]` table: no admin listener.
+    pub admin: Option<RawAdmin>,
 }
 
 #[derive(Debug, Deserialize)]
