@@ -227,11 +227,22 @@ impl Core {
         self.health.states()
     }
 
-    /// Live state for routing: demoted targets and established calls per gateway.
+    /// Live state for routing: demoted targets, and sessions per gateway — calls established
+    /// through it plus INVITE branches to it still waiting for a final response.
     pub fn live(&self) -> Live {
+        let mut sessions = self.sessions.clone();
+        for c in self.clients.values() {
+            let pending = c.is_invite
+                && !c.abandoned
+                && c.hop.side == Side::Gateway
+                && matches!(c.txn.state(), State::Calling | State::Proceeding);
+            if pending {
+                *sessions.entry(c.hop.name.clone()).or_insert(0) += 1;
+            }
+        }
         Live {
             demoted: self.health.demoted().clone(),
-            sessions: self.sessions.clone(),
+            sessions,
         }
     }
 

@@ -252,4 +252,67 @@ mod tests {
         assert_eq!(states.get("sip.cloud.lab.example"), Some(&true));
         assert!(core.live().demoted.contains("gw1.lab.example"));
     }
+
+    /// Session caps count INVITE branches still in progress: with gw1 capped at one session,
+    /// a second call while the first rings goes to gw2 first.
+    #[test]
+    fn core_counts_pending_invites_against_session_caps() {
+        use crate::config::{Side, Transport};
+        use crate::proxy::Core;
+        use crate::routing::Directory;
+        use crate::sip::Message;
+        use crate::transport::{Flow, Inbound};
+        use std::sync::Arc;
+
+        let text = include_str!("../../config/sipedge.toml")
+            .replace(
+                "name = \"gw1.lab.example\"\nport = 5060",
+                "name = \"gw1.lab.example\"\nmax_sessions = 1\nport = 5060",
+            )
+            .replace(
+                "name = \"gw2.lab.example\"\nport = 5060",
+                "name = \"gw2.lab.example\"\npriority = 1\nport = 5060",
+            );
+        let cfg = Config::from_toml(Path::new("config/sipedge.toml"), &text).unwrap();
+        let table = RoutingTable::build(&cfg, &|n| cfg.static_host(n)).unwrap();
+        let dir = Arc::new(arc_swap::ArcSwap::from_pointee(Directory::from_config(
+            &cfg,
+        )));
+        let t0 = Instant::now();
+        let mut core = Core::new(t0, Arc::new(cfg), table, HashMap::new(), dir);
+        let flow = Flow {
+            side: Side::Cloud,
+            transport: Transport::Udp,
+            local: "127.0.0.1:5062".parse().unwrap(),
+            remote: "127.0.0.3:5060".parse().unwrap(),
+            conn: None,
+        };
+        let mut first_hop = |core: &mut Core, n: u32| {
+            let invite = format!(
+                "INVITE sip:+14255550199@ap.lab.example;user=phone SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bKcap{n}\r\nMax-Forwards: 70\r\n\
+                 From: <sip:alice@lab.example>;tag={n}\r\nTo: <sip:+14255550199@ap.lab.example>\r\n\
+                 Call-ID: cap{n}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            );
+            let msg = Message::parse(bytes::Bytes::from(invite)).unwrap();
+            core.handle_inbound(t0, Inbound::Message(flow, msg));
+            let mut to = None;
+            while let Some(t) = core.poll_transmit() {
+                if t.data.starts_with(b"INVITE ") {
+                    to = Some(t.remote);
+                }
+            }
+            to
+        };
+        assert_eq!(
+            first_hop(&mut core, 1),
+            Some("127.0.0.2:5060".parse().unwrap())
+        );
+        assert_eq!(core.live().sessions.get("gw1.lab.example"), Some(&1));
+        assert_eq!(
+            first_hop(&mut core, 2),
+            Some("127.0.0.5:5060".parse().unwrap()),
+            "gw1 is at its cap while the first call is pending"
+        );
+    }
 }
