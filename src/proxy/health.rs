@@ -287,7 +287,7 @@ mod tests {
             remote: "127.0.0.3:5060".parse().unwrap(),
             conn: None,
         };
-        let mut first_hop = |core: &mut Core, n: u32| {
+        let first_hop = |core: &mut Core, n: u32| {
             let invite = format!(
                 "INVITE sip:+14255550199@ap.lab.example;user=phone SIP/2.0\r\n\
                  Via: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bKcap{n}\r\nMax-Forwards: 70\r\n\
