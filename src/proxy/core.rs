@@ -343,11 +343,9 @@ impl Core {
 
         match method {
             Method::Ack => return self.on_ack(now, flow, req, key),
-            Method::Cancel => {
-                if !self.servers.contains_key(&key) {
-                    let invite = ServerKey::invite_for_cancel(&facts);
-                    return self.on_cancel(now, flow, req, key, invite);
-                }
+            Method::Cancel if !self.servers.contains_key(&key) => {
+                let invite = ServerKey::invite_for_cancel(&facts);
+                return self.on_cancel(now, flow, req, key, invite);
             }
             _ => {}
         }
