@@ -12,7 +12,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,10 +148,40 @@ pub struct Core {
     slots: HashMap<u64, TimerSlot>,
     next_slot: u64,
     out: VecDeque<Transmit>,
+    /// Names resolved by the driver (system resolver), with their expiry.
+    dns: HashMap<String, (Option<IpAddr>, Instant)>,
+    /// Requests waiting for a name to resolve.
+    parked: HashMap<String, Vec<Parked>>,
+    resolve_out: VecDeque<String>,
     spread: u64,
     draining: bool,
     pub stats: Stats,
 }
+
+/// A request waiting for its next hop's name to resolve.
+enum Parked {
+    Request {
+        key: ServerKey,
+        flow: Flow,
+        req: Message,
+    },
+    Ack {
+        flow: Flow,
+        req: Message,
+    },
+}
+
+/// Why a Route set or URI gives no next hop yet.
+enum RouteError {
+    /// Refuse the request with this status and reason.
+    Refuse(u16, String),
+    /// The host needs the system resolver first.
+    Unresolved(String),
+}
+
+/// How long a resolved name is trusted, and a failure remembered.
+const DNS_TTL: Duration = Duration::from_secs(60);
+const DNS_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 enum TimerSlot {
@@ -181,6 +211,9 @@ impl Core {
             slots: HashMap::new(),
             next_slot: 0,
             out: VecDeque::new(),
+            dns: HashMap::new(),
+            parked: HashMap::new(),
+            resolve_out: VecDeque::new(),
             spread: 0,
             draining: false,
             stats: Stats::default(),
@@ -194,6 +227,42 @@ impl Core {
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// A host name the driver must resolve (system resolver) and hand back through
+    /// [`Core::handle_resolved`].
+    pub fn poll_resolve(&mut self) -> Option<String> {
+        self.resolve_out.pop_front()
+    }
+
+    /// The driver resolved `host` (`None`: it does not resolve): requests parked on it go on.
+    pub fn handle_resolved(&mut self, now: Instant, host: String, ip: Option<IpAddr>) {
+        let ttl = if ip.is_some() {
+            DNS_TTL
+        } else {
+            DNS_NEGATIVE_TTL
+        };
+        self.dns.insert(host.clone(), (ip, now + ttl));
+        for p in self.parked.remove(&host).unwrap_or_default() {
+            match p {
+                Parked::Request { key, flow, req } => self.route_and_forward(now, key, flow, req),
+                Parked::Ack { flow, req } => {
+                    if let Some(facts) = request_facts(&req) {
+                        let key = ServerKey::for_request(&facts);
+                        self.on_ack(now, flow, req.clone(), key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parks a request until `host` resolves, asking the driver once per name.
+    fn park(&mut self, host: String, p: Parked) {
+        let waiting = self.parked.entry(host.clone()).or_default();
+        if waiting.is_empty() {
+            self.resolve_out.push_back(host);
+        }
+        waiting.push(p);
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
@@ -243,6 +312,7 @@ impl Core {
                 response,
                 reason,
             } => self.on_malformed(flow, &bytes, response, &reason),
+            Inbound::Resolved { host, ip } => self.handle_resolved(now, host, ip),
             Inbound::SendFailed {
                 side,
                 transport,
@@ -252,6 +322,7 @@ impl Core {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.dns.retain(|_, (_, expires)| *expires > now);
         while let Some(Reverse((at, slot))) = self.heap.peek().cloned() {
             if at > now {
                 break;
@@ -498,6 +569,9 @@ impl Core {
         }
         let target = match self.route_by_route_set(&flow, &req) {
             Some(Ok(t)) => t,
+            Some(Err(RouteError::Unresolved(host))) => {
+                return self.park(host, Parked::Ack { flow, req });
+            }
             _ => {
                 debug!("ACK with no route: dropped");
                 return;
@@ -586,10 +660,14 @@ impl Core {
         let _g = span.enter();
         let targets: Vec<Target> = match self.route_by_route_set(&flow, &req) {
             Some(Ok(t)) => vec![t],
-            Some(Err((status, reason))) => {
+            Some(Err(RouteError::Refuse(status, reason))) => {
                 self.stats.rejected += 1;
                 info!(status, %reason, "route set refused");
                 return self.respond(now, &key, &req, status, &reason, &[]);
+            }
+            Some(Err(RouteError::Unresolved(host))) => {
+                debug!(%host, "resolving next hop");
+                return self.park(host, Parked::Request { key, flow, req });
             }
             None => {
                 let Some(sender) = self.table.identify(flow.side, flow.remote.ip()) else {
@@ -642,11 +720,7 @@ impl Core {
 
     /// Routes by the Route header set (§16.4, §16.6 steps 6-7). `None`: no Route set to
     /// follow (an initial request for the routing policy).
-    fn route_by_route_set(
-        &self,
-        flow: &Flow,
-        req: &Message,
-    ) -> Option<Result<Target, (u16, String)>> {
+    fn route_by_route_set(&self, flow: &Flow, req: &Message) -> Option<Result<Target, RouteError>> {
         let mut routes: Vec<NameAddr<'_>> = req.routes().collect();
         // Our own entries (one or two: the double Record-Route of RFC 5658) are popped.
         let ours = routes
@@ -661,7 +735,10 @@ impl Core {
             let ruri = req.request_uri()?;
             if self.is_us_uri(Some(ruri)) && ruri.user().is_none() {
                 let Some(last) = routes.last() else {
-                    return Some(Err((404, "Not Found: Request-URI is this proxy".into())));
+                    return Some(Err(RouteError::Refuse(
+                        404,
+                        "Not Found: Request-URI is this proxy".into(),
+                    )));
                 };
                 let uri = last.uri();
                 let new_ruri = String::from_utf8_lossy(uri.raw()).into_owned();
@@ -676,7 +753,7 @@ impl Core {
             if in_dialog {
                 // A mid-dialog request that was not record-routed through us: following its
                 // Route or Request-URI to any host would make us an open relay.
-                return Some(Err((
+                return Some(Err(RouteError::Refuse(
                     403,
                     "Forbidden: dialog not routed through this proxy".into(),
                 )));
@@ -694,7 +771,10 @@ impl Core {
                     // Our Route, then us again: an initial request for the policy.
                     return None;
                 }
-                return Some(Err((404, "Not Found: Request-URI is this proxy".into())));
+                return Some(Err(RouteError::Refuse(
+                    404,
+                    "Not Found: Request-URI is this proxy".into(),
+                )));
             }
             ruri
         };
@@ -706,14 +786,19 @@ impl Core {
     }
 
     /// Resolves a URI (from a Route or the Request-URI) into a next hop on `side`.
-    fn uri_target(&self, side: Side, uri: &Uri<'_>) -> Result<NextHop, (u16, String)> {
+    fn uri_target(&self, side: Side, uri: &Uri<'_>) -> Result<NextHop, RouteError> {
         let maddr = uri.param("maddr").flatten();
         let host = String::from_utf8_lossy(maddr.unwrap_or(uri.host())).into_owned();
         let transport = match uri.param("transport").flatten() {
             Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
             Some(t) if t.eq_ignore_ascii_case(b"tls") => Transport::Tls,
             Some(t) if t.eq_ignore_ascii_case(b"udp") => Transport::Udp,
-            Some(_) => return Err((503, "unsupported transport in route".into())),
+            Some(_) => {
+                return Err(RouteError::Refuse(
+                    503,
+                    "unsupported transport in route".into(),
+                ))
+            }
             None if uri.scheme() == Scheme::Sips => Transport::Tls,
             None => Transport::Udp,
         };
@@ -722,13 +807,26 @@ impl Core {
         } else {
             5060
         });
-        let ip = self
-            .cfg
-            .static_host(&host)
-            .ok_or_else(|| (503, format!("next hop {host} does not resolve")))?;
+        // Static entries first (IP literals, `[hosts]`), then what the system resolver said.
+        let ip = match self.cfg.static_host(&host) {
+            Some(ip) => ip,
+            None => match self.dns.get(&host) {
+                Some((Some(ip), _)) => *ip,
+                Some((None, _)) => {
+                    return Err(RouteError::Refuse(
+                        503,
+                        format!("next hop {host} does not resolve"),
+                    ))
+                }
+                None => return Err(RouteError::Unresolved(host)),
+            },
+        };
         // Broadcast and unspecified addresses are never a next hop (RFC 4475 bcast).
-        if ip.is_unspecified() || ip == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
-            return Err((400, format!("next hop {ip} is not a unicast address")));
+        if ip.is_unspecified() || ip == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+            return Err(RouteError::Refuse(
+                400,
+                format!("next hop {ip} is not a unicast address"),
+            ));
         }
         Ok(NextHop {
             name: host,
