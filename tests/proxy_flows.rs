@@ -430,7 +430,7 @@ fn next_hop_fqdn_outside_hosts_is_resolved_through_the_driver() {
     let out = s.send(Side::Gateway, GW1, &bye);
     assert!(out
         .iter()
-        .all(|(_, m)| m.is_request() == false || m.method() != Some(&sipedge::sip::Method::Bye)));
+        .all(|(_, m)| !m.is_request() || m.method() != Some(&sipedge::sip::Method::Bye)));
     assert_eq!(
         s.core.poll_resolve().as_deref(),
         Some("callee.cloud.example")
