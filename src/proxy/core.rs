@@ -1550,68 +1550,38 @@ fn rewrite_uri_host(uri: &Uri<'_>, host: &str) -> Option<String> {
     }
 }
 
-/// The ACK for a non-2xx final response to an INVITE we sent (§17.1.1.3).
+/// The ACK for a non-2xx final response to an INVITE we sent (§17.1.1.3): To from the
+/// response (with its tag).
 fn build_ack(sent: &Message, resp: &Message) -> Option<Bytes> {
-    let uri = sent.request_uri()?;
-    let via = sent.header(HeaderName::Via)?;
-    let cseq = sent.cseq()?;
-    let mut s = String::with_capacity(512);
-    s.push_str("ACK ");
-    s.push_str(&String::from_utf8_lossy(uri.raw()));
-    s.push_str(" SIP/2.0\r\n");
-    // Only the top Via: ours.
-    let top = sent.top_via()?;
-    let _ = via;
-    s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(top.raw())));
-    for r in sent.routes() {
-        s.push_str(&format!("Route: {}\r\n", String::from_utf8_lossy(r.raw())));
-    }
-    s.push_str("Max-Forwards: 70\r\n");
-    s.push_str(&format!(
-        "From: {}\r\n",
-        String::from_utf8_lossy(sent.header(HeaderName::From)?)
-    ));
-    s.push_str(&format!(
-        "To: {}\r\n",
-        String::from_utf8_lossy(resp.header(HeaderName::To)?)
-    ));
-    s.push_str(&format!(
-        "Call-ID: {}\r\n",
-        String::from_utf8_lossy(sent.call_id()?)
-    ));
-    s.push_str(&format!("CSeq: {} ACK\r\n", cseq.seq));
-    s.push_str("Content-Length: 0\r\n\r\n");
-    Some(Bytes::from(s))
+    hop_by_hop_request(sent, "ACK", resp.header(HeaderName::To)?)
 }
 
-/// A CANCEL for a request we sent (§9.1).
+/// A CANCEL for a request we sent (§9.1): To as in the request.
 fn build_cancel(sent: &Message) -> Option<Bytes> {
+    hop_by_hop_request(sent, "CANCEL", sent.header(HeaderName::To)?)
+}
+
+/// ACK and CANCEL share their shape (§9.1, §17.1.1.3): the Request-URI, the single (top) Via,
+/// the Route set, From, Call-ID and CSeq number of the request they follow, with `method`.
+fn hop_by_hop_request(sent: &Message, method: &str, to: &[u8]) -> Option<Bytes> {
     let uri = sent.request_uri()?;
     let top = sent.top_via()?;
     let cseq = sent.cseq()?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut s = String::with_capacity(512);
-    s.push_str(&format!(
-        "CANCEL {} SIP/2.0\r\n",
-        String::from_utf8_lossy(uri.raw())
-    ));
-    s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(top.raw())));
+    s.push_str(&format!("{method} {} SIP/2.0\r\n", text(uri.raw())));
+    s.push_str(&format!("Via: {}\r\n", text(top.raw())));
     for r in sent.routes() {
-        s.push_str(&format!("Route: {}\r\n", String::from_utf8_lossy(r.raw())));
+        s.push_str(&format!("Route: {}\r\n", text(r.raw())));
     }
     s.push_str("Max-Forwards: 70\r\n");
     s.push_str(&format!(
         "From: {}\r\n",
-        String::from_utf8_lossy(sent.header(HeaderName::From)?)
+        text(sent.header(HeaderName::From)?)
     ));
-    s.push_str(&format!(
-        "To: {}\r\n",
-        String::from_utf8_lossy(sent.header(HeaderName::To)?)
-    ));
-    s.push_str(&format!(
-        "Call-ID: {}\r\n",
-        String::from_utf8_lossy(sent.call_id()?)
-    ));
-    s.push_str(&format!("CSeq: {} CANCEL\r\n", cseq.seq));
+    s.push_str(&format!("To: {}\r\n", text(to)));
+    s.push_str(&format!("Call-ID: {}\r\n", text(sent.call_id()?)));
+    s.push_str(&format!("CSeq: {} {method}\r\n", cseq.seq));
     s.push_str("Content-Length: 0\r\n\r\n");
     Some(Bytes::from(s))
 }
