@@ -461,3 +461,47 @@ fn next_hop_fqdn_outside_hosts_is_resolved_through_the_driver() {
     let out = s.drain();
     assert_eq!(status(&to(&out, GW1)), vec![503]);
 }
+
+#[test]
+fn a_request_that_comes_back_to_us_is_a_loop_482() {
+    let mut s = Sim::new();
+    let out = s.send(
+        Side::Gateway,
+        GW1,
+        &invite(12, "sip:+14255550100@mediation.lab.example", GW1),
+    );
+    let fwd = to(&out, PEER).pop().unwrap();
+    // The next hop sends it straight back to our gateway side.
+    let looped = String::from_utf8(fwd.as_bytes().to_vec()).unwrap();
+    let out = s.send(Side::Gateway, GW1, &looped);
+    assert_eq!(
+        status(&to(&out, GW1))
+            .iter()
+            .filter(|c| **c >= 200)
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![482]
+    );
+}
+
+#[test]
+fn received_and_rport_are_recorded_in_the_callers_via() {
+    let mut s = Sim::new();
+    // The caller's Via names another address and asks for rport (RFC 3581).
+    let inv = invite(13, "sip:+14255550100@mediation.lab.example", GW1).replace(
+        &format!("Via: SIP/2.0/UDP {GW1};branch=z9hG4bK-c13;rport"),
+        "Via: SIP/2.0/UDP gw1.lab.example:5999;branch=z9hG4bK-c13;rport",
+    );
+    let out = s.send(Side::Gateway, GW1, &inv);
+    let fwd = to(&out, PEER).pop().unwrap();
+    let second = fwd.vias().nth(1).unwrap();
+    assert_eq!(second.received(), Some(&b"127.0.0.2"[..]));
+    assert_eq!(second.rport(), Some(Some(5060)));
+    // The response goes back to the source address and port, not to 5999.
+    let out = s.send(
+        Side::Cloud,
+        PEER,
+        &answer(&fwd, 180, "Ringing", "sip:c@127.0.0.3"),
+    );
+    assert_eq!(status(&to(&out, GW1)), vec![180]);
+}

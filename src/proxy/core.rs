@@ -532,19 +532,20 @@ impl Core {
             Some(Scheme::Sip | Scheme::Sips | Scheme::Tel) => {}
             _ => return Err(Refusal::new(416, "Unsupported URI Scheme".into())),
         }
-        // §16.3 step 4: loop detection — a Via of ours carrying the branch we would use now.
-        if let Some(facts) = request_facts(req) {
-            let ours = ServerKey::for_request(&facts).branch_for_target(0);
-            let our_hosts = [
-                self.cfg.fqdn_for(Side::Gateway).as_str(),
-                self.cfg.fqdn_for(Side::Cloud).as_str(),
-            ];
-            for v in req.vias().skip(1) {
-                if our_hosts.iter().any(|h| v.host().eq_ignore_ascii_case(h))
-                    && v.branch() == Some(ours.as_bytes())
-                {
-                    return Err(Refusal::new(482, "Loop Detected".into()));
-                }
+        // §16.3 step 4: loop detection. The branch comparison of §16.6 step 8 cannot see a
+        // loop through this appliance (the hash covers the topmost Via, which is ours when the
+        // request comes back), and spirals have no place here: we never route to ourselves. So
+        // any Via of ours (our FQDN with one of our ports) in a request reaching us is a loop.
+        for v in req.vias() {
+            let ours_host = [Side::Gateway, Side::Cloud].iter().any(|s| {
+                v.host()
+                    .eq_ignore_ascii_case(self.cfg.fqdn_for(*s).as_str())
+            });
+            let ours_port = v
+                .port()
+                .is_some_and(|p| self.local.values().any(|a| a.port() == p));
+            if ours_host && ours_port {
+                return Err(Refusal::new(482, "Loop Detected".into()));
             }
         }
         Ok(())
@@ -987,6 +988,14 @@ impl Core {
             ed.add_record_route(rr_out.as_bytes());
             ed.add_record_route(rr_in.as_bytes());
         }
+        // §18.2.1 / RFC 3581 §4: record where the request really came from in its top Via.
+        if let Some(v) = req.top_via() {
+            let ip = flow.remote.ip().to_string();
+            let rport = v.rport().is_some();
+            if rport || v.host().trim_start_matches('[').trim_end_matches(']') != ip {
+                ed.set_via_received(ip.as_bytes(), rport.then_some(flow.remote.port()));
+            }
+        }
         let via = format!(
             "SIP/2.0/{} {}:{};branch={};rport",
             out_t.via_token(),
@@ -1355,7 +1364,10 @@ impl Core {
         };
         if code >= 200 {
             if let Some(ctx) = e.ctx.as_mut() {
-                ctx.final_sent = true;
+                if !ctx.final_sent {
+                    ctx.final_sent = true;
+                    log_outcome(ctx, code, "relayed");
+                }
             }
         }
         e.txn.send_response(now, code, data);
@@ -1386,7 +1398,10 @@ impl Core {
         };
         if status >= 200 {
             if let Some(ctx) = e.ctx.as_mut() {
-                ctx.final_sent = true;
+                if !ctx.final_sent {
+                    ctx.final_sent = true;
+                    log_outcome(ctx, status, "local");
+                }
             }
         }
         e.txn.send_response(now, status, data);
@@ -1447,6 +1462,22 @@ impl Core {
             data,
         });
     }
+}
+
+/// The log phase: one line per proxied transaction when its final response goes upstream.
+fn log_outcome(ctx: &ResponseContext, status: u16, origin: &str) {
+    let span = info_span!("log");
+    let _g = span.enter();
+    let req = &ctx.request;
+    info!(
+        method = req.method().map_or("", |m| m.as_str()),
+        call_id = %String::from_utf8_lossy(req.call_id().unwrap_or_default()),
+        status,
+        origin,
+        branches = ctx.branch_index,
+        cancelled = ctx.cancelled,
+        "transaction completed"
+    );
 }
 
 /// Preference of final responses (§16.7 step 6): 6xx first, then 2xx … ; within failover,
