@@ -10,14 +10,14 @@ CALLS=${2:-5000}
 T=${3:-u1}
 cargo build --release -q
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; pkill -f "tests/sipp/uas.xml -i 127.0.0.3" 2>/dev/null; rm -rf "$work"' EXIT
 cfg="$work/sipedge.toml"
 sed -e "s#state_dir = \"../state\"#state_dir = \"$work/state\"#" config/sipedge.toml > "$cfg"
 if [ "$T" = t1 ]; then sed -i 's/transport = "udp"/transport = "tcp"/' "$cfg"; fi
 target/release/sipedge --config "$cfg" --log-level warn run 2>"$work/sipedge.log" &
 pid=$!
 sleep 0.5
-(cd "$work" && sipp -sf "$OLDPWD/tests/sipp/uas.xml" -i 127.0.0.3 -p 5060 -t "$T" -nostdin -bg >/dev/null 2>&1) || true
+(cd "$work" && sipp -sf "$OLDPWD/tests/sipp/uas.xml" -i 127.0.0.3 -p 5060 -t "$T" -nostdin >/dev/null 2>&1 &) || true
 sleep 0.3
 start_cpu=$(awk '{print $14+$15}' /proc/$pid/stat)
 (cd "$work" && sipp -sf "$OLDPWD/tests/sipp/uac.xml" -i 127.0.0.2 -p 5060 -t "$T" -s +14255550100 \
