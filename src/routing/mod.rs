@@ -35,7 +35,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::{Config, Side, Transport, VoiceRoutingPolicy};
-use crate::sip::{HeaderName, Message, NameAddr, Scheme, Uri};
+use crate::sip::{HeaderName, Message, Method, NameAddr, Scheme, Uri};
 
 pub use directory::{
     line_uri_number, DirUser, Directory, HybridMediationServer, TenantHybridConfig,
@@ -438,9 +438,50 @@ pub fn route(
     if !matches!(uri.scheme(), Scheme::Sip | Scheme::Sips | Scheme::Tel) {
         return reject(416, "Unsupported URI Scheme".into(), trace);
     }
+    if req.method() != Some(&Method::Invite) {
+        return non_call(sender, table, live, spread, trace);
+    }
     match sender {
         Sender::Gateway { name, site } => inbound(&uri, name, site, table, dir, trace),
         Sender::CloudPeer => outbound(req, &uri, table, dir, live, spread, trace),
+    }
+}
+
+/// An out-of-dialog request that is not a call (OPTIONS not for us, MESSAGE, REGISTER, an
+/// unknown method): no number or user to route on, so it crosses the appliance as the
+/// foundation did — a gateway's (of our site) to the cloud peer, the cloud peer's to a gateway
+/// of our site.
+fn non_call(
+    sender: &Sender,
+    table: &RoutingTable,
+    live: &Live,
+    spread: u64,
+    mut trace: Vec<String>,
+) -> Routed {
+    trace.push("not an INVITE: no call routing, the request crosses to the other side".into());
+    match sender {
+        Sender::Gateway { name, site } => {
+            if *site != table.own_site {
+                return reject(
+                    403,
+                    format!(
+                        "gateway {name} belongs to site {site}; this appliance serves site {}",
+                        table.own_site
+                    ),
+                    trace,
+                );
+            }
+            trace.push(format!("target: cloud peer {}", table.cloud_peer.name));
+            Routed {
+                decision: Decision::Forward {
+                    targets: vec![table.cloud_peer.clone()],
+                    rewrite_host: true,
+                    request_uri: None,
+                },
+                trace,
+            }
+        }
+        Sender::CloudPeer => to_site(&table.own_site.clone(), table, live, spread, trace),
     }
 }
 
@@ -1227,6 +1268,50 @@ mod tests {
                 .collect();
             assert_eq!(order, vec!["gw1.lab.example", "gw2.lab.example"]);
         }
+    }
+
+    #[test]
+    fn requests_other_than_invite_cross_as_before() {
+        let msg = |m: &str, ruri: &str| {
+            let text = format!(
+                "{m} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK1\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:a@x.example>;tag=1\r\nTo: <{ruri}>\r\n\
+                 Call-ID: c1\r\nCSeq: 1 {m}\r\nContent-Length: 0\r\n\r\n"
+            );
+            Message::parse(bytes::Bytes::from(text)).unwrap()
+        };
+        let (t, d, l) = (table(), dir(), Live::default());
+        let r = route(
+            &msg("MESSAGE", "sip:bob@mediation.lab.example"),
+            &gw1(),
+            &t,
+            &d,
+            &l,
+            0,
+        );
+        assert_eq!(targets(&r), vec!["sip.cloud.lab.example"]);
+        let r = route(
+            &msg("OPTIONS", "sip:x@ap.lab.example"),
+            &Sender::CloudPeer,
+            &t,
+            &d,
+            &l,
+            0,
+        );
+        assert_eq!(targets(&r).len(), 2);
+        let remote = Sender::Gateway {
+            name: "gw1.remote.example".into(),
+            site: "remote".into(),
+        };
+        let r = route(
+            &msg("MESSAGE", "sip:bob@mediation.lab.example"),
+            &remote,
+            &t,
+            &d,
+            &l,
+            0,
+        );
+        assert_eq!(status(&r).0, 403);
     }
 
     #[test]
