@@ -65,6 +65,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Stats, StartError> {
     let table = resolve_table(&cfg).await?;
+    crate::routing::warm_up();
     // The directory: imported, then watched for changes made by the CLI or the API.
     let store = crate::admin::directory::Store::open(&cfg)?;
     let dir = Arc::new(arc_swap::ArcSwap::from_pointee(store.snapshot()?));

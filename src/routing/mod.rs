@@ -348,6 +348,13 @@ pub fn normalize_e164(raw: &str) -> Option<E164> {
     })
 }
 
+/// Loads libphonenumber's metadata now: the `phonenumber` crate parses its database on first
+/// use, which takes hundreds of milliseconds in a debug build. The driver calls this before it
+/// opens its listeners, so the first call does not stall the event loop.
+pub fn warm_up() {
+    let _ = normalize_e164("+14255550100");
+}
+
 /// Is `dialled` international for a caller whose own number is `own` (see the module doc)?
 pub fn is_international(own: &E164, dialled: &E164) -> bool {
     if own.code != dialled.code {
