@@ -27,6 +27,7 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub routing: RawRouting,
+    pub media: Option<RawMedia>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +74,7 @@ pub struct RawCloudPeer {
     pub fqdn: String,
     pub port: Option<u16>,
     pub transport: Option<String>,
+    pub srtp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +105,7 @@ pub struct RawGateway {
     pub weight: Option<u16>,
     pub max_sessions: Option<u32>,
     pub send_options: Option<bool>,
+    pub srtp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,4 +145,16 @@ pub struct RawRouting {
     pub failover_timer_s: Option<u64>,
     pub failover_codes: Option<Vec<u16>>,
     pub options_interval_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMedia {
+    pub ip: Option<String>,
+    pub port_min: Option<u16>,
+    pub port_max: Option<u16>,
+    pub media_timeout_s: Option<u64>,
+    pub relay_workers: Option<usize>,
+    pub gateway_codecs: Option<Vec<String>>,
+    pub cloud_codecs: Option<Vec<String>>,
 }

@@ -7,6 +7,7 @@
 //! drain: new INVITEs get 503 with Retry-After, transactions in flight finish, then the loop
 //! ends (bounded by `limits.drain_timeout_s`).
 
+pub mod anchor;
 pub mod core;
 
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
     #[error("routing table: {0}")]
     Resolve(String),
+    #[error("media anchor: {0}")]
+    Media(#[from] crate::media::MediaError),
 }
 
 /// Resolves every name the routing table needs: `[hosts]` entries and IP literals first, then
@@ -74,6 +77,9 @@ pub async fn run(
         }
     }
     let mut core = Core::new(cfg.clone(), table, local);
+    if let Some(anchor) = anchor::Anchor::from_config(&cfg)? {
+        core.set_anchor(anchor);
+    }
     info!(
         site = %cfg.appliance.site,
         mediation = %cfg.appliance.mediation_fqdn,
