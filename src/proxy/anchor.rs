@@ -648,7 +648,9 @@ impl Anchor {
             call_id,
             reason = why,
             a_rx = snap.a.counters.rx_packets,
+            a_fwd = snap.a.counters.forwarded,
             b_rx = snap.b.counters.rx_packets,
+            b_fwd = snap.b.counters.forwarded,
             a_foreign = snap.a.counters.drops.foreign_source,
             b_foreign = snap.b.counters.drops.foreign_source,
             pool_available = self.pool.available(),
@@ -1118,7 +1120,11 @@ mod tests {
              Content-Length: {}\r\n\r\n{b}",
             b.len()
         )
-        .replacen(&format!("-{cseq}\r\n"), &format!("-{}\r\n", cseq.replace(' ', "")), 1);
+        .replacen(
+            &format!("-{cseq}\r\n"),
+            &format!("-{}\r\n", cseq.replace(' ', "")),
+            1,
+        );
         Message::parse(Bytes::from(text)).expect("test message parses")
     }
 
