@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, MediaSettings, Side, SrtpMode};
 use crate::media::{
     generate_key_salt, Leg, LegConfig, MediaError, MediaSession, PortPool, Relay, RelayConfig,
-    SrtpParams, SrtpSuite, KEY_SALT_LEN,
+    SessionState, SrtpParams, SrtpSuite, KEY_SALT_LEN,
 };
 use crate::sdp::{
     self, filter_offer, rewrite, Carrier, CodecPolicy, CryptoLine, CryptoSuite, Endpoint,
@@ -678,7 +678,7 @@ impl Anchor {
         let idle: Vec<String> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.dialog.is_some() && c.session.is_idle(now, timeout))
+            .filter(|(_, c)| c.session.is_idle(now, timeout))
             .map(|(k, _)| k.clone())
             .collect();
         let mut out = Vec::with_capacity(idle.len());
@@ -687,6 +687,10 @@ impl Anchor {
                 continue;
             };
             let Some(d) = call.dialog.clone() else {
+                // A 2xx without Contact: nothing to address a BYE to; free the ports anyway.
+                warn!(call_id = %call_id, "media timeout on a dialog without Contact: released without BYE");
+                self.stats.media_timeouts += 1;
+                self.release(&call_id, "media timeout");
                 continue;
             };
             let caller = call.caller;
@@ -725,7 +729,10 @@ impl Anchor {
                 call_id,
             });
         }
-        let supervised = self.calls.values().any(|c| c.dialog.is_some());
+        let supervised = self
+            .calls
+            .values()
+            .any(|c| c.session.state() == SessionState::Active);
         self.next_sweep = supervised.then(|| now + sweep_interval(timeout));
         out
     }
@@ -752,7 +759,7 @@ fn process(
     let orig = sdp.bytes().clone();
     match call.neg[idx(lx)].on_message(rx, carrier, Some(sdp.clone()))? {
         Some(SdpRole::Offer) => {
-            let out = offer_toward_other(call, ip, policies, now, from, carrier, &sdp)?;
+            let out = offer_toward_other(call, ip, policies, from, carrier, &sdp)?;
             call.last[idx(lx)] = Some((orig, out.clone()));
             Ok(out)
         }
@@ -775,7 +782,6 @@ fn offer_toward_other(
     call: &mut Call,
     ip: IpAddr,
     policies: &[CodecPolicy; 2],
-    now: Instant,
     from: Side,
     carrier: Carrier,
     sdp: &Sdp,
@@ -899,7 +905,6 @@ fn offer_toward_other(
         undo(call);
         return Err(e);
     }
-    let _ = now;
     Ok(out.0)
 }
 
