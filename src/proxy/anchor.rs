@@ -1588,4 +1588,206 @@ mod tests {
         assert!(a.sweep(t0 + Duration::from_secs(600)).is_empty());
         assert!(a.session("c-14").is_some());
     }
+
+    /// The core with the anchor, sans IO: the SDP crosses rewritten, a second call finds no
+    /// ports (503), and the media timeout makes the core send a BYE along each leg's route set.
+    mod with_core {
+        use super::*;
+        use crate::config::Transport;
+        use crate::proxy::core::{Core, Transmit};
+        use crate::routing::RoutingTable;
+        use crate::transport::{Flow, Inbound};
+        use std::path::Path;
+        use std::sync::Arc;
+
+        const LAB: &str = include_str!("../../config/sipedge.toml");
+
+        fn core() -> Core {
+            let text = LAB
+                .replace("media_timeout_s = 60", "media_timeout_s = 2")
+                .replace("port_min = 49152", "port_min = 43100")
+                .replace("port_max = 57500", "port_max = 43103");
+            let cfg = Config::from_toml(Path::new("config/sipedge.toml"), &text).unwrap();
+            let table = RoutingTable::build(&cfg, &|n| cfg.static_host(n)).unwrap();
+            let mut local = std::collections::HashMap::new();
+            local.insert(
+                (Side::Gateway, Transport::Udp),
+                "127.0.0.1:5068".parse().unwrap(),
+            );
+            local.insert(
+                (Side::Cloud, Transport::Udp),
+                "127.0.0.1:5062".parse().unwrap(),
+            );
+            let anchor = Anchor::from_config(&cfg).unwrap().unwrap();
+            let mut core = Core::new(Arc::new(cfg), table, local);
+            core.set_anchor(anchor);
+            core
+        }
+
+        fn flow(side: Side, remote: &str) -> Flow {
+            Flow {
+                side,
+                transport: Transport::Udp,
+                local: if side == Side::Gateway {
+                    "127.0.0.1:5068".parse().unwrap()
+                } else {
+                    "127.0.0.1:5062".parse().unwrap()
+                },
+                remote: remote.parse().unwrap(),
+                conn: None,
+            }
+        }
+
+        fn drain(core: &mut Core) -> Vec<(Transmit, String)> {
+            std::iter::from_fn(|| core.poll_transmit())
+                .map(|t| {
+                    let s = String::from_utf8_lossy(&t.data).into_owned();
+                    (t, s)
+                })
+                .collect()
+        }
+
+        fn header_of<'a>(m: &'a str, name: &str) -> Option<&'a str> {
+            m.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        }
+
+        fn gw_invite(call: &str) -> Message {
+            let body = gw_offer(20000);
+            let text = format!(
+                "INVITE sip:+14255550100@mediation.lab.example SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK-{call};rport\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:gw@lab.example>;tag=c1\r\n\
+                 To: <sip:+14255550100@lab.example>\r\nCall-ID: {call}\r\nCSeq: 1 INVITE\r\n\
+                 Contact: <sip:gw@127.0.0.2:5060>\r\nContent-Type: application/sdp\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            Message::parse(Bytes::from(text)).unwrap()
+        }
+
+        #[test]
+        fn anchored_call_503_on_exhaustion_and_media_timeout_byes() {
+            let mut core = core();
+            let t0 = Instant::now();
+            core.handle_inbound(
+                t0,
+                Inbound::Message(flow(Side::Gateway, "127.0.0.2:5060"), gw_invite("k-1")),
+            );
+            let out = drain(&mut core);
+            let (_, fwd) = out
+                .iter()
+                .find(|(t, s)| t.side == Side::Cloud && s.starts_with("INVITE"))
+                .expect("INVITE forwarded to the cloud");
+            assert!(fwd.contains("c=IN IP4 127.0.0.1\r\n"), "{fwd}");
+            assert!(fwd.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80"), "{fwd}");
+
+            // The peer answers through a proxy of its own that record-routed above us.
+            let mut ok = String::from("SIP/2.0 200 OK\r\n");
+            for l in fwd.lines() {
+                let lower = l.to_ascii_lowercase();
+                if ["via:", "record-route:", "from:", "call-id:", "cseq:"]
+                    .iter()
+                    .any(|p| lower.starts_with(p))
+                {
+                    if lower.starts_with("record-route:") && !ok.contains("Record-Route") {
+                        ok.push_str("Record-Route: <sip:127.0.0.3:5070;lr>\r\n");
+                    }
+                    ok.push_str(l);
+                    ok.push_str("\r\n");
+                }
+                if lower.starts_with("to:") {
+                    ok.push_str(&format!("{l};tag=u2\r\n"));
+                }
+            }
+            let answer = cloud_sdp(30000, "RTP/AVP", KEY, "");
+            ok.push_str(&format!(
+                "Contact: <sip:peer@127.0.0.3:5060>\r\nContent-Type: application/sdp\r\n\
+                 Content-Length: {}\r\n\r\n{answer}",
+                answer.len()
+            ));
+            core.handle_inbound(
+                t0,
+                Inbound::Message(
+                    flow(Side::Cloud, "127.0.0.3:5060"),
+                    Message::parse(Bytes::from(ok)).unwrap(),
+                ),
+            );
+            let out = drain(&mut core);
+            let (_, up) = out
+                .iter()
+                .find(|(t, s)| t.side == Side::Gateway && s.starts_with("SIP/2.0 200"))
+                .expect("200 relayed to the gateway");
+            assert!(
+                !up.contains("a=crypto") && !up.contains("127.0.0.3 "),
+                "{up}"
+            );
+
+            // The pool held one call: the next INVITE gets 503.
+            core.handle_inbound(
+                t0,
+                Inbound::Message(flow(Side::Gateway, "127.0.0.2:5060"), gw_invite("k-2")),
+            );
+            let out = drain(&mut core);
+            assert!(
+                out.iter().any(|(_, s)| s.starts_with("SIP/2.0 503")),
+                "{out:?}"
+            );
+            assert!(!out.iter().any(|(t, _)| t.side == Side::Cloud));
+
+            // No media at all: after media_timeout_s = 2 the core hangs up both legs.
+            let due = core.poll_timeout().expect("a deadline");
+            assert!(due <= t0 + Duration::from_secs(1));
+            core.handle_timeout(t0 + Duration::from_secs(3));
+            let out = drain(&mut core);
+            let byes: Vec<_> = out.iter().filter(|(_, s)| s.starts_with("BYE")).collect();
+            assert_eq!(byes.len(), 2, "{out:?}");
+            let (tc, to_cloud) = byes.iter().find(|(t, _)| t.side == Side::Cloud).unwrap();
+            assert_eq!(
+                tc.remote,
+                "127.0.0.3:5070".parse().unwrap(),
+                "via the peer's proxy"
+            );
+            assert!(
+                to_cloud.starts_with("BYE sip:peer@127.0.0.3:5060 SIP/2.0"),
+                "{to_cloud}"
+            );
+            assert!(
+                to_cloud.contains("Route: <sip:127.0.0.3:5070;lr>\r\n"),
+                "{to_cloud}"
+            );
+            assert!(to_cloud.contains("CSeq: 2 BYE"), "{to_cloud}");
+            assert!(to_cloud.contains(MEDIA_TIMEOUT_REASON), "{to_cloud}");
+            let (tg, to_gw) = byes.iter().find(|(t, _)| t.side == Side::Gateway).unwrap();
+            assert_eq!(tg.remote, "127.0.0.2:5060".parse().unwrap());
+            assert!(
+                to_gw.starts_with("BYE sip:gw@127.0.0.2:5060 SIP/2.0"),
+                "{to_gw}"
+            );
+            assert!(
+                !to_gw.contains("Route:"),
+                "no proxy between us and the gateway"
+            );
+            assert!(
+                to_gw.contains("From: <sip:+14255550100@lab.example>;tag=u2"),
+                "{to_gw}"
+            );
+            assert_eq!(core.anchor().unwrap().stats.media_timeouts, 1);
+            assert_eq!(core.anchor().unwrap().active_calls(), 0);
+            // Exactly once: later timers only retransmit the same two BYE transactions
+            // (UDP, Timer E), with the same branches.
+            let branches: Vec<String> = byes
+                .iter()
+                .filter_map(|(_, s)| header_of(s, "Via").map(str::to_owned))
+                .collect();
+            core.handle_timeout(t0 + Duration::from_secs(10));
+            for (_, s) in drain(&mut core) {
+                if s.starts_with("BYE") {
+                    let via = header_of(&s, "Via").unwrap_or_default().to_owned();
+                    assert!(branches.contains(&via), "a new BYE: {s}");
+                }
+            }
+            assert_eq!(core.anchor().unwrap().stats.media_timeouts, 1);
+        }
+    }
 }
