@@ -951,11 +951,15 @@ fn answer_toward_other(
     } else {
         let _ = call.session.clear_srtp(lx);
     }
-    // The other side's offer, still pending in its leg.
-    let (_, y_offer) = call.neg[idx(ly)]
-        .pending_offer()
-        .map(|(s, o)| (s, o.clone()))
-        .ok_or(SdpError::UnexpectedSdp)?;
+    // The other side's offer: pending in its leg, or already answered in an earlier 18x (this
+    // is that answer again or a changed one, RFC 3261 §13.2.1, RFC 6337 §3.1).
+    let y_offer = match call.neg[idx(ly)].pending_offer() {
+        Some((_, o)) => o.clone(),
+        None => match call.neg[idx(ly)].current() {
+            Some(c) if c.offerer == ry => c.offer.clone(),
+            _ => return Err(SdpError::UnexpectedSdp),
+        },
+    };
     let ep_yo = Endpoint::from_sdp(&y_offer, chosen).ok_or(SdpError::UnexpectedSdp)?;
     let mode_y = call.modes[idx(ly)];
     let y_crypto = if mode_y == SrtpMode::Off {
@@ -1587,6 +1591,95 @@ mod tests {
         a.on_response(t0, &r, &ok, Side::Cloud, None).unwrap();
         assert!(a.sweep(t0 + Duration::from_secs(600)).is_empty());
         assert!(a.session("c-14").is_some());
+    }
+
+    #[test]
+    fn early_media_answer_in_183_repeated_in_200() {
+        let mut a = anchor(43200, 43299, SrtpMode::Optional);
+        let now = Instant::now();
+        let inv = invite("c-20", Some(&gw_offer(20000)));
+        a.on_request(now, &inv, from_gw()).unwrap().unwrap();
+        let answer = cloud_sdp(30000, "RTP/AVP", KEY, "");
+        let early = resp("183 Session Progress", "c-20", "1 INVITE", Some(&answer));
+        let e = a.on_response(now, &inv, &early, Side::Cloud, None).unwrap();
+        // Early media is relayed before the 2xx, but not supervised yet.
+        let s = a.session("c-20").unwrap();
+        assert!(s.snapshot().b.srtp);
+        assert_eq!(s.idle_since(), None);
+        let ok = resp("200 OK", "c-20", "1 INVITE", Some(&answer));
+        let f = a
+            .on_response(now, &inv, &ok, Side::Cloud, Some(dialog()))
+            .unwrap();
+        assert_eq!(e.body(), f.body(), "the same answer, the same rewrite");
+        assert!(
+            a.session("c-20").unwrap().idle_since().is_some(),
+            "supervised from the 2xx"
+        );
+    }
+
+    #[test]
+    fn update_from_the_cloud_moves_its_port_and_is_answered_by_the_gateway() {
+        let mut a = anchor(43300, 43399, SrtpMode::Optional);
+        let now = Instant::now();
+        establish(&mut a, "c-21", now);
+        let la = a.session("c-21").unwrap().local(Leg::A).rtp.port();
+        let lb = a.session("c-21").unwrap().local(Leg::B).rtp.port();
+        let offer = cloud_sdp(31000, "RTP/AVP", KEY, "").replace("o=ua 1 1", "o=ua 1 2");
+        let upd = msg(
+            "UPDATE sip:gw@127.0.0.2:5060 SIP/2.0",
+            "c-21",
+            "u2",
+            Some("c1"),
+            "1 UPDATE",
+            Some(&offer),
+        );
+        let out = a.on_request(now, &upd, from_cloud()).unwrap().unwrap();
+        let body = body_of(&out);
+        assert!(
+            body.contains(&format!("m=audio {la} RTP/AVP 0 101")),
+            "{body}"
+        );
+        assert!(!body.contains("crypto"), "{body}");
+        let ok = msg(
+            "SIP/2.0 200 OK",
+            "c-21",
+            "u2",
+            Some("c1"),
+            "1 UPDATE",
+            Some(&sdp("127.0.0.2", 20000, "RTP/AVP 0\r\n").replace("o=ua 1 1", "o=ua 1 2")),
+        );
+        let back = a.on_response(now, &upd, &ok, Side::Gateway, None).unwrap();
+        let body = body_of(&back);
+        assert!(body.contains(&format!("m=audio {lb} RTP/AVP 0")), "{body}");
+        assert!(
+            body.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+            "{body}"
+        );
+        let snap = a.session("c-21").unwrap().snapshot();
+        assert_eq!(snap.b.remote_rtp, Some("127.0.0.3:31000".parse().unwrap()));
+        assert!(snap.b.srtp);
+        // A crossing offer while this one is pending would be 491; here a new UPDATE is fine.
+        let upd2 = msg(
+            "UPDATE sip:gw@127.0.0.2:5060 SIP/2.0",
+            "c-21",
+            "u2",
+            Some("c1"),
+            "2 UPDATE",
+            Some(&offer.replace("o=ua 1 2", "o=ua 1 3")),
+        );
+        a.on_request(now, &upd2, from_cloud()).unwrap().unwrap();
+        let glare = msg(
+            "UPDATE sip:peer@127.0.0.3 SIP/2.0",
+            "c-21",
+            "c1",
+            Some("u2"),
+            "3 UPDATE",
+            Some(&gw_offer(20000).replace("o=ua 1 1", "o=ua 1 3")),
+        );
+        assert_eq!(
+            a.on_request(now, &glare, from_gw()).unwrap_err().status,
+            491
+        );
     }
 
     /// The core with the anchor, sans IO: the SDP crosses rewritten, a second call finds no
