@@ -949,6 +949,13 @@ fn answer_toward_other(
             }
         }
     } else {
+        if call.modes[idx(lx)] == SrtpMode::Required && !sx.rejected {
+            // A response cannot be refused: the media stays plain and we say so.
+            warn!(
+                side = side_of(lx).as_str(),
+                "SRTP required but the answer has no usable crypto"
+            );
+        }
         let _ = call.session.clear_srtp(lx);
     }
     // The other side's offer: pending in its leg, or already answered in an earlier 18x (this
@@ -1680,6 +1687,53 @@ mod tests {
             a.on_request(now, &glare, from_gw()).unwrap_err().status,
             491
         );
+    }
+
+    #[test]
+    fn a_gateway_with_srtp_required_gets_savp_from_the_anchor() {
+        let settings = MediaSettings {
+            ip: LO,
+            port_min: 43400,
+            port_max: 43499,
+            media_timeout: Duration::from_secs(60),
+            relay_workers: Some(1),
+            gateway_codecs: vec!["PCMU".into()],
+            cloud_codecs: vec!["PCMU".into()],
+        };
+        let gws = vec![(
+            "gw1.lab.example".to_owned(),
+            Some("127.0.0.2".parse().unwrap()),
+            SrtpMode::Required,
+        )];
+        let mut a = Anchor::new(settings, SrtpMode::Off, gws).unwrap();
+        let now = Instant::now();
+        let plain = sdp("127.0.0.3", 30000, "RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n");
+        let inv = invite("c-22", Some(&plain));
+        let out = a.on_request(now, &inv, from_cloud()).unwrap().unwrap();
+        let body = body_of(&out);
+        assert!(
+            body.contains(" RTP/SAVP 0\r\n") && body.contains("a=crypto:1 "),
+            "{body}"
+        );
+        let ans = sdp(
+            "127.0.0.2",
+            20000,
+            &format!("RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n"),
+        );
+        let ok = resp("200 OK", "c-22", "1 INVITE", Some(&ans));
+        let back = a.on_response(now, &inv, &ok, Side::Gateway, None).unwrap();
+        let body = body_of(&back);
+        assert!(
+            body.contains(" RTP/AVP 0\r\n") && !body.contains("crypto"),
+            "{body}"
+        );
+        let snap = a.session("c-22").unwrap().snapshot();
+        assert!(snap.a.srtp && !snap.b.srtp, "SRTP on the gateway leg only");
+        // A gateway with "required" offering plain RTP is refused.
+        let e = a
+            .on_request(now, &invite("c-23", Some(&gw_offer(20000))), from_gw())
+            .unwrap_err();
+        assert_eq!(e.status, 488);
     }
 
     /// The core with the anchor, sans IO: the SDP crosses rewritten, a second call finds no

@@ -142,5 +142,8 @@ pub async fn run(
             break;
         }
     }
+    if let Some(a) = core.anchor() {
+        info!(stats = ?a.stats, active = a.active_calls(), "media anchor stopping");
+    }
     Ok(core.stats.clone())
 }
