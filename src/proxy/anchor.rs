@@ -211,6 +211,18 @@ fn sdp_body(msg: &Message) -> Option<Result<Sdp, SdpError>> {
     is_sdp.then(|| Sdp::from_bytes(msg.body_bytes()))
 }
 
+/// A body the anchor cannot look into (multipart: SDP beside ISUP or other parts). Forwarding
+/// it would let the media bypass the anchor, so such requests are refused with 415
+/// (RFC 3261 §21.4.13).
+fn is_opaque_body(msg: &Message) -> bool {
+    !msg.body().is_empty()
+        && msg.header(HeaderName::ContentType).is_some_and(|ct| {
+            ct.trim_ascii()
+                .get(..10)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"multipart/"))
+        })
+}
+
 fn with_body(msg: &Message, body: &[u8]) -> Option<Message> {
     let mut ed = msg.edit();
     ed.set_body(None, body);
@@ -380,6 +392,14 @@ impl Anchor {
         };
         let call_id = text(req.call_id().unwrap_or_default());
         let initial = req.to_hdr().and_then(|t| t.tag()).is_none();
+        if matches!(method, Method::Invite | Method::Update | Method::Prack) && is_opaque_body(req)
+        {
+            self.stats.sdp_refused += 1;
+            return Err(Refuse {
+                status: 415,
+                reason: "Unsupported Media Type".into(),
+            });
+        }
         if *method == Method::Invite && initial {
             return self.on_initial_invite(now, req, hop, call_id);
         }
@@ -1356,6 +1376,23 @@ mod tests {
         assert_eq!(a.pool().available(), full, "refused offers hold no ports");
         assert_eq!(a.active_calls(), 0);
         assert_eq!(a.stats.sdp_refused, 2);
+    }
+
+    #[test]
+    fn multipart_bodies_are_refused_with_415() {
+        let mut a = anchor(43500, 43599, SrtpMode::Optional);
+        let body = format!(
+            "--b1\r\nContent-Type: application/sdp\r\n\r\n{}\r\n--b1--\r\n",
+            gw_offer(20000)
+        );
+        let text = String::from_utf8_lossy(invite("c-24", Some(&body)).as_bytes()).replace(
+            "Content-Type: application/sdp",
+            "Content-Type: multipart/mixed;boundary=b1",
+        );
+        let inv = Message::parse(Bytes::from(text)).unwrap();
+        let e = a.on_request(Instant::now(), &inv, from_gw()).unwrap_err();
+        assert_eq!(e.status, 415);
+        assert_eq!(a.active_calls(), 0);
     }
 
     #[test]
