@@ -39,8 +39,10 @@ pub struct Flow {
     pub conn: Option<ConnId>,
 }
 
-/// What the transports hand to the proxy.
+/// What the transports hand to the proxy. (A `Message` is an index over its bytes, about
+/// half a kilobyte inline; boxing it would add an allocation per message on the hot path.)
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Inbound {
     Message(Flow, Message),
     /// Bytes that did not parse; the proxy answers with `response` when an answer can be
@@ -50,6 +52,11 @@ pub enum Inbound {
         bytes: Bytes,
         response: Option<(u16, &'static str)>,
         reason: String,
+    },
+    /// The system resolver's answer for a name the proxy asked about.
+    Resolved {
+        host: String,
+        ip: Option<std::net::IpAddr>,
     },
     /// A message could not be delivered to `remote` (connect failure, reset).
     SendFailed {
