@@ -27,6 +27,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub routing: RawRouting,
+    #[serde(default)]
+    pub tls: RawTls,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,4 +144,30 @@ pub struct RawRouting {
     pub failover_timer_s: Option<u64>,
     pub failover_codes: Option<Vec<u16>>,
     pub options_interval_s: Option<u64>,
+}
+
+/// `[tls]`: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub gateway_side: Option<RawTlsCert>,
+    pub cloud_side: Option<RawTlsCert>,
+    #[serde(default)]
+    pub trust: Vec<String>,
+    pub crl: Option<String>,
+    pub handshake_timeout_s: Option<u64>,
+    pub max_handshakes: Option<usize>,
+    pub cloud_peer_names: Option<Vec<String>>,
+}
+
+/// Our certificate for one side: PEM (`cert`, `key`, optional `chain`) or PKCS#12 (`p12` and
+/// `p12_password_file`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsCert {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub chain: Option<String>,
+    pub p12: Option<String>,
+    pub p12_password_file: Option<String>,
 }
