@@ -83,6 +83,9 @@ struct Target {
     hop: NextHop,
     /// Rewrite the Request-URI host to `hop.name` (routing-policy targets).
     rewrite_host: bool,
+    /// Strict-router compatibility (§16.4): the Request-URI becomes this (the last Route
+    /// value), and that value leaves the Route set.
+    strict_route: Option<String>,
 }
 
 /// §16.7: the state kept for one proxied server transaction.
@@ -340,11 +343,9 @@ impl Core {
 
         match method {
             Method::Ack => return self.on_ack(now, flow, req, key),
-            Method::Cancel => {
-                if !self.servers.contains_key(&key) {
-                    let invite = ServerKey::invite_for_cancel(&facts);
-                    return self.on_cancel(now, flow, req, key, invite);
-                }
+            Method::Cancel if !self.servers.contains_key(&key) => {
+                let invite = ServerKey::invite_for_cancel(&facts);
+                return self.on_cancel(now, flow, req, key, invite);
             }
             _ => {}
         }
@@ -623,7 +624,11 @@ impl Core {
                         }
                         targets
                             .into_iter()
-                            .map(|hop| Target { hop, rewrite_host })
+                            .map(|hop| Target {
+                                hop,
+                                rewrite_host,
+                                strict_route: None,
+                            })
                             .collect()
                     }
                 }
@@ -659,15 +664,45 @@ impl Core {
             .count();
         routes.drain(..ours);
         let in_dialog = req.to_hdr().and_then(|t| t.tag()).is_some();
+        // §16.4: a strict router before us put our Record-Route value into the Request-URI;
+        // the real target is the last Route value.
+        if ours == 0 && in_dialog {
+            let ruri = req.request_uri()?;
+            if self.is_us_uri(Some(ruri)) && ruri.user().is_none() {
+                let Some(last) = routes.last() else {
+                    return Some(Err((404, "Not Found: Request-URI is this proxy".into())));
+                };
+                let uri = last.uri();
+                let new_ruri = String::from_utf8_lossy(uri.raw()).into_owned();
+                return Some(self.uri_target(flow.side.other(), &uri).map(|hop| Target {
+                    hop,
+                    rewrite_host: false,
+                    strict_route: Some(new_ruri),
+                }));
+            }
+        }
+        if ours == 0 {
+            if in_dialog {
+                // A mid-dialog request that was not record-routed through us: following its
+                // Route or Request-URI to any host would make us an open relay.
+                return Some(Err((
+                    403,
+                    "Forbidden: dialog not routed through this proxy".into(),
+                )));
+            }
+            // An initial request: the routing policy decides (a preloaded foreign Route is
+            // left in place for the next hop).
+            return None;
+        }
         let uri = if let Some(next) = routes.first() {
             next.uri()
         } else {
             let ruri = req.request_uri()?;
-            if ours == 0 && (!in_dialog || self.is_us_uri(Some(ruri))) {
-                // Nothing to follow: an initial request, for the policy.
-                return None;
-            }
             if self.is_us_uri(Some(ruri)) {
+                if !in_dialog {
+                    // Our Route, then us again: an initial request for the policy.
+                    return None;
+                }
                 return Some(Err((404, "Not Found: Request-URI is this proxy".into())));
             }
             ruri
@@ -675,6 +710,7 @@ impl Core {
         Some(self.uri_target(flow.side.other(), &uri).map(|hop| Target {
             hop,
             rewrite_host: false,
+            strict_route: None,
         }))
     }
 
@@ -814,8 +850,17 @@ impl Core {
             .routes()
             .take_while(|r| self.is_us_uri(Some(r.uri())))
             .count();
-        for _ in 0..ours {
-            ed.pop_route();
+        ed.pop_routes(ours);
+        if let Some(new_ruri) = &target.strict_route {
+            // §16.4: Request-URI := last Route value, which leaves the Route set. The kept
+            // values are written back in order (after the other header fields).
+            let kept: Vec<&[u8]> = req.routes().map(|r| r.raw()).collect();
+            let kept = kept.get(..kept.len().saturating_sub(1)).unwrap_or_default();
+            ed.set_request_uri(new_ruri.as_bytes());
+            ed.remove_headers(HeaderName::Route);
+            for r in kept {
+                ed.add_header("Route", r);
+            }
         }
         if target.rewrite_host {
             let uri = req.request_uri()?;
@@ -1265,7 +1310,6 @@ impl Core {
         let Some(c) = self.clients.get_mut(key) else {
             return;
         };
-        c.abandoned = true;
         if !c.got_provisional {
             c.cancel_pending = true;
             return;

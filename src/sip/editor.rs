@@ -167,6 +167,39 @@ impl<'a> Editor<'a> {
         self.pop_first_value(HeaderName::Route)
     }
 
+    /// Removes the first `n` Route values, across Route lines (a proxy pops every entry that
+    /// names it: two with a double Record-Route, RFC 5658). Repeated [`Editor::pop_route`]
+    /// calls would all address the same original first value.
+    pub fn pop_routes(&mut self, n: usize) -> &mut Self {
+        let mut left = n;
+        let routes: Vec<Hdr> = self
+            .msg
+            .index()
+            .iter()
+            .filter(|h| h.name == HeaderName::Route)
+            .copied()
+            .collect();
+        for h in routes {
+            if left == 0 {
+                break;
+            }
+            let els: Vec<(usize, usize)> = self.elements(&h).collect();
+            if els.len() <= left {
+                // Every value of this line goes: the whole line goes.
+                self.splice(h.line_start as usize, h.line_end as usize, &[]);
+                left -= els.len().min(left);
+            } else {
+                // Keep the tail of the line from the first surviving value.
+                if let (Some((a, _)), Some((b, _))) = (els.first().copied(), els.get(left).copied())
+                {
+                    self.splice(a, b, &[]);
+                }
+                left = 0;
+            }
+        }
+        self
+    }
+
     /// Replaces the Request-URI (no-op on responses).
     pub fn set_request_uri(&mut self, uri: &[u8]) -> &mut Self {
         if let Some((s, e)) = self.msg.uri_range() {
@@ -844,5 +877,21 @@ Content-Length: 0\r\n\r\n";
         assert!(r
             .windows(30)
             .any(|w| w == b"To: Bob <sip:bob@biloxi.com>\r\n"));
+    }
+
+    #[test]
+    fn pop_routes_removes_entries_across_lines() {
+        let raw = "BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nRoute: <sip:p1;lr>\r\nRoute: <sip:p2;lr>, <sip:p3;lr>\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+        let m = Message::parse(Bytes::from(raw)).unwrap();
+        let two = m.edit().pop_routes(2).finish();
+        let t = String::from_utf8(two.to_vec()).unwrap();
+        assert!(
+            !t.contains("p1") && !t.contains("p2") && t.contains("Route: <sip:p3;lr>"),
+            "{t}"
+        );
+        let all = m.edit().pop_routes(5).finish();
+        assert!(!String::from_utf8(all.to_vec()).unwrap().contains("Route"));
+        let none = m.edit().pop_routes(0).finish();
+        assert_eq!(none, m.as_bytes());
     }
 }
