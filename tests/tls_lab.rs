@@ -619,3 +619,184 @@ async fn call_over_tls_end_to_end_with_certificate_replaced_midway() {
     assert_eq!(second_serial, want);
     peer.abort();
 }
+
+fn reuse_config(text: String) -> String {
+    text.replace(
+        "name = \"gw1.lab.example\"\nport = 5060\ntransport = \"udp\"",
+        "name = \"gw1.lab.example\"\nport = 5061\ntransport = \"tls\"",
+    )
+    .replace(
+        "name = \"gw2.lab.example\"\nport = 5060\ntransport = \"udp\"\nsite = \"lab\"",
+        "name = \"gw2.lab.example\"\nport = 5060\ntransport = \"udp\"\nsite = \"lab\"\npriority = 9",
+    )
+}
+
+/// The cloud peer calls in over TLS on 5061 (mutual TLS, its name checked); the call goes to
+/// gw1 (a TLS trunk) over the connection gw1 opened to us — nobody listens on gw1's own TLS
+/// port, so only reuse by identity (RFC 5923 spirit) can deliver it. A client whose
+/// certificate is not the cloud peer's is refused on 5061.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_call_reaches_a_gateway_over_its_own_tls_connection() {
+    let lab = Lab::start_with(reuse_config);
+    let pki = LabPki::of(&lab);
+    pki.issue("gw1.lab.example");
+    pki.issue("sip.cloud.lab.example");
+
+    // gw1 connects and pings: its connection is now known by its identity.
+    let tls = connect_gw(pki.client("gw1.lab.example"))
+        .await
+        .expect("gw1 handshake");
+    let mut gw = SipConn::new(tls);
+    gw.send(&options_tls("gw1.lab.example"))
+        .await
+        .expect("OPTIONS");
+    gw.expect("200").await;
+
+    let connect_cloud = |client: Arc<ClientConfig>| async move {
+        let tcp = TcpStream::connect("127.0.0.1:5061").await?;
+        tokio_rustls::TlsConnector::from(client)
+            .connect(server_name("ap.lab.example").expect("name"), tcp)
+            .await
+    };
+    // Not the cloud peer's certificate: refused at the handshake on the cloud side.
+    let wrong = connect_cloud(pki.client("gw1.lab.example")).await;
+    if let Ok(s) = wrong {
+        let mut c = SipConn::new(s);
+        let _ = c.send(&options_tls("gw1.lab.example")).await;
+        assert!(c.recv(Duration::from_secs(5)).await.is_err());
+    }
+    assert!(
+        wait_log(
+            &lab,
+            "certificate gw1.lab.example is not an allowed peer name",
+            Duration::from_secs(3)
+        )
+        .await,
+        "{}",
+        lab.log_text()
+    );
+
+    let cloud_tls = connect_cloud(pki.client("sip.cloud.lab.example"))
+        .await
+        .expect("cloud handshake");
+    let edge = show_cert_bytes(
+        cloud_tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .expect("server cert")
+            .as_ref(),
+        None,
+        "edge",
+    )
+    .expect("edge cert");
+    assert_eq!(edge.subject_cn.as_deref(), Some("ap.lab.example"));
+    assert!(
+        edge.sans.iter().any(|s| s == "DNS:sip.lab.example"),
+        "{:?}",
+        edge.sans
+    );
+    let mut cloud = SipConn::new(cloud_tls);
+    let call_id = format!("in-{}", rand_u64());
+    let n = rand_u64();
+    cloud
+        .send(&format!(
+            "INVITE sip:+14255550100@ap.lab.example;transport=tls SIP/2.0\r\n\
+             Via: SIP/2.0/TLS sip.cloud.lab.example:5061;branch=z9hG4bK-c{n}\r\nMax-Forwards: 70\r\n\
+             From: <sip:alice@lab.example>;tag=c{n}\r\nTo: <sip:+14255550100@ap.lab.example>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+             Contact: <sip:alice@sip.cloud.lab.example:5061;transport=tls>\r\nContent-Length: 0\r\n\r\n"
+        ))
+        .await
+        .expect("INVITE");
+
+    let inv = gw.expect("INVITE").await;
+    let via = header(&inv, "Via").expect("Via");
+    assert!(
+        via.starts_with("SIP/2.0/TLS mediation.lab.example:5067;"),
+        "{inv}"
+    );
+    gw.send(&respond(
+        &inv,
+        200,
+        "OK",
+        "sip:+14255550100@gw1.lab.example:5061;transport=tls",
+    ))
+    .await
+    .expect("200");
+    let ok = cloud.expect("200").await;
+    assert!(
+        ok.lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("record-route")
+                && l.contains("ap.lab.example:5061;transport=tls")),
+        "{ok}"
+    );
+    // BYE from the cloud along the route set, to gw1's Contact: again over gw1's connection.
+    let to = header(&ok, "To").expect("To");
+    let rr: Vec<String> = ok
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("record-route")
+                .then(|| v.trim().to_string())
+        })
+        .flat_map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let routes: String = rr.iter().map(|r| format!("Route: {r}\r\n")).collect();
+    for (method, cseq) in [("ACK", 1), ("BYE", 2)] {
+        let b = rand_u64();
+        cloud
+            .send(&format!(
+                "{method} sip:+14255550100@gw1.lab.example:5061;transport=tls SIP/2.0\r\n\
+                 Via: SIP/2.0/TLS sip.cloud.lab.example:5061;branch=z9hG4bK-b{b}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:alice@lab.example>;tag=c{n}\r\nTo: {to}\r\n\
+                 Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n{routes}Content-Length: 0\r\n\r\n"
+            ))
+            .await
+            .expect("send");
+    }
+    gw.expect("ACK").await;
+    let bye = gw.expect("BYE").await;
+    gw.send(&respond(
+        &bye,
+        200,
+        "OK",
+        "sip:gw1.lab.example:5061;transport=tls",
+    ))
+    .await
+    .expect("200 BYE");
+    let bye_ok = cloud.expect("200").await;
+    assert!(
+        header(&bye_ok, "CSeq").is_some_and(|c| c.contains("BYE")),
+        "{bye_ok}"
+    );
+    // No connection to gw1's own port was ever attempted.
+    assert!(
+        !lab.log_text().contains("connect failed"),
+        "{}",
+        lab.log_text()
+    );
+
+    // SIGHUP reloads too.
+    let reloads = lab.log_text().matches("TLS configuration reloaded").count();
+    let _ = Command::new("kill")
+        .arg("-HUP")
+        .arg(lab.child.id().to_string())
+        .status();
+    assert!(
+        wait_log_count(
+            &lab,
+            "TLS configuration reloaded",
+            reloads + 1,
+            Duration::from_secs(5)
+        )
+        .await
+    );
+    assert!(lab.log_text().contains("SIGHUP"));
+}
