@@ -800,3 +800,45 @@ async fn cloud_call_reaches_a_gateway_over_its_own_tls_connection() {
     );
     assert!(lab.log_text().contains("SIGHUP"));
 }
+
+/// A connection that never starts its handshake is closed after `tls.handshake_timeout_s`, and
+/// while it holds the only handshake slot (`tls.max_handshakes = 1`) a second one is closed at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_timeout_and_cap() {
+    let lab = Lab::start_with(|t| {
+        t.replace(
+            "[tls]\nhandshake_timeout_s = 10\nmax_handshakes = 256",
+            "[tls]\nhandshake_timeout_s = 2\nmax_handshakes = 1",
+        )
+    });
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(GW_TLS).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = TcpStream::connect(GW_TLS).await.expect("connect");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(1), second.read(&mut buf))
+        .await
+        .expect("the second connection is closed at once");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    assert!(
+        wait_log(
+            &lab,
+            "too many handshakes in progress",
+            Duration::from_secs(2)
+        )
+        .await
+    );
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the idle connection is closed by the timeout");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1800), "{took:?}");
+    assert!(wait_log(&lab, "handshake timed out", Duration::from_secs(2)).await);
+    // The slot is free again: gw1 gets in.
+    let pki = LabPki::of(&lab);
+    pki.issue("gw1.lab.example");
+    let ok = try_options(pki.client("gw1.lab.example")).await;
+    assert!(ok.is_ok_and(|m| m.starts_with("SIP/2.0 200")));
+}

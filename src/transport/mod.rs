@@ -110,6 +110,8 @@ pub struct Transports {
     tls: Option<Arc<TlsContext>>,
     /// Names to present as SNI (and verify) when we open a TLS connection to an address.
     server_names: Mutex<HashMap<(Side, IpAddr), String>>,
+    /// Remotes whose last connect failed: no new attempt before `until`.
+    backoff: Mutex<HashMap<ConnKey, Backoff>>,
     conns: Arc<Mutex<ConnTable>>,
     next_id: Arc<AtomicU64>,
     inbound: mpsc::Sender<Inbound>,
@@ -195,6 +197,7 @@ impl Transports {
             tls_local,
             tls,
             server_names: Mutex::new(server_names),
+            backoff: Mutex::default(),
             conns: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
             inbound,
@@ -298,6 +301,12 @@ impl Transports {
             if let Some(tx) = existing {
                 return tx.try_send(data).map_err(|_| SendError::QueueFull);
             }
+            if let Some(b) = self.backoff.lock().ok().and_then(|m| m.get(&key).copied()) {
+                let left = b.until.saturating_duration_since(std::time::Instant::now());
+                if !left.is_zero() {
+                    return Err(SendError::Backoff(left));
+                }
+            }
             if !table.has_room(&self.limits, remote.ip()) {
                 warn!(side = side.as_str(), %remote, "connection not opened: limit reached");
                 return Err(SendError::Limit);
@@ -335,9 +344,25 @@ impl Transports {
                     .map_err(|e| e.to_string()),
             };
             match opened {
-                Ok((stream, identity)) => t.start(key, id, stream, identity, rx),
+                Ok((stream, identity)) => {
+                    if let Ok(mut b) = t.backoff.lock() {
+                        b.remove(&key);
+                    }
+                    t.start(key, id, stream, identity, rx)
+                }
                 Err(e) => {
-                    warn!(side = side.as_str(), %remote, transport = transport.via_token(), error = %e, "connect failed");
+                    let wait = t.backoff.lock().ok().map(|mut m| {
+                        let next = next_backoff(m.get(&key).map(|b| b.last));
+                        m.insert(
+                            key,
+                            Backoff {
+                                until: std::time::Instant::now() + next,
+                                last: next,
+                            },
+                        );
+                        next
+                    });
+                    warn!(side = side.as_str(), %remote, transport = transport.via_token(), error = %e, backoff = ?wait, "connect failed");
                     t.unregister(key, id, None);
                     let _ = t
                         .inbound
@@ -493,6 +518,25 @@ impl Transports {
     }
 }
 
+/// After a failed connect, new messages to that remote fail at once (the proxy fails over)
+/// until `until`; the wait doubles on each further failure.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: std::time::Instant,
+    last: Duration,
+}
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The wait after a failed connect, given the previous one: 0.5 s, doubling, at most 30 s.
+fn next_backoff(prev: Option<Duration>) -> Duration {
+    match prev {
+        None => BACKOFF_FIRST,
+        Some(p) => p.saturating_mul(2).clamp(BACKOFF_FIRST, BACKOFF_MAX),
+    }
+}
+
 /// A stream connection: plain TCP or TLS (accepted or opened by us).
 enum Stream {
     Tcp(TcpStream),
@@ -566,6 +610,8 @@ pub enum SendError {
     QueueFull,
     #[error("connection limit reached")]
     Limit,
+    #[error("the last connect failed; next attempt in {0:?}")]
+    Backoff(Duration),
     #[error("socket error: {0}")]
     Io(String),
     #[error("internal error")]
@@ -804,5 +850,45 @@ async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, flow: Flow, t: &Arc<Transpor
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let mut d = next_backoff(None);
+        assert_eq!(d, Duration::from_millis(500));
+        let mut seen = vec![d];
+        for _ in 0..10 {
+            d = next_backoff(Some(d));
+            seen.push(d);
+        }
+        assert_eq!(seen[1], Duration::from_secs(1));
+        assert_eq!(seen[2], Duration::from_secs(2));
+        assert_eq!(*seen.last().unwrap(), Duration::from_secs(30));
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn connection_table_limits() {
+        let limits = StreamLimits {
+            max_connections: 3,
+            max_per_ip: 2,
+            idle_timeout: Duration::from_secs(1),
+            max_message: 1500,
+        };
+        let mut t = ConnTable::default();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        assert!(t.has_room(&limits, a));
+        t.per_ip.insert(a, 2);
+        t.total = 2;
+        assert!(!t.has_room(&limits, a));
+        assert!(t.has_room(&limits, b));
+        t.total = 3;
+        assert!(!t.has_room(&limits, b));
     }
 }
