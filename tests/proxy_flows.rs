@@ -399,3 +399,110 @@ fn mid_dialog_request_not_through_us_is_refused() {
     assert_eq!(status(&to(&out, GW1)), vec![403]);
     assert!(to(&out, PEER).is_empty());
 }
+
+#[test]
+fn next_hop_fqdn_outside_hosts_is_resolved_through_the_driver() {
+    let mut s = Sim::new();
+    let out = s.send(
+        Side::Gateway,
+        GW1,
+        &invite(11, "sip:+14255550100@mediation.lab.example", GW1),
+    );
+    let fwd = to(&out, PEER).pop().unwrap();
+    let out = s.send(
+        Side::Cloud,
+        PEER,
+        &answer(&fwd, 200, "OK", "sip:callee@callee.cloud.example:5070"),
+    );
+    let ok = to(&out, GW1)
+        .into_iter()
+        .find(|m| m.status() == Some(200))
+        .unwrap();
+    let rr: Vec<String> = ok
+        .record_routes()
+        .map(|r| String::from_utf8_lossy(r.raw()).into_owned())
+        .collect();
+    let bye = format!(
+        "BYE sip:callee@callee.cloud.example:5070 SIP/2.0\r\nVia: SIP/2.0/UDP {GW1};branch=z9hG4bK-bye11;rport\r\n\
+         Route: {}\r\nRoute: {}\r\nMax-Forwards: 70\r\nFrom: <sip:caller@{GW1}>;tag=a11\r\n\
+         To: <sip:+14255550100@mediation.lab.example>;tag=uas\r\nCall-ID: call-11\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+        rr[1], rr[0]
+    );
+    let out = s.send(Side::Gateway, GW1, &bye);
+    assert!(out
+        .iter()
+        .all(|(_, m)| !m.is_request() || m.method() != Some(&sipedge::sip::Method::Bye)));
+    assert_eq!(
+        s.core.poll_resolve().as_deref(),
+        Some("callee.cloud.example")
+    );
+    let now = s.now;
+    s.core.handle_resolved(
+        now,
+        "callee.cloud.example".into(),
+        Some("127.0.0.3".parse().unwrap()),
+    );
+    let out = s.drain();
+    let fwd = out.iter().find(|(a, m)| {
+        a.to_string() == "127.0.0.3:5070" && m.method() == Some(&sipedge::sip::Method::Bye)
+    });
+    assert!(fwd.is_some(), "{out:?}");
+    // A name that does not resolve fails the request with 503.
+    let bye2 = bye
+        .replace("callee.cloud.example", "nowhere.cloud.example")
+        .replace("bye11", "bye12")
+        .replace("CSeq: 2", "CSeq: 3");
+    s.send(Side::Gateway, GW1, &bye2);
+    assert_eq!(
+        s.core.poll_resolve().as_deref(),
+        Some("nowhere.cloud.example")
+    );
+    s.core
+        .handle_resolved(now, "nowhere.cloud.example".into(), None);
+    let out = s.drain();
+    assert_eq!(status(&to(&out, GW1)), vec![503]);
+}
+
+#[test]
+fn a_request_that_comes_back_to_us_is_a_loop_482() {
+    let mut s = Sim::new();
+    let out = s.send(
+        Side::Gateway,
+        GW1,
+        &invite(12, "sip:+14255550100@mediation.lab.example", GW1),
+    );
+    let fwd = to(&out, PEER).pop().unwrap();
+    // The next hop sends it straight back to our gateway side.
+    let looped = String::from_utf8(fwd.as_bytes().to_vec()).unwrap();
+    let out = s.send(Side::Gateway, GW1, &looped);
+    assert_eq!(
+        status(&to(&out, GW1))
+            .iter()
+            .filter(|c| **c >= 200)
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![482]
+    );
+}
+
+#[test]
+fn received_and_rport_are_recorded_in_the_callers_via() {
+    let mut s = Sim::new();
+    // The caller's Via names another address and asks for rport (RFC 3581).
+    let inv = invite(13, "sip:+14255550100@mediation.lab.example", GW1).replace(
+        &format!("Via: SIP/2.0/UDP {GW1};branch=z9hG4bK-c13;rport"),
+        "Via: SIP/2.0/UDP gw1.lab.example:5999;branch=z9hG4bK-c13;rport",
+    );
+    let out = s.send(Side::Gateway, GW1, &inv);
+    let fwd = to(&out, PEER).pop().unwrap();
+    let second = fwd.vias().nth(1).unwrap();
+    assert_eq!(second.received(), Some(&b"127.0.0.2"[..]));
+    assert_eq!(second.rport(), Some(Some(5060)));
+    // The response goes back to the source address and port, not to 5999.
+    let out = s.send(
+        Side::Cloud,
+        PEER,
+        &answer(&fwd, 180, "Ringing", "sip:c@127.0.0.3"),
+    );
+    assert_eq!(status(&to(&out, GW1)), vec![180]);
+}

@@ -227,8 +227,12 @@ fn cancel_before_answer_propagates() {
     if !sipp_available() {
         return;
     }
-    let lab = Lab::start();
     for t in ["u1", "t1"] {
+        let lab = if t == "t1" {
+            Lab::start_with(tcp_everywhere)
+        } else {
+            Lab::start()
+        };
         gateway_to_cloud(
             &lab,
             Run {
@@ -257,8 +261,12 @@ fn busy_486_propagates() {
     if !sipp_available() {
         return;
     }
-    let lab = Lab::start();
     for t in ["u1", "t1"] {
+        let lab = if t == "t1" {
+            Lab::start_with(tcp_everywhere)
+        } else {
+            Lab::start()
+        };
         gateway_to_cloud(
             &lab,
             Run {

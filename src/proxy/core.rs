@@ -12,7 +12,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,10 +148,40 @@ pub struct Core {
     slots: HashMap<u64, TimerSlot>,
     next_slot: u64,
     out: VecDeque<Transmit>,
+    /// Names resolved by the driver (system resolver), with their expiry.
+    dns: HashMap<String, (Option<IpAddr>, Instant)>,
+    /// Requests waiting for a name to resolve.
+    parked: HashMap<String, Vec<Parked>>,
+    resolve_out: VecDeque<String>,
     spread: u64,
     draining: bool,
     pub stats: Stats,
 }
+
+/// A request waiting for its next hop's name to resolve.
+enum Parked {
+    Request {
+        key: ServerKey,
+        flow: Flow,
+        req: Message,
+    },
+    Ack {
+        flow: Flow,
+        req: Message,
+    },
+}
+
+/// Why a Route set or URI gives no next hop yet.
+enum RouteError {
+    /// Refuse the request with this status and reason.
+    Refuse(u16, String),
+    /// The host needs the system resolver first.
+    Unresolved(String),
+}
+
+/// How long a resolved name is trusted, and a failure remembered.
+const DNS_TTL: Duration = Duration::from_secs(60);
+const DNS_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 enum TimerSlot {
@@ -181,6 +211,9 @@ impl Core {
             slots: HashMap::new(),
             next_slot: 0,
             out: VecDeque::new(),
+            dns: HashMap::new(),
+            parked: HashMap::new(),
+            resolve_out: VecDeque::new(),
             spread: 0,
             draining: false,
             stats: Stats::default(),
@@ -194,6 +227,42 @@ impl Core {
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// A host name the driver must resolve (system resolver) and hand back through
+    /// [`Core::handle_resolved`].
+    pub fn poll_resolve(&mut self) -> Option<String> {
+        self.resolve_out.pop_front()
+    }
+
+    /// The driver resolved `host` (`None`: it does not resolve): requests parked on it go on.
+    pub fn handle_resolved(&mut self, now: Instant, host: String, ip: Option<IpAddr>) {
+        let ttl = if ip.is_some() {
+            DNS_TTL
+        } else {
+            DNS_NEGATIVE_TTL
+        };
+        self.dns.insert(host.clone(), (ip, now + ttl));
+        for p in self.parked.remove(&host).unwrap_or_default() {
+            match p {
+                Parked::Request { key, flow, req } => self.route_and_forward(now, key, flow, req),
+                Parked::Ack { flow, req } => {
+                    if let Some(facts) = request_facts(&req) {
+                        let key = ServerKey::for_request(&facts);
+                        self.on_ack(now, flow, req.clone(), key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parks a request until `host` resolves, asking the driver once per name.
+    fn park(&mut self, host: String, p: Parked) {
+        let waiting = self.parked.entry(host.clone()).or_default();
+        if waiting.is_empty() {
+            self.resolve_out.push_back(host);
+        }
+        waiting.push(p);
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
@@ -243,6 +312,7 @@ impl Core {
                 response,
                 reason,
             } => self.on_malformed(flow, &bytes, response, &reason),
+            Inbound::Resolved { host, ip } => self.handle_resolved(now, host, ip),
             Inbound::SendFailed {
                 side,
                 transport,
@@ -252,6 +322,7 @@ impl Core {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.dns.retain(|_, (_, expires)| *expires > now);
         while let Some(Reverse((at, slot))) = self.heap.peek().cloned() {
             if at > now {
                 break;
@@ -463,19 +534,20 @@ impl Core {
             Some(Scheme::Sip | Scheme::Sips | Scheme::Tel) => {}
             _ => return Err(Refusal::new(416, "Unsupported URI Scheme".into())),
         }
-        // §16.3 step 4: loop detection — a Via of ours carrying the branch we would use now.
-        if let Some(facts) = request_facts(req) {
-            let ours = ServerKey::for_request(&facts).branch_for_target(0);
-            let our_hosts = [
-                self.cfg.fqdn_for(Side::Gateway).as_str(),
-                self.cfg.fqdn_for(Side::Cloud).as_str(),
-            ];
-            for v in req.vias().skip(1) {
-                if our_hosts.iter().any(|h| v.host().eq_ignore_ascii_case(h))
-                    && v.branch() == Some(ours.as_bytes())
-                {
-                    return Err(Refusal::new(482, "Loop Detected".into()));
-                }
+        // §16.3 step 4: loop detection. The branch comparison of §16.6 step 8 cannot see a
+        // loop through this appliance (the hash covers the topmost Via, which is ours when the
+        // request comes back), and spirals have no place here: we never route to ourselves. So
+        // any Via of ours (our FQDN with one of our ports) in a request reaching us is a loop.
+        for v in req.vias() {
+            let ours_host = [Side::Gateway, Side::Cloud].iter().any(|s| {
+                v.host()
+                    .eq_ignore_ascii_case(self.cfg.fqdn_for(*s).as_str())
+            });
+            let ours_port = v
+                .port()
+                .is_some_and(|p| self.local.values().any(|a| a.port() == p));
+            if ours_host && ours_port {
+                return Err(Refusal::new(482, "Loop Detected".into()));
             }
         }
         Ok(())
@@ -504,6 +576,9 @@ impl Core {
         }
         let target = match self.route_by_route_set(&flow, &req) {
             Some(Ok(t)) => t,
+            Some(Err(RouteError::Unresolved(host))) => {
+                return self.park(host, Parked::Ack { flow, req });
+            }
             _ => {
                 debug!("ACK with no route: dropped");
                 return;
@@ -592,10 +667,14 @@ impl Core {
         let _g = span.enter();
         let targets: Vec<Target> = match self.route_by_route_set(&flow, &req) {
             Some(Ok(t)) => vec![t],
-            Some(Err((status, reason))) => {
+            Some(Err(RouteError::Refuse(status, reason))) => {
                 self.stats.rejected += 1;
                 info!(status, %reason, "route set refused");
                 return self.respond(now, &key, &req, status, &reason, &[]);
+            }
+            Some(Err(RouteError::Unresolved(host))) => {
+                debug!(%host, "resolving next hop");
+                return self.park(host, Parked::Request { key, flow, req });
             }
             None => {
                 let Some(sender) =
@@ -651,11 +730,7 @@ impl Core {
 
     /// Routes by the Route header set (§16.4, §16.6 steps 6-7). `None`: no Route set to
     /// follow (an initial request for the routing policy).
-    fn route_by_route_set(
-        &self,
-        flow: &Flow,
-        req: &Message,
-    ) -> Option<Result<Target, (u16, String)>> {
+    fn route_by_route_set(&self, flow: &Flow, req: &Message) -> Option<Result<Target, RouteError>> {
         let mut routes: Vec<NameAddr<'_>> = req.routes().collect();
         // Our own entries (one or two: the double Record-Route of RFC 5658) are popped.
         let ours = routes
@@ -670,7 +745,10 @@ impl Core {
             let ruri = req.request_uri()?;
             if self.is_us_uri(Some(ruri)) && ruri.user().is_none() {
                 let Some(last) = routes.last() else {
-                    return Some(Err((404, "Not Found: Request-URI is this proxy".into())));
+                    return Some(Err(RouteError::Refuse(
+                        404,
+                        "Not Found: Request-URI is this proxy".into(),
+                    )));
                 };
                 let uri = last.uri();
                 let new_ruri = String::from_utf8_lossy(uri.raw()).into_owned();
@@ -685,7 +763,7 @@ impl Core {
             if in_dialog {
                 // A mid-dialog request that was not record-routed through us: following its
                 // Route or Request-URI to any host would make us an open relay.
-                return Some(Err((
+                return Some(Err(RouteError::Refuse(
                     403,
                     "Forbidden: dialog not routed through this proxy".into(),
                 )));
@@ -703,7 +781,10 @@ impl Core {
                     // Our Route, then us again: an initial request for the policy.
                     return None;
                 }
-                return Some(Err((404, "Not Found: Request-URI is this proxy".into())));
+                return Some(Err(RouteError::Refuse(
+                    404,
+                    "Not Found: Request-URI is this proxy".into(),
+                )));
             }
             ruri
         };
@@ -715,14 +796,19 @@ impl Core {
     }
 
     /// Resolves a URI (from a Route or the Request-URI) into a next hop on `side`.
-    fn uri_target(&self, side: Side, uri: &Uri<'_>) -> Result<NextHop, (u16, String)> {
+    fn uri_target(&self, side: Side, uri: &Uri<'_>) -> Result<NextHop, RouteError> {
         let maddr = uri.param("maddr").flatten();
         let host = String::from_utf8_lossy(maddr.unwrap_or(uri.host())).into_owned();
         let transport = match uri.param("transport").flatten() {
             Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
             Some(t) if t.eq_ignore_ascii_case(b"tls") => Transport::Tls,
             Some(t) if t.eq_ignore_ascii_case(b"udp") => Transport::Udp,
-            Some(_) => return Err((503, "unsupported transport in route".into())),
+            Some(_) => {
+                return Err(RouteError::Refuse(
+                    503,
+                    "unsupported transport in route".into(),
+                ))
+            }
             None if uri.scheme() == Scheme::Sips => Transport::Tls,
             None => Transport::Udp,
         };
@@ -731,13 +817,26 @@ impl Core {
         } else {
             5060
         });
-        let ip = self
-            .cfg
-            .static_host(&host)
-            .ok_or_else(|| (503, format!("next hop {host} does not resolve")))?;
+        // Static entries first (IP literals, `[hosts]`), then what the system resolver said.
+        let ip = match self.cfg.static_host(&host) {
+            Some(ip) => ip,
+            None => match self.dns.get(&host) {
+                Some((Some(ip), _)) => *ip,
+                Some((None, _)) => {
+                    return Err(RouteError::Refuse(
+                        503,
+                        format!("next hop {host} does not resolve"),
+                    ))
+                }
+                None => return Err(RouteError::Unresolved(host)),
+            },
+        };
         // Broadcast and unspecified addresses are never a next hop (RFC 4475 bcast).
-        if ip.is_unspecified() || ip == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
-            return Err((400, format!("next hop {ip} is not a unicast address")));
+        if ip.is_unspecified() || ip == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+            return Err(RouteError::Refuse(
+                400,
+                format!("next hop {ip} is not a unicast address"),
+            ));
         }
         Ok(NextHop {
             name: host,
@@ -897,6 +996,14 @@ impl Core {
             // Both land above the existing Record-Routes, in call order.
             ed.add_record_route(rr_out.as_bytes());
             ed.add_record_route(rr_in.as_bytes());
+        }
+        // §18.2.1 / RFC 3581 §4: record where the request really came from in its top Via.
+        if let Some(v) = req.top_via() {
+            let ip = flow.remote.ip().to_string();
+            let rport = v.rport().is_some();
+            if rport || v.host().trim_start_matches('[').trim_end_matches(']') != ip {
+                ed.set_via_received(ip.as_bytes(), rport.then_some(flow.remote.port()));
+            }
         }
         let via = format!(
             "SIP/2.0/{} {}:{};branch={};rport",
@@ -1266,7 +1373,10 @@ impl Core {
         };
         if code >= 200 {
             if let Some(ctx) = e.ctx.as_mut() {
-                ctx.final_sent = true;
+                if !ctx.final_sent {
+                    ctx.final_sent = true;
+                    log_outcome(ctx, code, "relayed");
+                }
             }
         }
         e.txn.send_response(now, code, data);
@@ -1297,7 +1407,10 @@ impl Core {
         };
         if status >= 200 {
             if let Some(ctx) = e.ctx.as_mut() {
-                ctx.final_sent = true;
+                if !ctx.final_sent {
+                    ctx.final_sent = true;
+                    log_outcome(ctx, status, "local");
+                }
             }
         }
         e.txn.send_response(now, status, data);
@@ -1358,6 +1471,22 @@ impl Core {
             data,
         });
     }
+}
+
+/// The log phase: one line per proxied transaction when its final response goes upstream.
+fn log_outcome(ctx: &ResponseContext, status: u16, origin: &str) {
+    let span = info_span!("log");
+    let _g = span.enter();
+    let req = &ctx.request;
+    info!(
+        method = req.method().map_or("", |m| m.as_str()),
+        call_id = %String::from_utf8_lossy(req.call_id().unwrap_or_default()),
+        status,
+        origin,
+        branches = ctx.branch_index,
+        cancelled = ctx.cancelled,
+        "transaction completed"
+    );
 }
 
 /// Preference of final responses (§16.7 step 6): 6xx first, then 2xx … ; within failover,
@@ -1461,68 +1590,38 @@ fn rewrite_uri_host(uri: &Uri<'_>, host: &str) -> Option<String> {
     }
 }
 
-/// The ACK for a non-2xx final response to an INVITE we sent (§17.1.1.3).
+/// The ACK for a non-2xx final response to an INVITE we sent (§17.1.1.3): To from the
+/// response (with its tag).
 fn build_ack(sent: &Message, resp: &Message) -> Option<Bytes> {
-    let uri = sent.request_uri()?;
-    let via = sent.header(HeaderName::Via)?;
-    let cseq = sent.cseq()?;
-    let mut s = String::with_capacity(512);
-    s.push_str("ACK ");
-    s.push_str(&String::from_utf8_lossy(uri.raw()));
-    s.push_str(" SIP/2.0\r\n");
-    // Only the top Via: ours.
-    let top = sent.top_via()?;
-    let _ = via;
-    s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(top.raw())));
-    for r in sent.routes() {
-        s.push_str(&format!("Route: {}\r\n", String::from_utf8_lossy(r.raw())));
-    }
-    s.push_str("Max-Forwards: 70\r\n");
-    s.push_str(&format!(
-        "From: {}\r\n",
-        String::from_utf8_lossy(sent.header(HeaderName::From)?)
-    ));
-    s.push_str(&format!(
-        "To: {}\r\n",
-        String::from_utf8_lossy(resp.header(HeaderName::To)?)
-    ));
-    s.push_str(&format!(
-        "Call-ID: {}\r\n",
-        String::from_utf8_lossy(sent.call_id()?)
-    ));
-    s.push_str(&format!("CSeq: {} ACK\r\n", cseq.seq));
-    s.push_str("Content-Length: 0\r\n\r\n");
-    Some(Bytes::from(s))
+    hop_by_hop_request(sent, "ACK", resp.header(HeaderName::To)?)
 }
 
-/// A CANCEL for a request we sent (§9.1).
+/// A CANCEL for a request we sent (§9.1): To as in the request.
 fn build_cancel(sent: &Message) -> Option<Bytes> {
+    hop_by_hop_request(sent, "CANCEL", sent.header(HeaderName::To)?)
+}
+
+/// ACK and CANCEL share their shape (§9.1, §17.1.1.3): the Request-URI, the single (top) Via,
+/// the Route set, From, Call-ID and CSeq number of the request they follow, with `method`.
+fn hop_by_hop_request(sent: &Message, method: &str, to: &[u8]) -> Option<Bytes> {
     let uri = sent.request_uri()?;
     let top = sent.top_via()?;
     let cseq = sent.cseq()?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut s = String::with_capacity(512);
-    s.push_str(&format!(
-        "CANCEL {} SIP/2.0\r\n",
-        String::from_utf8_lossy(uri.raw())
-    ));
-    s.push_str(&format!("Via: {}\r\n", String::from_utf8_lossy(top.raw())));
+    s.push_str(&format!("{method} {} SIP/2.0\r\n", text(uri.raw())));
+    s.push_str(&format!("Via: {}\r\n", text(top.raw())));
     for r in sent.routes() {
-        s.push_str(&format!("Route: {}\r\n", String::from_utf8_lossy(r.raw())));
+        s.push_str(&format!("Route: {}\r\n", text(r.raw())));
     }
     s.push_str("Max-Forwards: 70\r\n");
     s.push_str(&format!(
         "From: {}\r\n",
-        String::from_utf8_lossy(sent.header(HeaderName::From)?)
+        text(sent.header(HeaderName::From)?)
     ));
-    s.push_str(&format!(
-        "To: {}\r\n",
-        String::from_utf8_lossy(sent.header(HeaderName::To)?)
-    ));
-    s.push_str(&format!(
-        "Call-ID: {}\r\n",
-        String::from_utf8_lossy(sent.call_id()?)
-    ));
-    s.push_str(&format!("CSeq: {} CANCEL\r\n", cseq.seq));
+    s.push_str(&format!("To: {}\r\n", text(to)));
+    s.push_str(&format!("Call-ID: {}\r\n", text(sent.call_id()?)));
+    s.push_str(&format!("CSeq: {} {method}\r\n", cseq.seq));
     s.push_str("Content-Length: 0\r\n\r\n");
     Some(Bytes::from(s))
 }

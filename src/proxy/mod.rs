@@ -64,6 +64,7 @@ pub async fn run(
 ) -> Result<Stats, StartError> {
     let table = resolve_table(&cfg).await?;
     let (tx, mut rx) = mpsc::channel::<Inbound>(8192);
+    let resolved_tx = tx.clone();
     let transports = Transports::bind(&cfg, tx).await?;
     transports.set_server_names(table.tls_names());
     let mut local = HashMap::new();
@@ -125,6 +126,22 @@ pub async fn run(
                 warn!(server_txns = s, client_txns = c, "drain timeout: stopping with transactions in flight");
                 break;
             }
+        }
+        while let Some(host) = core.poll_resolve() {
+            // The system resolver blocks: ask it off the loop, answer through the channel.
+            let tx = resolved_tx.clone();
+            tokio::spawn(async move {
+                let lookup = tokio::net::lookup_host(format!("{host}:0"));
+                let ip = match tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await
+                {
+                    Ok(Ok(mut addrs)) => addrs.next().map(|a| a.ip()),
+                    _ => None,
+                };
+                if ip.is_none() {
+                    warn!(%host, "next hop does not resolve");
+                }
+                let _ = tx.send(Inbound::Resolved { host, ip }).await;
+            });
         }
         while let Some(t) = core.poll_transmit() {
             if let Err(e) = transports.send(t.side, t.transport, t.remote, t.data) {

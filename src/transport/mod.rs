@@ -62,6 +62,11 @@ pub enum Inbound {
         response: Option<(u16, &'static str)>,
         reason: String,
     },
+    /// The system resolver's answer for a name the proxy asked about.
+    Resolved {
+        host: String,
+        ip: Option<std::net::IpAddr>,
+    },
     /// A message could not be delivered to `remote` (connect failure, reset).
     SendFailed {
         side: Side,

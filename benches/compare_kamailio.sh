@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Side by side, in one run: the same sipp load through sipedge and through Kamailio (the peer
+# we measure against), gw1 (127.0.0.2) -> proxy on 127.0.0.1:5068 -> cloud peer (127.0.0.3).
+# Reports each proxy's CPU time for the run (all its processes) and the ratio.
+# Usage: benches/compare_kamailio.sh [RATE] [CALLS]   (needs sipp and kamailio installed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${1:-400}
+CALLS=${2:-4000}
+command -v kamailio >/dev/null || { echo "kamailio not installed (apt-get install kamailio)"; exit 2; }
+cargo build --release -q
+work=$(mktemp -d)
+trap 'pkill -P $$ 2>/dev/null; pkill -f "tests/sipp/uas.xml -i 127.0.0.3" 2>/dev/null; pkill -f "kamailio -f benches/kamailio/kamailio.cfg" 2>/dev/null; rm -rf "$work"' EXIT
+sed -e "s#state_dir = \"../state\"#state_dir = \"$work/state\"#" config/sipedge.toml > "$work/sipedge.toml"
+
+cpu_ms() { # total user+sys CPU of the given pids, in ms
+  local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done
+  echo $(( t * 1000 / $(getconf CLK_TCK) ))
+}
+
+run_load() { # $1 = label, remaining = pids to measure
+  local label=$1; shift
+  (cd "$work" && sipp -sf "$OLDPWD/tests/sipp/uas.xml" -i 127.0.0.3 -p 5060 -t u1 -nostdin >/dev/null 2>&1 &)
+  sleep 0.3
+  local before; before=$(cpu_ms "$@")
+  local ok=0
+  (cd "$work" && sipp -sf "$OLDPWD/tests/sipp/uac.xml" -i 127.0.0.2 -p 5060 -t u1 -s +14255550100 \
+     -set domain mediation.lab.example -r "$RATE" -m "$CALLS" -l 5000 -recv_timeout 20000 \
+     -timeout 300 -timeout_error -nostdin -trace_stat -fd 1 127.0.0.1:5068 >/dev/null 2>&1) || ok=$?
+  local after; after=$(cpu_ms "$@")
+  pkill -f "sipp -sf $PWD/tests/sipp/uas.xml" || true
+  local stat; stat=$(ls -t "$work"/uac_*_.csv | head -1)
+  local res; res=$(python3 - "$stat" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1]), delimiter=';'))
+h, last = rows[0], rows[-1]
+print(f"{last[h.index('SuccessfulCall(C)')]} ok / {last[h.index('FailedCall(C)')]} failed")
+PY
+)
+  echo "$label: $res, CPU $((after - before)) ms for $CALLS calls (sipp exit $ok)"
+  echo $((after - before)) > "$work/$label.cpu"
+  rm -f "$work"/uac_*_.csv
+}
+
+target/release/sipedge --config "$work/sipedge.toml" --log-level warn run 2>"$work/sipedge.log" &
+se=$!
+sleep 0.5
+run_load sipedge "$se"
+kill -TERM "$se"; wait "$se" || true
+
+kamailio -f benches/kamailio/kamailio.cfg -P "$work/kam.pid" -E -w "$work" 2>"$work/kam.log"
+sleep 1
+run_load kamailio $(pgrep -f "kamailio -f benches/kamailio/kamailio.cfg")
+s=$(cat "$work/sipedge.cpu"); k=$(cat "$work/kamailio.cpu")
+python3 -c "print(f'CPU ratio kamailio/sipedge: {($k)/max($s,1):.2f}x')"
