@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub routing: RawRouting,
     pub media: Option<RawMedia>,
+    #[serde(default)]
+    pub tls: RawTls,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,4 +159,30 @@ pub struct RawMedia {
     pub relay_workers: Option<usize>,
     pub gateway_codecs: Option<Vec<String>>,
     pub cloud_codecs: Option<Vec<String>>,
+}
+
+/// `[tls]`: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub gateway_side: Option<RawTlsCert>,
+    pub cloud_side: Option<RawTlsCert>,
+    #[serde(default)]
+    pub trust: Vec<String>,
+    pub crl: Option<String>,
+    pub handshake_timeout_s: Option<u64>,
+    pub max_handshakes: Option<usize>,
+    pub cloud_peer_names: Option<Vec<String>>,
+}
+
+/// Our certificate for one side: PEM (`cert`, `key`, optional `chain`) or PKCS#12 (`p12` and
+/// `p12_password_file`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsCert {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub chain: Option<String>,
+    pub p12: Option<String>,
+    pub p12_password_file: Option<String>,
 }

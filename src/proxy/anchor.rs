@@ -1819,6 +1819,7 @@ mod tests {
                 },
                 remote: remote.parse().unwrap(),
                 conn: None,
+                identity: None,
             }
         }
 

@@ -501,7 +501,9 @@ impl Core {
 
     /// The admit phase: returns the rejection, if any.
     fn admit(&self, flow: &Flow, req: &Message, method: &Method) -> Result<(), Refusal> {
-        let sender = self.table.identify(flow.side, flow.remote.ip());
+        let sender =
+            self.table
+                .identify_flow(flow.side, flow.remote.ip(), flow.identity.as_deref());
         if sender.is_none() {
             return Err(Refusal::new(
                 403,
@@ -577,7 +579,11 @@ impl Core {
         }
         // ACK for a 2xx: a transaction of its own, forwarded statelessly by its Route set
         // (§16.6, RFC 6026 §6).
-        if self.table.identify(flow.side, flow.remote.ip()).is_none() {
+        if self
+            .table
+            .identify_flow(flow.side, flow.remote.ip(), flow.identity.as_deref())
+            .is_none()
+        {
             return;
         }
         if req.max_forwards() == Some(0) {
@@ -691,7 +697,10 @@ impl Core {
                 return self.park(host, Parked::Request { key, flow, req });
             }
             None => {
-                let Some(sender) = self.table.identify(flow.side, flow.remote.ip()) else {
+                let Some(sender) =
+                    self.table
+                        .identify_flow(flow.side, flow.remote.ip(), flow.identity.as_deref())
+                else {
                     return self.respond(now, &key, &req, 403, "Forbidden", &[]);
                 };
                 self.spread = self.spread.wrapping_add(1);

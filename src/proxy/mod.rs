@@ -69,9 +69,10 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel::<Inbound>(8192);
     let resolved_tx = tx.clone();
     let transports = Transports::bind(&cfg, tx).await?;
+    transports.set_server_names(table.tls_names());
     let mut local = HashMap::new();
     for side in [Side::Gateway, Side::Cloud] {
-        for t in [Transport::Udp, Transport::Tcp] {
+        for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
             if let Some(a) = transports.local_addr(side, t) {
                 local.insert((side, t), a);
             }
