@@ -240,6 +240,8 @@ pub struct Gateway {
     pub send_options: bool,
     /// SRTP on this gateway's leg (default `off`: PSTN gateways speak plain RTP).
     pub srtp: SrtpMode,
+    /// Extra trust anchors for this gateway's certificate (a vendor's CA), besides our root.
+    pub trust: Vec<PathBuf>,
 }
 
 /// SRTP (SDES, RFC 4568) toward one peer.
@@ -621,6 +623,18 @@ impl Config {
                 max_sessions: g.max_sessions,
                 send_options: g.send_options.unwrap_or(true),
                 srtp: v.srtp(&format!("{key}.srtp"), g.srtp.as_deref(), SrtpMode::Off)?,
+                trust: g
+                    .trust
+                    .iter()
+                    .map(|t| {
+                        let p = PathBuf::from(t);
+                        if p.is_absolute() {
+                            p
+                        } else {
+                            base.join(p)
+                        }
+                    })
+                    .collect(),
             });
         }
 
@@ -1364,6 +1378,28 @@ mod tests {
         assert!(e.reason.contains("unknown field `certs`"), "{e}");
         let e = with("gateway_side = { cert = \"a\", key = \"b\", pem = 1 }");
         assert!(e.reason.contains("unknown field `pem`"), "{e}");
+    }
+
+    #[test]
+    fn gateway_trust_files_resolve_against_the_config_directory() {
+        let text = LAB.replace(
+            "name = \"gw2.lab.example\"\n",
+            "name = \"gw2.lab.example\"\ntrust = [\"vendor-ca.pem\", \"/etc/ssl/other.pem\"]\n",
+        );
+        let c = Config::from_toml(Path::new("config/sipedge.toml"), &text).unwrap();
+        let gw2 = c
+            .gateways
+            .iter()
+            .find(|g| g.name.to_string() == "gw2.lab.example")
+            .unwrap();
+        assert_eq!(
+            gw2.trust,
+            vec![
+                PathBuf::from("config/vendor-ca.pem"),
+                PathBuf::from("/etc/ssl/other.pem")
+            ]
+        );
+        assert!(c.gateways[0].trust.is_empty());
     }
 
     #[test]

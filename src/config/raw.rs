@@ -108,6 +108,9 @@ pub struct RawGateway {
     pub max_sessions: Option<u32>,
     pub send_options: Option<bool>,
     pub srtp: Option<String>,
+    /// CA files (PEM) this gateway's certificate may chain to, besides our root.
+    #[serde(default)]
+    pub trust: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -148,6 +148,15 @@ pub fn planned_sources(cfg: &Config) -> TlsSources {
         trust.push(store.root_cert_path());
     }
     trust.extend(cfg.tls.trust.iter().cloned());
+    // CA files configured per gateway (its vendor's CA): the name binding still applies, so
+    // such a CA can vouch only for names that are configured gateways of our site.
+    for g in &cfg.gateways {
+        for t in &g.trust {
+            if !trust.contains(t) {
+                trust.push(t.clone());
+            }
+        }
+    }
     let crl = match &cfg.tls.crl {
         Some(c) => vec![c.clone()],
         None if store.crl_path().exists() => vec![store.crl_path()],
@@ -557,6 +566,21 @@ mod tests {
             &format!("state_dir = \"{}\"", state.display()),
         );
         Config::from_toml(std::path::Path::new("/x/sipedge.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn per_gateway_ca_files_join_the_trust_anchors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = lab_cfg(&dir.path().join("state"));
+        cfg.gateways[1].trust = vec![dir.path().join("vendor-ca.pem")];
+        cfg.gateways[0].trust = vec![dir.path().join("vendor-ca.pem")];
+        let src = planned_sources(&cfg);
+        let n = src
+            .trust
+            .iter()
+            .filter(|t| t.ends_with("vendor-ca.pem"))
+            .count();
+        assert_eq!(n, 1, "listed once: {:?}", src.trust);
     }
 
     #[test]
