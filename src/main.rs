@@ -95,12 +95,29 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check => {
+            // Our certificates against the rules: errors fail the check, warnings are shown.
+            let findings =
+                sipedge::transport::tls::check_certificates(&cfg, std::time::SystemTime::now());
+            for f in &findings {
+                eprintln!("{}: {f}", cli.config.display());
+            }
+            if findings
+                .iter()
+                .any(|f| f.finding.severity == sipedge::pki::Severity::Error)
+            {
+                return ExitCode::from(2);
+            }
             println!(
-                "{}: OK (site {}, {} gateways, {} users)",
+                "{}: OK (site {}, {} gateways, {} users{})",
                 cli.config.display(),
                 cfg.appliance.site,
                 cfg.gateways.len(),
-                cfg.users.len()
+                cfg.users.len(),
+                if findings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} certificate warnings", findings.len())
+                }
             );
             ExitCode::SUCCESS
         }

@@ -64,6 +64,7 @@ fn flow(side: Side, remote: &str) -> Flow {
         .unwrap(),
         remote: remote.parse().unwrap(),
         conn: None,
+        identity: None,
     }
 }
 

@@ -63,6 +63,7 @@ impl Sim {
             .unwrap(),
             remote: from.parse().unwrap(),
             conn: None,
+            identity: None,
         };
         let m = Message::parse(Bytes::from(msg.to_owned())).expect("test message parses");
         self.core

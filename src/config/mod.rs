@@ -210,6 +210,8 @@ pub struct CloudPeer {
     pub fqdn: Fqdn,
     pub port: u16,
     pub transport: Transport,
+    /// SRTP on the cloud leg (default `required`, as Direct Routing demands).
+    pub srtp: SrtpMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +238,63 @@ pub struct Gateway {
     pub weight: u16,
     pub max_sessions: Option<u32>,
     pub send_options: bool,
+    /// SRTP on this gateway's leg (default `off`: PSTN gateways speak plain RTP).
+    pub srtp: SrtpMode,
+    /// Extra trust anchors for this gateway's certificate (a vendor's CA), besides our root.
+    pub trust: Vec<PathBuf>,
+}
+
+/// SRTP (SDES, RFC 4568) toward one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtpMode {
+    /// RTP/SAVP with our `a=crypto`; plain RTP is refused (488).
+    Required,
+    /// RFC 8643 opportunistic SRTP: RTP/AVP with our `a=crypto` in offers; SRTP when the
+    /// other side's SDP carries a usable crypto line, plain RTP when it does not.
+    Optional,
+    /// Plain RTP: no crypto line, SAVP refused (488).
+    Off,
+}
+
+impl SrtpMode {
+    pub fn parse(s: &str) -> Result<SrtpMode, String> {
+        match s {
+            "required" => Ok(SrtpMode::Required),
+            "optional" => Ok(SrtpMode::Optional),
+            "off" => Ok(SrtpMode::Off),
+            _ => Err(format!(
+                "unknown SRTP mode {s:?} (expected \"required\", \"optional\" or \"off\")"
+            )),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SrtpMode::Required => "required",
+            SrtpMode::Optional => "optional",
+            SrtpMode::Off => "off",
+        }
+    }
+}
+
+/// Default encodings allowed on each side (no transcoding: the offer is filtered).
+pub const DEFAULT_CODECS: &[&str] = &["PCMU", "PCMA", "G722", "G729", "opus", "SILK", "CN"];
+
+/// `[media]`: media anchoring. Absent: SDP passes untouched (signalling-only proxy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// Our media address, written into every rewritten `c=`.
+    pub ip: IpAddr,
+    /// RTP/RTCP port range (inclusive).
+    pub port_min: u16,
+    pub port_max: u16,
+    /// No RTP in either direction for this long (hold respected) → BYE to both legs.
+    pub media_timeout: Duration,
+    /// Relay worker threads (default: the number of CPUs).
+    pub relay_workers: Option<usize>,
+    /// Encoding names allowed toward/from the gateways.
+    pub gateway_codecs: Vec<String>,
+    /// Encoding names allowed toward/from the cloud peer.
+    pub cloud_codecs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,6 +356,60 @@ pub struct RoutingSettings {
     pub options_interval: Duration,
 }
 
+/// Where one side's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// PEM certificate (leaf first, may hold the chain), PEM key, optional PEM chain file.
+    Pem {
+        cert: PathBuf,
+        key: PathBuf,
+        chain: Option<PathBuf>,
+    },
+    /// A PKCS#12 bundle (key + chain) and the file holding its password (first line).
+    Pkcs12 {
+        file: PathBuf,
+        password_file: PathBuf,
+    },
+}
+
+impl CertSource {
+    /// Every file behind this source (watched for changes).
+    pub fn files(&self) -> Vec<PathBuf> {
+        match self {
+            CertSource::Pem { cert, key, chain } => {
+                let mut v = vec![cert.clone(), key.clone()];
+                v.extend(chain.clone());
+                v
+            }
+            CertSource::Pkcs12 {
+                file,
+                password_file,
+            } => vec![file.clone(), password_file.clone()],
+        }
+    }
+}
+
+/// `[tls]`: our certificates (issued from the built-in CA at start when absent), extra trust
+/// anchors, the CRL and the handshake limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Our certificate toward gateways; `None`: issued from the built-in CA for the mediation
+    /// FQDN.
+    pub gateway_side: Option<CertSource>,
+    /// Our certificate toward the cloud peer; `None`: issued from the built-in CA for the
+    /// access edge FQDN with `sip.<domain>` SANs.
+    pub cloud_side: Option<CertSource>,
+    /// Trust anchors in addition to the built-in CA's root (PEM files).
+    pub trust: Vec<PathBuf>,
+    /// CRL file (PEM); default: the built-in CA's CRL when it exists.
+    pub crl: Option<PathBuf>,
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once (both sides, inbound and outbound).
+    pub max_handshakes: usize,
+    /// Names the cloud peer's certificate must carry (default: its FQDN).
+    pub cloud_peer_names: Vec<String>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -314,6 +427,9 @@ pub struct Config {
     pub sip: SipSettings,
     pub limits: Limits,
     pub routing: RoutingSettings,
+    /// Media anchoring; `None` when the file has no `[media]` table.
+    pub media: Option<MediaSettings>,
+    pub tls: TlsSettings,
     pub admin: AdminSettings,
 }
 
@@ -433,6 +549,11 @@ impl Config {
             fqdn: v.fqdn("cloud_peer.fqdn", &raw.cloud_peer.fqdn)?,
             port: v.port("cloud_peer.port", raw.cloud_peer.port, 5061)?,
             transport: v.transport("cloud_peer.transport", raw.cloud_peer.transport.as_deref())?,
+            srtp: v.srtp(
+                "cloud_peer.srtp",
+                raw.cloud_peer.srtp.as_deref(),
+                SrtpMode::Required,
+            )?,
         };
 
         let mut sites = Vec::new();
@@ -509,6 +630,19 @@ impl Config {
                 weight,
                 max_sessions: g.max_sessions,
                 send_options: g.send_options.unwrap_or(true),
+                srtp: v.srtp(&format!("{key}.srtp"), g.srtp.as_deref(), SrtpMode::Off)?,
+                trust: g
+                    .trust
+                    .iter()
+                    .map(|t| {
+                        let p = PathBuf::from(t);
+                        if p.is_absolute() {
+                            p
+                        } else {
+                            base.join(p)
+                        }
+                    })
+                    .collect(),
             });
         }
 
@@ -701,6 +835,11 @@ impl Config {
         } else {
             AdminSettings { listen: None }
         };
+        let media = match &raw.media {
+            Some(m) => Some(v.media(m)?),
+            None => None,
+        };
+        let tls = v.tls(base, &raw.tls, &cloud_peer)?;
 
         Ok(Config {
             file: path.to_owned(),
@@ -720,7 +859,17 @@ impl Config {
             limits,
             routing,
             admin,
+            media,
+            tls,
         })
+    }
+
+    /// Is TLS in use anywhere (a listener, the cloud peer or a gateway)?
+    pub fn uses_tls(&self) -> bool {
+        self.gateway_listen.tls.is_some()
+            || self.cloud_listen.tls.is_some()
+            || self.cloud_peer.transport == Transport::Tls
+            || self.gateways.iter().any(|g| g.transport == Transport::Tls)
     }
 
     /// This appliance's own site.
@@ -777,6 +926,80 @@ impl Validator<'_> {
             p => Ok(p),
         }
     }
+    fn srtp(&self, key: &str, s: Option<&str>, default: SrtpMode) -> Result<SrtpMode, ConfigError> {
+        s.map_or(Ok(default), SrtpMode::parse)
+            .map_err(|r| self.err(key, &r))
+    }
+    fn media(&self, m: &raw::RawMedia) -> Result<MediaSettings, ConfigError> {
+        let ip: IpAddr = match &m.ip {
+            Some(s) => s
+                .parse()
+                .map_err(|_| self.err("media.ip", &format!("{s:?} is not an IP address")))?,
+            None => return Err(self.err("media.ip", "missing: the anchor's media address")),
+        };
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(self.err(
+                "media.ip",
+                &format!("{ip} cannot be a media address (unicast, not 0.0.0.0)"),
+            ));
+        }
+        let port_min = m.port_min.unwrap_or(49152);
+        let port_max = m.port_max.unwrap_or(57500);
+        if port_min < 1024 {
+            return Err(self.err("media.port_min", "media ports start at 1024 or above"));
+        }
+        // At least one even/odd pair inside the range.
+        let base = port_min.saturating_add(port_min % 2);
+        if port_max <= base {
+            return Err(self.err(
+                "media.port_max",
+                &format!(
+                    "range {port_min}-{port_max} holds no RTP/RTCP port pair (even port and the next)"
+                ),
+            ));
+        }
+        let secs = m.media_timeout_s.unwrap_or(60);
+        if !(1..=86_400).contains(&secs) {
+            return Err(self.err(
+                "media.media_timeout_s",
+                &format!("{secs} is out of range 1..=86400"),
+            ));
+        }
+        if m.relay_workers == Some(0) || m.relay_workers.is_some_and(|w| w > 256) {
+            return Err(self.err("media.relay_workers", "between 1 and 256 relay threads"));
+        }
+        let codecs = |key: &str, c: &Option<Vec<String>>| -> Result<Vec<String>, ConfigError> {
+            let list: Vec<String> = match c {
+                Some(l) => l.clone(),
+                None => DEFAULT_CODECS.iter().map(|s| (*s).to_owned()).collect(),
+            };
+            for (i, name) in list.iter().enumerate() {
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+                {
+                    return Err(self.err(
+                        &format!("{key}[{i}]"),
+                        &format!("{name:?} is not an encoding name (e.g. \"PCMU\")"),
+                    ));
+                }
+            }
+            if list.is_empty() {
+                return Err(self.err(key, "at least one codec must be allowed"));
+            }
+            Ok(list)
+        };
+        Ok(MediaSettings {
+            ip,
+            port_min,
+            port_max,
+            media_timeout: Duration::from_secs(secs),
+            relay_workers: m.relay_workers,
+            gateway_codecs: codecs("media.gateway_codecs", &m.gateway_codecs)?,
+            cloud_codecs: codecs("media.cloud_codecs", &m.cloud_codecs)?,
+        })
+    }
     fn transport(&self, key: &str, t: Option<&str>) -> Result<Transport, ConfigError> {
         t.map_or(Ok(Transport::Tls), Transport::parse)
             .map_err(|r| self.err(key, &r))
@@ -797,6 +1020,145 @@ impl Validator<'_> {
             udp: addr("udp", &l.udp)?,
             tcp: addr("tcp", &l.tcp)?,
             tls: addr("tls", &l.tls)?,
+        })
+    }
+}
+
+impl Validator<'_> {
+    fn path(&self, base: &Path, key: &str, s: &str) -> Result<PathBuf, ConfigError> {
+        if s.trim().is_empty() {
+            return Err(self.err(key, "an empty file name"));
+        }
+        let p = PathBuf::from(s);
+        Ok(if p.is_absolute() { p } else { base.join(p) })
+    }
+
+    fn cert_source(
+        &self,
+        base: &Path,
+        key: &str,
+        c: &raw::RawTlsCert,
+    ) -> Result<CertSource, ConfigError> {
+        let opt = |name: &str, s: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+            s.as_deref()
+                .map(|s| self.path(base, &format!("{key}.{name}"), s))
+                .transpose()
+        };
+        let (cert, k, chain) = (
+            opt("cert", &c.cert)?,
+            opt("key", &c.key)?,
+            opt("chain", &c.chain)?,
+        );
+        let (p12, pw) = (
+            opt("p12", &c.p12)?,
+            opt("p12_password_file", &c.p12_password_file)?,
+        );
+        match (cert, k, p12, pw) {
+            (Some(cert), Some(key_path), None, None) => Ok(CertSource::Pem {
+                cert,
+                key: key_path,
+                chain,
+            }),
+            (None, None, Some(file), Some(password_file)) => {
+                if chain.is_some() {
+                    return Err(self.err(
+                        &format!("{key}.chain"),
+                        "a PKCS#12 bundle carries its chain; chain is for PEM",
+                    ));
+                }
+                Ok(CertSource::Pkcs12 {
+                    file,
+                    password_file,
+                })
+            }
+            (None, None, Some(_), None) => Err(self.err(
+                &format!("{key}.p12_password_file"),
+                "a PKCS#12 bundle needs its password file",
+            )),
+            (Some(_), None, None, None) => Err(self.err(
+                &format!("{key}.key"),
+                "a PEM certificate needs its key file",
+            )),
+            (None, Some(_), None, None) => Err(self.err(
+                &format!("{key}.cert"),
+                "a key file needs its certificate file",
+            )),
+            (None, None, None, _) => Err(self.err(
+                key,
+                "give cert and key (PEM) or p12 and p12_password_file (PKCS#12)",
+            )),
+            _ => Err(self.err(
+                key,
+                "either cert and key (PEM) or p12 and p12_password_file (PKCS#12), not both",
+            )),
+        }
+    }
+
+    fn tls(
+        &self,
+        base: &Path,
+        raw: &raw::RawTls,
+        peer: &CloudPeer,
+    ) -> Result<TlsSettings, ConfigError> {
+        let gateway_side = raw
+            .gateway_side
+            .as_ref()
+            .map(|c| self.cert_source(base, "tls.gateway_side", c))
+            .transpose()?;
+        let cloud_side = raw
+            .cloud_side
+            .as_ref()
+            .map(|c| self.cert_source(base, "tls.cloud_side", c))
+            .transpose()?;
+        let mut trust = Vec::new();
+        for (i, t) in raw.trust.iter().enumerate() {
+            trust.push(self.path(base, &format!("tls.trust[{i}]"), t)?);
+        }
+        let crl = raw
+            .crl
+            .as_deref()
+            .map(|c| self.path(base, "tls.crl", c))
+            .transpose()?;
+        let timeout = raw.handshake_timeout_s.unwrap_or(10);
+        if !(1..=300).contains(&timeout) {
+            return Err(self.err(
+                "tls.handshake_timeout_s",
+                &format!("{timeout} is out of range 1..=300"),
+            ));
+        }
+        let max_handshakes = raw.max_handshakes.unwrap_or(256);
+        if !(1..=100_000).contains(&max_handshakes) {
+            return Err(self.err(
+                "tls.max_handshakes",
+                &format!("{max_handshakes} is out of range 1..=100000"),
+            ));
+        }
+        let cloud_peer_names = match &raw.cloud_peer_names {
+            None => vec![peer.fqdn.to_string()],
+            Some(names) if names.is_empty() => {
+                return Err(self.err(
+                    "tls.cloud_peer_names",
+                    "at least one name (omit the key for the cloud peer's FQDN)",
+                ))
+            }
+            Some(names) => {
+                let mut out = Vec::new();
+                for (i, n) in names.iter().enumerate() {
+                    let h = HostName::parse(n)
+                        .map_err(|r| self.err(&format!("tls.cloud_peer_names[{i}]"), &r))?;
+                    out.push(h.to_string());
+                }
+                out
+            }
+        };
+        Ok(TlsSettings {
+            gateway_side,
+            cloud_side,
+            trust,
+            crl,
+            handshake_timeout: Duration::from_secs(timeout),
+            max_handshakes,
+            cloud_peer_names,
         })
     }
 }
@@ -937,9 +1299,162 @@ mod tests {
     }
 
     #[test]
+    fn media_table_defaults_and_lab_values() {
+        let c = lab();
+        let m = c.media.as_ref().expect("lab has [media]");
+        assert_eq!(m.ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!((m.port_min, m.port_max), (49152, 57500));
+        assert_eq!(m.media_timeout, Duration::from_secs(60));
+        assert_eq!(c.cloud_peer.srtp, SrtpMode::Optional);
+        assert!(c.gateways.iter().all(|g| g.srtp == SrtpMode::Off));
+        // Without [media] nothing is anchored; without cloud_peer.srtp SRTP is required.
+        let bare = LAB
+            .split("\n[media]")
+            .next()
+            .unwrap()
+            .replace("srtp = \"optional\"\n", "");
+        let c = Config::from_toml(Path::new("t.toml"), &bare).unwrap();
+        assert!(c.media.is_none());
+        assert_eq!(c.cloud_peer.srtp, SrtpMode::Required);
+        let c = Config::from_toml(
+            Path::new("t.toml"),
+            &format!("{bare}\n[media]\nip = \"10.0.0.1\"\n"),
+        )
+        .unwrap();
+        let m = c.media.unwrap();
+        assert_eq!(m.media_timeout, Duration::from_secs(60));
+        assert!(m.cloud_codecs.iter().any(|c| c == "PCMU"));
+    }
+
+    #[test]
+    fn media_errors_name_their_key() {
+        let bare = LAB.split("\n[media]").next().unwrap().to_owned();
+        let media = |t: &str| err_of(&format!("{bare}\n[media]\n{t}\n"));
+        assert_eq!(media("port_min = 5000").key, "media.ip");
+        assert_eq!(media("ip = \"nope\"").key, "media.ip");
+        assert_eq!(media("ip = \"0.0.0.0\"").key, "media.ip");
+        let e = media("ip = \"10.0.0.1\"\nport_min = 50000\nport_max = 50000");
+        assert_eq!(e.key, "media.port_max");
+        assert!(e.reason.contains("no RTP/RTCP port pair"), "{e}");
+        assert_eq!(
+            media("ip = \"10.0.0.1\"\nmedia_timeout_s = 0").key,
+            "media.media_timeout_s"
+        );
+        assert_eq!(
+            media("ip = \"10.0.0.1\"\ncloud_codecs = [\"PC MU\"]").key,
+            "media.cloud_codecs[0]"
+        );
+        let e = media("ip = \"10.0.0.1\"\nspeed = 1");
+        assert!(e.reason.contains("unknown field `speed`"), "{e}");
+        let e = err_of(&LAB.replace("srtp = \"optional\"", "srtp = \"maybe\""));
+        assert_eq!(e.key, "cloud_peer.srtp");
+        assert!(e.reason.contains("required"), "{e}");
+    }
+
+    #[test]
     fn syntax_error_gives_a_line() {
         let e = err_of("[appliance\nsite = 1\n");
         assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn tls_defaults_and_lab_listeners() {
+        let c = lab();
+        assert_eq!(
+            c.gateway_listen.tls,
+            Some("127.0.0.1:5067".parse().unwrap())
+        );
+        assert_eq!(c.cloud_listen.tls, Some("127.0.0.1:5061".parse().unwrap()));
+        assert!(c.uses_tls());
+        assert_eq!(c.tls.gateway_side, None);
+        assert_eq!(c.tls.cloud_side, None);
+        assert_eq!(c.tls.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.tls.cloud_peer_names, vec!["sip.cloud.lab.example"]);
+        assert!(c.tls.trust.is_empty());
+    }
+
+    #[test]
+    fn tls_table_parses_pem_and_pkcs12_sources() {
+        let text = LAB.replace(
+            "[tls]\nhandshake_timeout_s = 10\nmax_handshakes = 256",
+            "[tls]\ngateway_side = { cert = \"gw.crt\", key = \"/etc/k.key\", chain = \"c.pem\" }\n\
+             cloud_side = { p12 = \"edge.p12\", p12_password_file = \"edge.pw\" }\n\
+             trust = [\"vendor.pem\"]\ncrl = \"x.crl\"\nhandshake_timeout_s = 3\nmax_handshakes = 8\n\
+             cloud_peer_names = [\"sip.pstnhub.example\", \"SIP2.pstnhub.example\"]\n",
+        );
+        let c = Config::from_toml(Path::new("/etc/sipedge/s.toml"), &text).unwrap();
+        assert_eq!(
+            c.tls.gateway_side,
+            Some(CertSource::Pem {
+                cert: "/etc/sipedge/gw.crt".into(),
+                key: "/etc/k.key".into(),
+                chain: Some("/etc/sipedge/c.pem".into()),
+            })
+        );
+        assert_eq!(
+            c.tls.cloud_side,
+            Some(CertSource::Pkcs12 {
+                file: "/etc/sipedge/edge.p12".into(),
+                password_file: "/etc/sipedge/edge.pw".into(),
+            })
+        );
+        assert_eq!(c.tls.trust, vec![PathBuf::from("/etc/sipedge/vendor.pem")]);
+        assert_eq!(c.tls.crl, Some("/etc/sipedge/x.crl".into()));
+        assert_eq!(c.tls.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.tls.max_handshakes, 8);
+        assert_eq!(
+            c.tls.cloud_peer_names,
+            vec!["sip.pstnhub.example", "sip2.pstnhub.example"]
+        );
+    }
+
+    #[test]
+    fn tls_errors_name_their_key() {
+        let with = |t: &str| {
+            err_of(&LAB.replace(
+                "[tls]\nhandshake_timeout_s = 10\nmax_handshakes = 256",
+                &format!("[tls]\n{t}\n"),
+            ))
+        };
+        let e = with("gateway_side = { cert = \"a.crt\" }");
+        assert_eq!(e.key, "tls.gateway_side.key");
+        let e = with("cloud_side = { p12 = \"a.p12\" }");
+        assert_eq!(e.key, "tls.cloud_side.p12_password_file");
+        let e = with("cloud_side = { p12 = \"a.p12\", p12_password_file = \"p\", cert = \"a\", key = \"b\" }");
+        assert_eq!(e.key, "tls.cloud_side");
+        assert!(e.reason.contains("not both"), "{e}");
+        let e = with("handshake_timeout_s = 0");
+        assert_eq!(e.key, "tls.handshake_timeout_s");
+        let e = with("cloud_peer_names = []");
+        assert_eq!(e.key, "tls.cloud_peer_names");
+        let e = with("cloud_peer_names = [\"bad name\"]");
+        assert_eq!(e.key, "tls.cloud_peer_names[0]");
+        let e = with("certs = 1");
+        assert!(e.reason.contains("unknown field `certs`"), "{e}");
+        let e = with("gateway_side = { cert = \"a\", key = \"b\", pem = 1 }");
+        assert!(e.reason.contains("unknown field `pem`"), "{e}");
+    }
+
+    #[test]
+    fn gateway_trust_files_resolve_against_the_config_directory() {
+        let text = LAB.replace(
+            "name = \"gw2.lab.example\"\n",
+            "name = \"gw2.lab.example\"\ntrust = [\"vendor-ca.pem\", \"/etc/ssl/other.pem\"]\n",
+        );
+        let c = Config::from_toml(Path::new("config/sipedge.toml"), &text).unwrap();
+        let gw2 = c
+            .gateways
+            .iter()
+            .find(|g| g.name.to_string() == "gw2.lab.example")
+            .unwrap();
+        assert_eq!(
+            gw2.trust,
+            vec![
+                PathBuf::from("config/vendor-ca.pem"),
+                PathBuf::from("/etc/ssl/other.pem")
+            ]
+        );
+        assert!(c.gateways[0].trust.is_empty());
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct RawConfig {
     pub routing: RawRouting,
     /// No `[admin]` table: no admin listener.
     pub admin: Option<RawAdmin>,
+    pub media: Option<RawMedia>,
+    #[serde(default)]
+    pub tls: RawTls,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +78,7 @@ pub struct RawCloudPeer {
     pub fqdn: String,
     pub port: Option<u16>,
     pub transport: Option<String>,
+    pub srtp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +109,10 @@ pub struct RawGateway {
     pub weight: Option<u16>,
     pub max_sessions: Option<u32>,
     pub send_options: Option<bool>,
+    pub srtp: Option<String>,
+    /// CA files (PEM) this gateway's certificate may chain to, besides our root.
+    #[serde(default)]
+    pub trust: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,4 +160,42 @@ pub struct RawAdmin {
     pub listen: Option<String>,
     #[serde(default)]
     pub allow_remote: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMedia {
+    pub ip: Option<String>,
+    pub port_min: Option<u16>,
+    pub port_max: Option<u16>,
+    pub media_timeout_s: Option<u64>,
+    pub relay_workers: Option<usize>,
+    pub gateway_codecs: Option<Vec<String>>,
+    pub cloud_codecs: Option<Vec<String>>,
+}
+
+/// `[tls]`: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub gateway_side: Option<RawTlsCert>,
+    pub cloud_side: Option<RawTlsCert>,
+    #[serde(default)]
+    pub trust: Vec<String>,
+    pub crl: Option<String>,
+    pub handshake_timeout_s: Option<u64>,
+    pub max_handshakes: Option<usize>,
+    pub cloud_peer_names: Option<Vec<String>>,
+}
+
+/// Our certificate for one side: PEM (`cert`, `key`, optional `chain`) or PKCS#12 (`p12` and
+/// `p12_password_file`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsCert {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub chain: Option<String>,
+    pub p12: Option<String>,
+    pub p12_password_file: Option<String>,
 }

@@ -59,6 +59,21 @@ impl Clone for TlsMaterial {
     }
 }
 
+/// Every CRL (PEM) in a file.
+pub fn load_crls(
+    path: &std::path::Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, PkiError> {
+    let data = fsutil::read(path)?;
+    CertificateRevocationListDer::pem_slice_iter(&data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PkiError::invalid(path.display().to_string(), format!("bad CRL PEM: {e}")))
+}
+
+/// Every certificate (PEM) in a file; at least one.
+pub fn load_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    pem_certs(path)
+}
+
 fn pem_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, PkiError> {
     let data = fsutil::read(path)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&data)
@@ -104,6 +119,46 @@ impl TlsMaterial {
         material.check_key_matches().map_err(|reason| {
             PkiError::invalid(format!("{} / {}", cert.display(), key.display()), reason)
         })?;
+        Ok(material)
+    }
+
+    /// Load a PKCS#12 bundle (key + chain) whose password is the first line of
+    /// `password_file`.
+    pub fn from_pkcs12_file(
+        file: &std::path::Path,
+        password_file: &std::path::Path,
+    ) -> Result<Self, PkiError> {
+        let password = fsutil::read_string(password_file)?;
+        let password = password.lines().next().unwrap_or("").trim_end_matches('\r');
+        let data = fsutil::read(file)?;
+        let contents =
+            super::pkcs12::decode(&data, password).map_err(|source| PkiError::Pkcs12 {
+                what: file.display().to_string(),
+                source,
+            })?;
+        let key = contents.key_pkcs8.ok_or_else(|| {
+            PkiError::invalid(
+                file.display().to_string(),
+                "the bundle holds no private key",
+            )
+        })?;
+        if contents.certs.is_empty() {
+            return Err(PkiError::invalid(
+                file.display().to_string(),
+                "the bundle holds no certificate",
+            ));
+        }
+        let material = TlsMaterial {
+            cert_chain: contents
+                .certs
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect(),
+            key: PrivateKeyDer::Pkcs8(key.into()),
+        };
+        material
+            .check_key_matches()
+            .map_err(|reason| PkiError::invalid(file.display().to_string(), reason))?;
         Ok(material)
     }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, info, info_span, warn};
 
+use super::anchor::{self, Anchor, ByeSpec, DialogInfo};
 use crate::config::{Config, Side, Transport};
 use crate::routing::{self, Decision, Directory, Live, NextHop, RoutingTable, Sender};
 use crate::sip::{
@@ -178,6 +179,8 @@ pub struct Core {
     calls: HashMap<Vec<u8>, String>,
     /// Established calls per gateway name.
     sessions: HashMap<String, u32>,
+    /// Media anchoring (`[media]`); `None`: SDP passes untouched.
+    anchor: Option<Anchor>,
 }
 
 /// A request waiting for its next hop's name to resolve.
@@ -252,6 +255,7 @@ impl Core {
             spread: 0,
             draining: false,
             stats: Stats::default(),
+            anchor: None,
         };
         let at = core.health.next_probe();
         core.reschedule(None, Some(at), TimerSlot::Probe);
@@ -280,6 +284,15 @@ impl Core {
             demoted: self.health.demoted().clone(),
             sessions,
         }
+    }
+
+    /// Anchors the media of every call from now on (see [`super::anchor`]).
+    pub fn set_anchor(&mut self, anchor: Anchor) {
+        self.anchor = Some(anchor);
+    }
+
+    pub fn anchor(&self) -> Option<&Anchor> {
+        self.anchor.as_ref()
     }
 
     /// Replaces the routing table (configuration reload); transactions in flight keep theirs.
@@ -328,13 +341,14 @@ impl Core {
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let media = self.anchor.as_ref().and_then(|a| a.next_deadline());
         while let Some(Reverse((at, slot))) = self.heap.peek().cloned() {
             if self.slots.contains_key(&slot) {
-                return Some(at);
+                return Some(media.map_or(at, |m| m.min(at)));
             }
             self.heap.pop();
         }
-        None
+        media
     }
 
     /// Starts the graceful drain: new INVITEs get 503 with Retry-After.
@@ -410,6 +424,7 @@ impl Core {
                 }
             }
         }
+        self.media_sweep(now);
     }
 
     /// A transport failure toward `remote`: every client transaction sending there fails.
@@ -552,7 +567,9 @@ impl Core {
 
     /// The admit phase: returns the rejection, if any.
     fn admit(&self, flow: &Flow, req: &Message, method: &Method) -> Result<(), Refusal> {
-        let sender = self.table.identify(flow.side, flow.remote.ip());
+        let sender =
+            self.table
+                .identify_flow(flow.side, flow.remote.ip(), flow.identity.as_deref());
         if sender.is_none() {
             return Err(Refusal::new(
                 403,
@@ -628,7 +645,11 @@ impl Core {
         }
         // ACK for a 2xx: a transaction of its own, forwarded statelessly by its Route set
         // (§16.6, RFC 6026 §6).
-        if self.table.identify(flow.side, flow.remote.ip()).is_none() {
+        if self
+            .table
+            .identify_flow(flow.side, flow.remote.ip(), flow.identity.as_deref())
+            .is_none()
+        {
             return;
         }
         if req.max_forwards() == Some(0) {
@@ -650,6 +671,11 @@ impl Core {
             .unwrap_or_default()
             .to_vec();
         let branch = crate::txn::branch_for(&seed, u32::MAX);
+        // An ACK may carry the answer to an offer in the 2xx (late offer, §13.2.1).
+        let req = match self.anchor_request(now, &req, &flow, &target) {
+            Ok(Some(r)) => r,
+            _ => req,
+        };
         if let Some(data) = self.build_forward(&req, &flow, &target, &branch, false) {
             self.stats.forwarded += 1;
             self.out.push_back(Transmit {
@@ -737,7 +763,10 @@ impl Core {
                 return self.park(host, Parked::Request { key, flow, req });
             }
             None => {
-                let Some(sender) = self.table.identify(flow.side, flow.remote.ip()) else {
+                let Some(sender) =
+                    self.table
+                        .identify_flow(flow.side, flow.remote.ip(), flow.identity.as_deref())
+                else {
                     return self.respond(now, &key, &req, 403, "Forbidden", &[]);
                 };
                 self.spread = self.spread.wrapping_add(1);
@@ -961,7 +990,23 @@ impl Core {
         };
         let idx = ctx.branch_index;
         ctx.branch_index += 1;
-        let req = ctx.request.clone();
+        let mut req = ctx.request.clone();
+        if idx == 0 {
+            // Media anchoring: the SDP is rewritten once; failover targets get the same copy.
+            match self.anchor_request(now, &req, &flow, &target) {
+                Ok(None) => {}
+                Ok(Some(r)) => {
+                    if let Some(ctx) = self.servers.get_mut(key).and_then(|e| e.ctx.as_mut()) {
+                        ctx.request = r.clone();
+                    }
+                    req = r;
+                }
+                Err(r) => {
+                    self.stats.rejected += 1;
+                    return self.respond(now, key, &req, r.status, &r.reason, &[]);
+                }
+            }
+        }
         let branch = key.branch_for_target(idx);
         let is_invite = req.method() == Some(&Method::Invite);
         let Some(data) = self.build_forward(&req, &flow, &target, &branch, is_invite) else {
@@ -1445,6 +1490,8 @@ impl Core {
 
     /// Forwards a downstream response upstream (§16.7 step 9: our Via removed).
     fn relay_upstream(&mut self, now: Instant, key: &ServerKey, resp: &Message, code: u16) {
+        let anchored = self.anchor_response(now, key, resp, code);
+        let resp = anchored.as_ref().unwrap_or(resp);
         let mut ed = resp.edit();
         ed.pop_via();
         let data = ed.finish();
@@ -1496,8 +1543,14 @@ impl Core {
                 }
             }
         }
+        let responder = e.flow.side.other();
         e.txn.send_response(now, status, data);
         self.drain_server(now, key);
+        if status >= 300 {
+            if let Some(a) = self.anchor.as_mut() {
+                a.on_local_final(req, status, responder);
+            }
+        }
     }
 
     /// Sends a CANCEL for an INVITE branch (§9.1): same Request-URI, Call-ID, From, To, CSeq
@@ -1553,6 +1606,174 @@ impl Core {
             remote: response_addr(flow, rport, via_port),
             data,
         });
+    }
+}
+
+impl Core {
+    // ---------------------------------------------------------------- media anchoring hooks
+
+    /// Lets the anchor rewrite (or refuse) a request crossing from `flow` to `target`.
+    fn anchor_request(
+        &mut self,
+        now: Instant,
+        req: &Message,
+        flow: &Flow,
+        target: &Target,
+    ) -> Result<Option<Message>, anchor::Refuse> {
+        if target.hop.side == flow.side {
+            return Ok(None);
+        }
+        let Some(a) = self.anchor.as_mut() else {
+            return Ok(None);
+        };
+        let hop = anchor::Hop {
+            from: flow.side,
+            from_ip: flow.remote.ip(),
+            to_name: &target.hop.name,
+            to_ip: target.hop.addr.ip(),
+        };
+        a.on_request(now, req, hop)
+    }
+
+    /// Lets the anchor rewrite a response about to go upstream on `key`'s server transaction.
+    fn anchor_response(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        resp: &Message,
+        code: u16,
+    ) -> Option<Message> {
+        self.anchor.as_ref()?;
+        let e = self.servers.get(key)?;
+        let from = e.flow.side.other();
+        let request = e.ctx.as_ref()?.request.clone();
+        let dialog = ((200..300).contains(&code)
+            && request.method() == Some(&Method::Invite)
+            && request.to_hdr().and_then(|t| t.tag()).is_none())
+        .then(|| self.dialog_info(&request, resp))
+        .flatten();
+        self.anchor
+            .as_mut()?
+            .on_response(now, &request, resp, from, dialog)
+    }
+
+    /// What a BYE of ours needs, from the initial INVITE and its 2xx (§12.1: remote targets
+    /// from the Contacts, route sets from the Record-Routes beyond our own entries).
+    fn dialog_info(&self, req: &Message, resp: &Message) -> Option<DialogInfo> {
+        let raw = |n: &NameAddr<'_>| String::from_utf8_lossy(n.raw()).into_owned();
+        let rrs: Vec<NameAddr<'_>> = resp.record_routes().collect();
+        let ours: Vec<usize> = rrs
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| self.is_us_uri(Some(r.uri())))
+            .map(|(i, _)| i)
+            .collect();
+        let (down, up) = match (ours.first(), ours.last()) {
+            (Some(&f), Some(&l)) => (
+                rrs.get(..f).unwrap_or_default(),
+                rrs.get(l.saturating_add(1)..).unwrap_or_default(),
+            ),
+            _ => (rrs.as_slice(), &[][..]),
+        };
+        Some(DialogInfo {
+            caller_contact: String::from_utf8_lossy(req.contact()?.uri().raw()).into_owned(),
+            callee_contact: String::from_utf8_lossy(resp.contact()?.uri().raw()).into_owned(),
+            routes_to_callee: down.iter().map(raw).collect(),
+            routes_to_caller: up.iter().map(raw).collect(),
+            caller_from: String::from_utf8_lossy(req.header(HeaderName::From)?).into_owned(),
+            callee_to: String::from_utf8_lossy(resp.header(HeaderName::To)?).into_owned(),
+        })
+    }
+
+    /// Media supervision: calls without media for `media_timeout` get a BYE on both legs.
+    fn media_sweep(&mut self, now: Instant) {
+        let Some(a) = self.anchor.as_mut() else {
+            return;
+        };
+        if a.next_deadline().is_none_or(|t| t > now) {
+            return;
+        }
+        for t in a.sweep(now) {
+            for bye in &t.byes {
+                self.send_bye(now, bye);
+            }
+        }
+    }
+
+    /// Sends a BYE of our own in its own client transaction (RFC 3261 §15.1.1 as a UAC for
+    /// both sides: the dialog's identifiers, a CSeq above the sender's, RFC 3326 Reason).
+    fn send_bye(&mut self, now: Instant, b: &ByeSpec) {
+        let next = b
+            .routes
+            .first()
+            .cloned()
+            .unwrap_or_else(|| format!("<{}>", b.request_uri));
+        let Ok(na) = NameAddr::parse(next.as_bytes()) else {
+            warn!(call_id = %b.call_id, uri = %next, "BYE: next hop does not parse");
+            return;
+        };
+        let hop = match self.uri_target(b.side, &na.uri()) {
+            Ok(h) => h,
+            Err(RouteError::Refuse(_, why) | RouteError::Unresolved(why)) => {
+                // A Contact by name outside [hosts]: the BYE is not worth parking for the
+                // resolver; the session is released already.
+                warn!(call_id = %b.call_id, %why, "BYE: no next hop");
+                return;
+            }
+        };
+        let port = self
+            .local
+            .get(&(b.side, hop.transport))
+            .map_or(5060, |a| a.port());
+        let seed = format!("{}|{}", b.call_id, b.side.as_str());
+        let branch = crate::txn::branch_for(seed.as_bytes(), u32::MAX - 3);
+        let mut s = format!(
+            "BYE {} SIP/2.0\r\nVia: SIP/2.0/{} {}:{};branch={};rport\r\n",
+            b.request_uri,
+            hop.transport.via_token(),
+            self.cfg.fqdn_for(b.side),
+            port,
+            branch
+        );
+        for r in &b.routes {
+            s.push_str(&format!("Route: {r}\r\n"));
+        }
+        s.push_str(&format!(
+            "Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} BYE\r\n\
+             Reason: {}\r\nContent-Length: 0\r\n\r\n",
+            b.from,
+            b.to,
+            b.call_id,
+            b.cseq,
+            anchor::MEDIA_TIMEOUT_REASON
+        ));
+        let data = Bytes::from(s);
+        let Ok(sent) = Message::parse(data.clone()) else {
+            warn!(call_id = %b.call_id, "BYE: built message does not parse");
+            return;
+        };
+        let ckey = ClientKey::new(branch.as_bytes(), b"BYE");
+        if self.clients.contains_key(&ckey) {
+            return;
+        }
+        info!(call_id = %b.call_id, side = b.side.as_str(), addr = %hop.addr, "media timeout: BYE");
+        let txn = ClientTxn::new(now, false, data, hop.transport.is_reliable(), &self.timers);
+        self.clients.insert(
+            ckey.clone(),
+            ClientEntry {
+                txn,
+                slot: None,
+                hop,
+                sent,
+                parent: None,
+                is_invite: false,
+                got_provisional: false,
+                cancel_pending: false,
+                branch_deadline: None,
+                abandoned: true,
+            },
+        );
+        self.drain_client(now, &ckey);
     }
 }
 

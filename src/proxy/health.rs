@@ -211,6 +211,7 @@ mod tests {
                     local: "127.0.0.1:5068".parse().unwrap(),
                     remote: t.remote,
                     conn: None,
+                    identity: None,
                 };
                 core.handle_inbound(now, Inbound::Message(flow, msg));
                 assert!(
@@ -286,6 +287,7 @@ mod tests {
             local: "127.0.0.1:5062".parse().unwrap(),
             remote: "127.0.0.3:5060".parse().unwrap(),
             conn: None,
+            identity: None,
         };
         let first_hop = |core: &mut Core, n: u32| {
             let invite = format!(

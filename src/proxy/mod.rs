@@ -7,6 +7,7 @@
 //! drain: new INVITEs get 503 with Retry-After, transactions in flight finish, then the loop
 //! ends (bounded by `limits.drain_timeout_s`).
 
+pub mod anchor;
 pub mod core;
 pub mod health;
 
@@ -33,6 +34,8 @@ pub enum StartError {
     Resolve(String),
     #[error("{0}")]
     Directory(#[from] crate::admin::directory::StoreError),
+    #[error("media anchor: {0}")]
+    Media(#[from] crate::media::MediaError),
 }
 
 /// Resolves every name the routing table needs: `[hosts]` entries and IP literals first, then
@@ -91,15 +94,19 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel::<Inbound>(8192);
     let resolved_tx = tx.clone();
     let transports = Transports::bind(&cfg, tx).await?;
+    transports.set_server_names(table.tls_names());
     let mut local = HashMap::new();
     for side in [Side::Gateway, Side::Cloud] {
-        for t in [Transport::Udp, Transport::Tcp] {
+        for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
             if let Some(a) = transports.local_addr(side, t) {
                 local.insert((side, t), a);
             }
         }
     }
     let mut core = Core::new(Instant::now(), cfg.clone(), table, local, dir.clone());
+    if let Some(anchor) = anchor::Anchor::from_config(&cfg)? {
+        core.set_anchor(anchor);
+    }
     info!(
         site = %cfg.appliance.site,
         mediation = %cfg.appliance.mediation_fqdn,
@@ -187,6 +194,9 @@ pub async fn run(
             info!("drained: all transactions finished");
             break;
         }
+    }
+    if let Some(a) = core.anchor() {
+        info!(stats = ?a.stats, active = a.active_calls(), "media anchor stopping");
     }
     Ok(core.stats.clone())
 }

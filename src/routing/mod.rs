@@ -225,6 +225,53 @@ impl RoutingTable {
         }
     }
 
+    /// Identifies the sender of a request from its flow. With a verified TLS certificate
+    /// identity (`Some`), the identity alone decides, never the source address: on the gateway
+    /// side the gateway whose configured name equals it (names compare case-insensitively,
+    /// IP-named gateways by address value); on the cloud side the transport's verifier admitted
+    /// only the cloud peer's configured names (or we connected to the cloud peer by its FQDN),
+    /// so a verified identity is the cloud peer. Without one (UDP, TCP) the address rule of
+    /// [`RoutingTable::identify`] applies.
+    pub fn identify_flow(&self, side: Side, src: IpAddr, identity: Option<&str>) -> Option<Sender> {
+        let Some(id) = identity else {
+            return self.identify(side, src);
+        };
+        let same = |name: &str| match (name.parse::<IpAddr>(), id.parse::<IpAddr>()) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(_), Err(_)) => name
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(id.trim_end_matches('.')),
+            _ => false,
+        };
+        match side {
+            Side::Cloud => Some(Sender::CloudPeer),
+            Side::Gateway => {
+                self.gateways
+                    .iter()
+                    .find(|g| same(&g.name))
+                    .map(|g| Sender::Gateway {
+                        name: g.name.clone(),
+                        site: g.site.clone(),
+                    })
+            }
+        }
+    }
+
+    /// The names to verify TLS servers against, by the address each hop resolved to.
+    pub fn tls_names(&self) -> Vec<(Side, IpAddr, String)> {
+        let mut v = vec![(
+            Side::Cloud,
+            self.cloud_peer.addr.ip(),
+            self.cloud_peer.name.clone(),
+        )];
+        v.extend(
+            self.gateways
+                .iter()
+                .map(|g| (Side::Gateway, g.hop.addr.ip(), g.name.clone())),
+        );
+        v
+    }
+
     pub fn site(&self, name: &str) -> Option<&SiteEntry> {
         self.sites.iter().find(|s| s.name == name)
     }
@@ -914,6 +961,58 @@ mod tests {
         assert_eq!(t.identify(Side::Gateway, ip("127.0.0.3")), None);
         assert_eq!(t.identify(Side::Cloud, ip("127.0.0.2")), None);
         assert_eq!(t.identify(Side::Gateway, ip("127.0.0.9")), None);
+    }
+
+    #[test]
+    fn tls_identity_decides_never_the_source_address() {
+        let t = table();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let gw = |n: &str, s: &str| {
+            Some(Sender::Gateway {
+                name: n.into(),
+                site: s.into(),
+            })
+        };
+        // gw2's certificate over a connection from gw1's address (or stunnel's) is gw2.
+        assert_eq!(
+            t.identify_flow(Side::Gateway, ip("127.0.0.2"), Some("gw2.lab.example")),
+            gw("gw2.lab.example", "lab")
+        );
+        assert_eq!(
+            t.identify_flow(Side::Gateway, ip("127.0.0.1"), Some("GW1.lab.example.")),
+            gw("gw1.lab.example", "lab")
+        );
+        // Another site's gateway is identified as such (routing refuses it with 403).
+        assert_eq!(
+            t.identify_flow(Side::Gateway, ip("127.0.0.1"), Some("gw1.remote.example")),
+            gw("gw1.remote.example", "remote")
+        );
+        // An unconfigured identity is nobody, even from a configured gateway's address.
+        assert_eq!(
+            t.identify_flow(Side::Gateway, ip("127.0.0.2"), Some("gw9.lab.example")),
+            None
+        );
+        // Without an identity the address rule applies.
+        assert_eq!(
+            t.identify_flow(Side::Gateway, ip("127.0.0.2"), None),
+            gw("gw1.lab.example", "lab")
+        );
+        assert_eq!(t.identify_flow(Side::Cloud, ip("127.0.0.9"), None), None);
+        assert_eq!(
+            t.identify_flow(Side::Cloud, ip("127.0.0.9"), Some("sip.cloud.lab.example")),
+            Some(Sender::CloudPeer)
+        );
+        let names = t.tls_names();
+        assert!(names.contains(&(
+            Side::Cloud,
+            ip("127.0.0.3"),
+            "sip.cloud.lab.example".to_string()
+        )));
+        assert!(names.contains(&(
+            Side::Gateway,
+            ip("127.0.0.5"),
+            "gw2.lab.example".to_string()
+        )));
     }
 
     #[test]

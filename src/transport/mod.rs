@@ -9,7 +9,11 @@
 //!
 //! Connections are reused in both directions (RFC 3261 §18.2.2, RFC 5923 in spirit): a
 //! response goes back over the connection the request came on, and a request to a peer that
-//! already has a connection to us uses it.
+//! already has a connection to us uses it. For TLS the peer is its verified certificate
+//! identity: a request to a gateway goes over the connection that gateway opened to us, from
+//! whatever source port (see [`tls`]).
+
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,13 +22,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Side, Transport};
 use crate::sip::{Frame, FramingError, Message, StreamFramer};
+
+pub use self::tls::{PeerName, TlsContext};
 
 pub type ConnId = u64;
 
@@ -37,6 +43,9 @@ pub struct Flow {
     pub remote: SocketAddr,
     /// The connection, for stream transports.
     pub conn: Option<ConnId>,
+    /// The verified certificate identity of a TLS peer (every TLS flow has one: the transport
+    /// registers no TLS connection without it); `None` for UDP and TCP.
+    pub identity: Option<PeerName>,
 }
 
 /// What the transports hand to the proxy. (A `Message` is an index over its bytes, about
@@ -80,17 +89,34 @@ struct ConnEntry {
     tx: mpsc::Sender<Bytes>,
 }
 
+type ConnKey = (Side, Transport, SocketAddr);
+
 #[derive(Default)]
 struct ConnTable {
-    by_remote: HashMap<(Side, SocketAddr), ConnEntry>,
+    by_remote: HashMap<ConnKey, ConnEntry>,
+    /// TLS connections by verified peer identity (the newest one per identity).
+    by_identity: HashMap<(Side, PeerName), (ConnKey, ConnId)>,
     per_ip: HashMap<IpAddr, usize>,
     total: usize,
+}
+
+impl ConnTable {
+    fn has_room(&self, limits: &StreamLimits, ip: IpAddr) -> bool {
+        let per_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
+        self.total < limits.max_connections && per_ip < limits.max_per_ip
+    }
 }
 
 /// All listeners of both sides.
 pub struct Transports {
     udp: HashMap<Side, Arc<UdpSocket>>,
     tcp_local: HashMap<Side, SocketAddr>,
+    tls_local: HashMap<Side, SocketAddr>,
+    tls: Option<Arc<TlsContext>>,
+    /// Names to present as SNI (and verify) when we open a TLS connection to an address.
+    server_names: Mutex<HashMap<(Side, IpAddr), String>>,
+    /// Remotes whose last connect failed: no new attempt before `until`.
+    backoff: Mutex<HashMap<ConnKey, Backoff>>,
     conns: Arc<Mutex<ConnTable>>,
     next_id: Arc<AtomicU64>,
     inbound: mpsc::Sender<Inbound>,
@@ -100,10 +126,30 @@ pub struct Transports {
 const WRITE_QUEUE: usize = 256;
 
 impl Transports {
-    /// Binds every configured listener and starts its receive loop.
+    /// Binds every configured listener and starts its receive loop. When TLS is in use the
+    /// TLS configuration is built first (our certificates issued from the built-in CA when the
+    /// configuration names none) and watched for changes.
     pub async fn bind(
         cfg: &Config,
         inbound: mpsc::Sender<Inbound>,
+    ) -> std::io::Result<Arc<Transports>> {
+        let tls = if cfg.uses_tls() {
+            let ctx = TlsContext::start(cfg).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("TLS: {e}"))
+            })?;
+            ctx.watch(Duration::from_secs(2));
+            Some(ctx)
+        } else {
+            None
+        };
+        Self::bind_with_tls(cfg, inbound, tls).await
+    }
+
+    /// [`Transports::bind`] with a TLS context built by the caller.
+    pub async fn bind_with_tls(
+        cfg: &Config,
+        inbound: mpsc::Sender<Inbound>,
+        tls: Option<Arc<TlsContext>>,
     ) -> std::io::Result<Arc<Transports>> {
         let limits = StreamLimits {
             max_connections: cfg.limits.max_connections,
@@ -114,6 +160,8 @@ impl Transports {
         let mut udp = HashMap::new();
         let mut tcp_listeners = Vec::new();
         let mut tcp_local = HashMap::new();
+        let mut tls_listeners = Vec::new();
+        let mut tls_local = HashMap::new();
         for side in [Side::Gateway, Side::Cloud] {
             let l = cfg.listen(side);
             if let Some(addr) = l.udp {
@@ -129,10 +177,32 @@ impl Transports {
                 tcp_local.insert(side, addr);
                 tcp_listeners.push((side, lis));
             }
+            if let (Some(addr), Some(_)) = (l.tls, &tls) {
+                let lis = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| annotate(e, side, "tls", addr))?;
+                info!(side = side.as_str(), %addr, "listening on TLS");
+                tls_local.insert(side, addr);
+                tls_listeners.push((side, lis));
+            }
+        }
+        // Default SNI names: the configured peers, by the addresses they resolve to statically.
+        let mut server_names = HashMap::new();
+        if let Some(ip) = cfg.static_host(cfg.cloud_peer.fqdn.as_str()) {
+            server_names.insert((Side::Cloud, ip), cfg.cloud_peer.fqdn.to_string());
+        }
+        for g in &cfg.gateways {
+            if let Some(ip) = cfg.static_host(&g.name.to_string()) {
+                server_names.insert((Side::Gateway, ip), tls::sni_name(&g.name));
+            }
         }
         let t = Arc::new(Transports {
             udp,
             tcp_local,
+            tls_local,
+            tls,
+            server_names: Mutex::new(server_names),
+            backoff: Mutex::default(),
             conns: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
             inbound,
@@ -149,7 +219,25 @@ impl Transports {
         for (side, lis) in tcp_listeners {
             tokio::spawn(accept_loop(side, lis, t.clone()));
         }
+        for (side, lis) in tls_listeners {
+            tokio::spawn(tls_accept_loop(side, lis, t.clone()));
+        }
         Ok(t)
+    }
+
+    /// Sets the names we present as SNI and verify the server certificate against when we open
+    /// a TLS connection to an address (the routing table's resolved hops).
+    pub fn set_server_names(&self, names: impl IntoIterator<Item = (Side, IpAddr, String)>) {
+        if let Ok(mut m) = self.server_names.lock() {
+            for (side, ip, name) in names {
+                m.insert((side, ip), name);
+            }
+        }
+    }
+
+    /// The live TLS configuration, when TLS is in use.
+    pub fn tls(&self) -> Option<&Arc<TlsContext>> {
+        self.tls.as_ref()
     }
 
     /// The local address messages of this side and transport leave from.
@@ -157,7 +245,7 @@ impl Transports {
         match transport {
             Transport::Udp => self.udp.get(&side).and_then(|s| s.local_addr().ok()),
             Transport::Tcp => self.tcp_local.get(&side).copied(),
-            Transport::Tls => None,
+            Transport::Tls => self.tls_local.get(&side).copied(),
         }
     }
 
@@ -183,43 +271,146 @@ impl Transports {
                     Err(e) => Err(SendError::Io(e.to_string())),
                 }
             }
-            Transport::Tcp => {
-                let existing = {
-                    let table = self.conns.lock().map_err(|_| SendError::Internal)?;
-                    table.by_remote.get(&(side, remote)).map(|c| c.tx.clone())
-                };
-                if let Some(tx) = existing {
-                    return tx.try_send(data).map_err(|_| SendError::QueueFull);
-                }
-                let local = self
-                    .tcp_local
-                    .get(&side)
-                    .copied()
-                    .ok_or(SendError::NoListener(side, transport))?;
-                let t = self.clone();
-                tokio::spawn(async move {
-                    match connect(local, remote).await {
-                        Ok(stream) => {
-                            if let Some(tx) = t.register(side, stream, remote) {
-                                let _ = tx.try_send(data);
-                            }
-                        }
-                        Err(e) => {
-                            warn!(side = side.as_str(), %remote, error = %e, "TCP connect failed");
-                            let _ = t
-                                .inbound
-                                .send(Inbound::SendFailed {
-                                    side,
-                                    transport,
-                                    remote,
-                                })
-                                .await;
-                        }
-                    }
-                });
-                Ok(())
+            Transport::Tcp | Transport::Tls => self.send_stream(side, transport, remote, data),
+        }
+    }
+
+    fn send_stream(
+        self: &Arc<Self>,
+        side: Side,
+        transport: Transport,
+        remote: SocketAddr,
+        data: Bytes,
+    ) -> Result<(), SendError> {
+        let key = (side, transport, remote);
+        let name = if transport == Transport::Tls {
+            if self.tls.is_none() {
+                return Err(SendError::NoListener(side, transport));
             }
-            Transport::Tls => Err(SendError::NoListener(side, transport)),
+            self.server_names
+                .lock()
+                .map_err(|_| SendError::Internal)?
+                .get(&(side, remote.ip()))
+                .cloned()
+        } else {
+            None
+        };
+        let reserved = {
+            let mut table = self.conns.lock().map_err(|_| SendError::Internal)?;
+            let existing = table.by_remote.get(&key).map(|c| c.tx.clone()).or_else(|| {
+                // A TLS peer's own connection to us, from whatever port (RFC 5923 spirit).
+                let id = PeerName::intern(name.as_deref()?)?;
+                let (k, _) = table.by_identity.get(&(side, id))?;
+                table.by_remote.get(k).map(|c| c.tx.clone())
+            });
+            if let Some(tx) = existing {
+                return tx.try_send(data).map_err(|_| SendError::QueueFull);
+            }
+            if let Some(b) = self.backoff.lock().ok().and_then(|m| m.get(&key).copied()) {
+                let left = b.until.saturating_duration_since(std::time::Instant::now());
+                if !left.is_zero() {
+                    return Err(SendError::Backoff(left));
+                }
+            }
+            if !table.has_room(&self.limits, remote.ip()) {
+                warn!(side = side.as_str(), %remote, "connection not opened: limit reached");
+                return Err(SendError::Limit);
+            }
+            // The entry exists while we connect: later messages queue behind this one instead
+            // of opening a second connection.
+            let (id, tx, rx) = self.reserve(&mut table, key);
+            let _ = tx.try_send(data);
+            (id, rx)
+        };
+        let (id, rx) = reserved;
+        let local = match transport {
+            Transport::Tls => self.tls_local.get(&side),
+            _ => self.tcp_local.get(&side),
+        }
+        .copied()
+        .or_else(|| self.tcp_local.get(&side).copied())
+        .or_else(|| self.tls_local.get(&side).copied());
+        let t = self.clone();
+        tokio::spawn(async move {
+            let opened = match (transport, local) {
+                (_, None) => Err(format!(
+                    "no TCP or TLS listener on the {} side",
+                    side.as_str()
+                )),
+                (Transport::Tls, Some(local)) => match name {
+                    Some(name) => t.connect_tls(side, local, remote, &name).await,
+                    None => Err(format!(
+                        "no configured name for {remote}: cannot verify a TLS server by address"
+                    )),
+                },
+                (_, Some(local)) => connect(local, remote)
+                    .await
+                    .map(|s| (Stream::Tcp(s), None))
+                    .map_err(|e| e.to_string()),
+            };
+            match opened {
+                Ok((stream, identity)) => {
+                    if let Ok(mut b) = t.backoff.lock() {
+                        b.remove(&key);
+                    }
+                    t.start(key, id, stream, identity, rx)
+                }
+                Err(e) => {
+                    let wait = t.backoff.lock().ok().map(|mut m| {
+                        let next = next_backoff(m.get(&key).map(|b| b.last));
+                        m.insert(
+                            key,
+                            Backoff {
+                                until: std::time::Instant::now() + next,
+                                last: next,
+                            },
+                        );
+                        next
+                    });
+                    warn!(side = side.as_str(), %remote, transport = transport.via_token(), error = %e, backoff = ?wait, "connect failed");
+                    t.unregister(key, id, None);
+                    let _ = t
+                        .inbound
+                        .send(Inbound::SendFailed {
+                            side,
+                            transport,
+                            remote,
+                        })
+                        .await;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Opens a TLS connection: our certificate of `side` as client certificate, SNI `name`,
+    /// the server certificate verified against `name`.
+    async fn connect_tls(
+        &self,
+        side: Side,
+        local: SocketAddr,
+        remote: SocketAddr,
+        name: &str,
+    ) -> Result<(Stream, Option<PeerName>), String> {
+        let ctx = self.tls.as_ref().ok_or("TLS is not configured")?;
+        let server_name =
+            crate::pki::tls::server_name(name).map_err(|e| format!("server name: {e}"))?;
+        let identity = PeerName::intern(name).ok_or("too many peer names")?;
+        let tcp = connect(local, remote).await.map_err(|e| e.to_string())?;
+        let _permit = ctx
+            .handshakes
+            .acquire()
+            .await
+            .map_err(|_| "handshake limiter closed")?;
+        let connector = tokio_rustls::TlsConnector::from(ctx.client(side));
+        match tokio::time::timeout(ctx.handshake_timeout, connector.connect(server_name, tcp)).await
+        {
+            Err(_) => Err("TLS handshake timed out".into()),
+            Ok(Err(e)) => Err(format!(
+                "TLS handshake with {name} failed: {}",
+                tls::handshake_failure_reason(&e)
+            )),
+            Ok(Ok(s)) => Ok((Stream::TlsClient(Box::new(s)), Some(identity))),
         }
     }
 
@@ -228,58 +419,97 @@ impl Transports {
         self.conns.lock().map(|t| t.total).unwrap_or(0)
     }
 
-    /// Registers a connection (accepted or opened) and starts its reader and writer tasks.
-    /// Returns its write queue, or `None` when a limit refused it (the stream is dropped).
+    /// Puts a connection in the table (counted against the limits) before it is open.
+    fn reserve(
+        &self,
+        table: &mut ConnTable,
+        key: ConnKey,
+    ) -> (ConnId, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        table.total += 1;
+        *table.per_ip.entry(key.2.ip()).or_insert(0) += 1;
+        // A newer connection from the same address replaces the older one for sending.
+        table
+            .by_remote
+            .insert(key, ConnEntry { id, tx: tx.clone() });
+        (id, tx, rx)
+    }
+
+    /// Registers an accepted connection; `None` when a limit refused it (it is dropped).
     fn register(
         self: &Arc<Self>,
         side: Side,
-        stream: TcpStream,
+        transport: Transport,
+        stream: Stream,
         remote: SocketAddr,
-    ) -> Option<mpsc::Sender<Bytes>> {
-        let local = stream.local_addr().ok()?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-        {
+        identity: Option<PeerName>,
+    ) -> Option<()> {
+        let key = (side, transport, remote);
+        let (id, rx) = {
             let mut table = self.conns.lock().ok()?;
-            let per_ip = table.per_ip.get(&remote.ip()).copied().unwrap_or(0);
-            if table.total >= self.limits.max_connections || per_ip >= self.limits.max_per_ip {
+            if !table.has_room(&self.limits, remote.ip()) {
+                let per_ip = table.per_ip.get(&remote.ip()).copied().unwrap_or(0);
                 warn!(side = side.as_str(), %remote, total = table.total, per_ip, "connection refused: limit reached");
                 return None;
             }
-            table.total += 1;
-            *table.per_ip.entry(remote.ip()).or_insert(0) += 1;
-            // A newer connection from the same address replaces the older one for sending.
-            table
-                .by_remote
-                .insert((side, remote), ConnEntry { id, tx: tx.clone() });
+            let (id, _tx, rx) = self.reserve(&mut table, key);
+            (id, rx)
+        };
+        self.start(key, id, stream, identity, rx);
+        Some(())
+    }
+
+    /// Starts the reader and writer tasks of an open connection.
+    fn start(
+        self: &Arc<Self>,
+        key: ConnKey,
+        id: ConnId,
+        stream: Stream,
+        identity: Option<PeerName>,
+        rx: mpsc::Receiver<Bytes>,
+    ) {
+        let (side, transport, remote) = key;
+        let Some(local) = stream.local_addr() else {
+            self.unregister(key, id, None);
+            return;
+        };
+        if let (Some(name), Ok(mut table)) = (identity, self.conns.lock()) {
+            table.by_identity.insert((side, name), (key, id));
         }
-        debug!(side = side.as_str(), %remote, conn = id, "connection open");
+        debug!(side = side.as_str(), %remote, conn = id, identity = ?identity, "connection open");
         let flow = Flow {
             side,
-            transport: Transport::Tcp,
+            transport,
             local,
             remote,
             conn: Some(id),
+            identity,
         };
-        let (rd, wr) = stream.into_split();
         let t = self.clone();
         tokio::spawn(async move {
+            let (rd, wr) = tokio::io::split(stream);
             let writer = tokio::spawn(write_loop(wr, rx));
             read_loop(rd, flow, &t).await;
             writer.abort();
-            t.unregister(side, remote, id);
+            t.unregister(key, id, identity);
         });
-        Some(tx)
     }
 
-    fn unregister(&self, side: Side, remote: SocketAddr, id: ConnId) {
+    fn unregister(&self, key: ConnKey, id: ConnId, identity: Option<PeerName>) {
+        let (side, _, remote) = key;
         if let Ok(mut table) = self.conns.lock() {
-            if table
-                .by_remote
-                .get(&(side, remote))
-                .is_some_and(|c| c.id == id)
-            {
-                table.by_remote.remove(&(side, remote));
+            if table.by_remote.get(&key).is_some_and(|c| c.id == id) {
+                table.by_remote.remove(&key);
+            }
+            if let Some(name) = identity {
+                if table
+                    .by_identity
+                    .get(&(side, name))
+                    .is_some_and(|(_, i)| *i == id)
+                {
+                    table.by_identity.remove(&(side, name));
+                }
             }
             table.total = table.total.saturating_sub(1);
             if let Some(n) = table.per_ip.get_mut(&remote.ip()) {
@@ -293,12 +523,100 @@ impl Transports {
     }
 }
 
+/// After a failed connect, new messages to that remote fail at once (the proxy fails over)
+/// until `until`; the wait doubles on each further failure.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    until: std::time::Instant,
+    last: Duration,
+}
+
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The wait after a failed connect, given the previous one: 0.5 s, doubling, at most 30 s.
+fn next_backoff(prev: Option<Duration>) -> Duration {
+    match prev {
+        None => BACKOFF_FIRST,
+        Some(p) => p.saturating_mul(2).clamp(BACKOFF_FIRST, BACKOFF_MAX),
+    }
+}
+
+/// A stream connection: plain TCP or TLS (accepted or opened by us).
+enum Stream {
+    Tcp(TcpStream),
+    TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::TlsServer(s) => s.get_ref().0.local_addr().ok(),
+            Stream::TlsClient(s) => s.get_ref().0.local_addr().ok(),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::TlsClient(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::TlsClient(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::TlsClient(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::TlsClient(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("no {1:?} listener on the {0:?} side")]
     NoListener(Side, Transport),
     #[error("connection write queue full")]
     QueueFull,
+    #[error("connection limit reached")]
+    Limit,
+    #[error("the last connect failed; next attempt in {0:?}")]
+    Backoff(Duration),
     #[error("socket error: {0}")]
     Io(String),
     #[error("internal error")]
@@ -373,6 +691,7 @@ async fn udp_loop(side: Side, sock: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>, m
             local,
             remote,
             conn: None,
+            identity: None,
         };
         let bytes = Bytes::copy_from_slice(data);
         let ev = match Message::parse(bytes.clone()) {
@@ -395,7 +714,7 @@ async fn accept_loop(side: Side, lis: TcpListener, t: Arc<Transports>) {
         match lis.accept().await {
             Ok((stream, remote)) => {
                 let _ = stream.set_nodelay(true);
-                t.register(side, stream, remote);
+                t.register(side, Transport::Tcp, Stream::Tcp(stream), remote, None);
             }
             Err(e) => {
                 warn!(side = side.as_str(), error = %e, "accept failed");
@@ -405,15 +724,83 @@ async fn accept_loop(side: Side, lis: TcpListener, t: Arc<Transports>) {
     }
 }
 
-async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+/// Accepts TLS connections: per-address and total limits first, then a handshake slot (the
+/// semaphore caps handshakes in progress), then the handshake within the timeout. The
+/// verifiers decide inside the handshake, so a refused peer gets a TLS alert; the reason is
+/// logged here with the peer's address.
+async fn tls_accept_loop(side: Side, lis: TcpListener, t: Arc<Transports>) {
+    let Some(ctx) = t.tls.clone() else { return };
+    loop {
+        let (tcp, remote) = match lis.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(side = side.as_str(), error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let room = t
+            .conns
+            .lock()
+            .map(|table| table.has_room(&t.limits, remote.ip()))
+            .unwrap_or(false);
+        if !room {
+            warn!(side = side.as_str(), %remote, "TLS connection refused: connection limit reached");
+            continue;
+        }
+        let Ok(permit) = ctx.handshakes.clone().try_acquire_owned() else {
+            warn!(side = side.as_str(), %remote, "TLS connection refused: too many handshakes in progress");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let t = t.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(ctx.server(side));
+            let res = tokio::time::timeout(ctx.handshake_timeout, acceptor.accept(tcp)).await;
+            drop(permit);
+            let tls = match res {
+                Err(_) => {
+                    tls::log_refusal(side, remote, "handshake timed out");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tls::log_refusal(side, remote, &tls::handshake_failure_reason(&e));
+                    return;
+                }
+                Ok(Ok(s)) => s,
+            };
+            let identity =
+                crate::pki::tls::peer_identity(tls.get_ref().1).and_then(|n| PeerName::intern(&n));
+            let Some(identity) = identity else {
+                tls::log_refusal(side, remote, "no usable certificate identity");
+                return;
+            };
+            info!(side = side.as_str(), %remote, peer = %identity, "TLS peer authenticated");
+            t.register(
+                side,
+                Transport::Tls,
+                Stream::TlsServer(Box::new(tls)),
+                remote,
+                Some(identity),
+            );
+        });
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
     while let Some(data) = rx.recv().await {
         if wr.write_all(&data).await.is_err() {
+            return;
+        }
+        // TLS buffers records: push them out now.
+        if wr.flush().await.is_err() {
             return;
         }
     }
 }
 
-async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, flow: Flow, t: &Arc<Transports>) {
+async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, flow: Flow, t: &Arc<Transports>) {
     let mut framer = StreamFramer::new(t.limits.max_message);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -433,7 +820,7 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, flow: Flow, t: &Arc<T
                     // RFC 5626 §4.4.1: a double-CRLF ping gets a single-CRLF pong.
                     let _ = t.send(
                         flow.side,
-                        Transport::Tcp,
+                        flow.transport,
                         flow.remote,
                         Bytes::from_static(b"\r\n"),
                     );
@@ -468,5 +855,45 @@ async fn read_loop(mut rd: tokio::net::tcp::OwnedReadHalf, flow: Flow, t: &Arc<T
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let mut d = next_backoff(None);
+        assert_eq!(d, Duration::from_millis(500));
+        let mut seen = vec![d];
+        for _ in 0..10 {
+            d = next_backoff(Some(d));
+            seen.push(d);
+        }
+        assert_eq!(seen[1], Duration::from_secs(1));
+        assert_eq!(seen[2], Duration::from_secs(2));
+        assert_eq!(*seen.last().unwrap(), Duration::from_secs(30));
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn connection_table_limits() {
+        let limits = StreamLimits {
+            max_connections: 3,
+            max_per_ip: 2,
+            idle_timeout: Duration::from_secs(1),
+            max_message: 1500,
+        };
+        let mut t = ConnTable::default();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        assert!(t.has_room(&limits, a));
+        t.per_ip.insert(a, 2);
+        t.total = 2;
+        assert!(!t.has_room(&limits, a));
+        assert!(t.has_room(&limits, b));
+        t.total = 3;
+        assert!(!t.has_room(&limits, b));
     }
 }

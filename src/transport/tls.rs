@@ -1,0 +1,651 @@
+//! TLS for the transports: our certificates (issued from the built-in CA at start when the
+//! configuration names none), the four rustls configurations (server and client, per side),
+//! their atomic reload, handshake limits, and the verified peer identity carried by each flow.
+//!
+//! * Gateway side server: [`pki::tls::server_config_gateway_side`] — a client certificate is
+//!   required, chained to our trust anchors, not revoked, and naming a gateway of our site;
+//!   the verifier decides inside the handshake, so a refused peer gets a TLS alert.
+//! * Cloud side server: [`pki::tls::server_config_cloud_side`] — mutual TLS, the peer's
+//!   certificate must carry one of `tls.cloud_peer_names`.
+//! * Clients (outbound to gateways and to the cloud peer): our certificate of that side as the
+//!   client certificate, SNI = the configured FQDN of the target, whose certificate is verified
+//!   against that name (RFC 5922 §7.2, RFC 6125).
+//!
+//! [`TlsContext`] keeps all four in one `ArcSwap`: a reload (SIGHUP, or a changed file seen by
+//! the 2 s poll) builds a complete new set and swaps it; a broken file keeps the old set and
+//! logs why. Established connections keep the configuration they were made with.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, ServerConfig};
+use tokio::sync::Semaphore;
+use tracing::{error, info, warn};
+
+use crate::config::{CertSource, Config, HostName, Side};
+use crate::pki::tls::{
+    client_config, load_certs, load_crls, server_config_cloud_side, server_config_gateway_side,
+    GatewayIdentity, TlsMaterial, TrustAnchors,
+};
+use crate::pki::{
+    appliance_certs, check_edge_cert, ApplianceCertRequest, CaStore, Finding, KeyType, PkiError,
+    Severity,
+};
+
+/// The verified certificate identity of a TLS peer (a configured gateway name, the cloud peer's
+/// name), interned so that [`super::Flow`] stays `Copy`.
+///
+/// Only names that passed verification are interned, and verification admits only configured
+/// names (gateways of our site, `tls.cloud_peer_names`, the FQDNs we connect to), so the set is
+/// bounded by the configuration; [`PeerName::intern`] also refuses beyond [`MAX_NAMES`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerName(&'static str);
+
+/// Upper bound on distinct interned peer names.
+pub const MAX_NAMES: usize = 65_536;
+
+static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+
+impl PeerName {
+    /// The interned name (lower-case, no trailing dot); `None` when the table is full.
+    pub fn intern(name: &str) -> Option<PeerName> {
+        let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+        let mut set = NAMES.lock().ok()?;
+        if let Some(s) = set.get(name.as_str()) {
+            return Some(PeerName(s));
+        }
+        if set.len() >= MAX_NAMES {
+            return None;
+        }
+        let leaked: &'static str = Box::leak(name.into_boxed_str());
+        set.insert(leaked);
+        Some(PeerName(leaked))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::ops::Deref for PeerName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0
+    }
+}
+
+impl std::fmt::Display for PeerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::fmt::Debug for PeerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// The files behind the TLS configuration, with the built-in CA's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSources {
+    pub gateway_side: CertSource,
+    pub cloud_side: CertSource,
+    /// Trust anchors: the built-in CA's root (when it exists) and `tls.trust`.
+    pub trust: Vec<PathBuf>,
+    /// CRLs: `tls.crl`, else the built-in CA's CRL (when it exists).
+    pub crl: Vec<PathBuf>,
+}
+
+impl TlsSources {
+    /// Every file whose change triggers a reload.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut v = self.gateway_side.files();
+        v.extend(self.cloud_side.files());
+        v.extend(self.trust.iter().cloned());
+        v.extend(self.crl.iter().cloned());
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// Where the appliance's own certificates are issued to.
+pub fn own_cert_dir(cfg: &Config) -> PathBuf {
+    cfg.appliance.state_dir.join("certs")
+}
+
+fn own_source(dir: &std::path::Path, fqdn: &str) -> CertSource {
+    let stem = fqdn.replace(':', "_");
+    CertSource::Pem {
+        cert: dir.join(format!("{stem}.chain.pem")),
+        key: dir.join(format!("{stem}.key")),
+        chain: None,
+    }
+}
+
+/// The sources as the configuration names them, with the built-in CA's defaults for what it
+/// leaves out. Creates nothing (for `sipedge check`).
+pub fn planned_sources(cfg: &Config) -> TlsSources {
+    let store = CaStore::open(&cfg.appliance.state_dir);
+    let dir = own_cert_dir(cfg);
+    let gateway_side = cfg
+        .tls
+        .gateway_side
+        .clone()
+        .unwrap_or_else(|| own_source(&dir, cfg.appliance.mediation_fqdn.as_str()));
+    let cloud_side = cfg
+        .tls
+        .cloud_side
+        .clone()
+        .unwrap_or_else(|| own_source(&dir, cfg.appliance.access_edge_fqdn.as_str()));
+    let mut trust = Vec::new();
+    if store.root_cert_path().exists() {
+        trust.push(store.root_cert_path());
+    }
+    trust.extend(cfg.tls.trust.iter().cloned());
+    // CA files configured per gateway (its vendor's CA): the name binding still applies, so
+    // such a CA can vouch only for names that are configured gateways of our site.
+    for g in &cfg.gateways {
+        for t in &g.trust {
+            if !trust.contains(t) {
+                trust.push(t.clone());
+            }
+        }
+    }
+    let crl = match &cfg.tls.crl {
+        Some(c) => vec![c.clone()],
+        None if store.crl_path().exists() => vec![store.crl_path()],
+        None => Vec::new(),
+    };
+    TlsSources {
+        gateway_side,
+        cloud_side,
+        trust,
+        crl,
+    }
+}
+
+/// At start: when the configuration names no certificate for a side, make sure the built-in CA
+/// exists (initialise it when absent) and issue ours from it (kept while still suitable).
+pub fn ensure_own_certs(cfg: &Config) -> Result<TlsSources, PkiError> {
+    if cfg.tls.gateway_side.is_none() || cfg.tls.cloud_side.is_none() {
+        let state = &cfg.appliance.state_dir;
+        let store = CaStore::open(state);
+        let store = if store.is_initialised() {
+            store
+        } else {
+            info!(state_dir = %state.display(), "no CA in the state directory: creating one");
+            CaStore::init(state, KeyType::default(), 3650, false)?
+        };
+        let req = ApplianceCertRequest {
+            mediation_fqdn: cfg.appliance.mediation_fqdn.to_string(),
+            access_edge_fqdn: cfg.appliance.access_edge_fqdn.to_string(),
+            sip_domains: cfg
+                .tenant
+                .sip_domains
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
+            out_dir: own_cert_dir(cfg),
+            days: 365,
+        };
+        let issued = appliance_certs(&store, &req)?;
+        if issued.issued_gateway_side {
+            info!(serial = %issued.gateway_side.serial, name = %issued.gateway_side.name, "issued our gateway-side certificate");
+        }
+        if issued.issued_cloud_side {
+            info!(serial = %issued.cloud_side.serial, name = %issued.cloud_side.name, "issued our cloud-side certificate");
+        }
+    }
+    Ok(planned_sources(cfg))
+}
+
+fn load_material(src: &CertSource) -> Result<TlsMaterial, PkiError> {
+    match src {
+        CertSource::Pem { cert, key, chain } => {
+            TlsMaterial::from_pem_files(cert, key, chain.as_deref())
+        }
+        CertSource::Pkcs12 {
+            file,
+            password_file,
+        } => TlsMaterial::from_pkcs12_file(file, password_file),
+    }
+}
+
+/// What a rebuild needs besides the files.
+#[derive(Debug, Clone)]
+struct Policy {
+    gateways: Vec<GatewayIdentity>,
+    site: String,
+    cloud_peer_names: Vec<String>,
+}
+
+impl Policy {
+    fn of(cfg: &Config) -> Policy {
+        Policy {
+            gateways: cfg
+                .gateways
+                .iter()
+                .map(|g| GatewayIdentity {
+                    name: g.name.to_string(),
+                    site: g.site.clone(),
+                })
+                .collect(),
+            site: cfg.appliance.site.clone(),
+            cloud_peer_names: cfg.tls.cloud_peer_names.clone(),
+        }
+    }
+}
+
+/// One complete set of TLS configurations.
+#[derive(Debug)]
+pub struct TlsConfigs {
+    pub gateway_server: Arc<ServerConfig>,
+    pub cloud_server: Arc<ServerConfig>,
+    pub gateway_client: Arc<ClientConfig>,
+    pub cloud_client: Arc<ClientConfig>,
+}
+
+fn build(src: &TlsSources, policy: &Policy) -> Result<TlsConfigs, PkiError> {
+    let gw = load_material(&src.gateway_side)?;
+    let cloud = load_material(&src.cloud_side)?;
+    let mut anchors: Vec<CertificateDer<'static>> = Vec::new();
+    for t in &src.trust {
+        anchors.extend(load_certs(t)?);
+    }
+    let trust = TrustAnchors::from_certs(anchors)
+        .map_err(|e| PkiError::Tls(format!("trust anchors: {e}")))?;
+    let mut crls = Vec::new();
+    for c in &src.crl {
+        crls.extend(load_crls(c)?);
+    }
+    Ok(TlsConfigs {
+        gateway_server: server_config_gateway_side(
+            gw.clone(),
+            trust.clone(),
+            crls,
+            policy.gateways.clone(),
+            &policy.site,
+        )?,
+        cloud_server: server_config_cloud_side(
+            cloud.clone(),
+            trust.clone(),
+            policy.cloud_peer_names.clone(),
+        )?,
+        gateway_client: client_config(gw, trust.clone())?,
+        cloud_client: client_config(cloud, trust)?,
+    })
+}
+
+fn mtimes(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// The live TLS configuration of the appliance, and its handshake limits.
+pub struct TlsContext {
+    current: ArcSwap<TlsConfigs>,
+    sources: TlsSources,
+    policy: Policy,
+    files: Vec<PathBuf>,
+    stamps: Mutex<Vec<Option<SystemTime>>>,
+    /// Handshakes in progress (inbound and outbound, both sides).
+    pub handshakes: Arc<Semaphore>,
+    pub handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for TlsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsContext")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsContext {
+    /// Issues our certificates when needed and builds the first configuration set.
+    pub fn start(cfg: &Config) -> Result<Arc<TlsContext>, PkiError> {
+        let sources = ensure_own_certs(cfg)?;
+        Self::from_sources(cfg, sources)
+    }
+
+    pub fn from_sources(cfg: &Config, sources: TlsSources) -> Result<Arc<TlsContext>, PkiError> {
+        let policy = Policy::of(cfg);
+        let files = sources.files();
+        let stamps = mtimes(&files);
+        let first = build(&sources, &policy)?;
+        Ok(Arc::new(TlsContext {
+            current: ArcSwap::from_pointee(first),
+            sources,
+            policy,
+            stamps: Mutex::new(stamps),
+            files,
+            handshakes: Arc::new(Semaphore::new(cfg.tls.max_handshakes)),
+            handshake_timeout: cfg.tls.handshake_timeout,
+        }))
+    }
+
+    pub fn server(&self, side: Side) -> Arc<ServerConfig> {
+        let c = self.current.load();
+        match side {
+            Side::Gateway => c.gateway_server.clone(),
+            Side::Cloud => c.cloud_server.clone(),
+        }
+    }
+
+    pub fn client(&self, side: Side) -> Arc<ClientConfig> {
+        let c = self.current.load();
+        match side {
+            Side::Gateway => c.gateway_client.clone(),
+            Side::Cloud => c.cloud_client.clone(),
+        }
+    }
+
+    pub fn sources(&self) -> &TlsSources {
+        &self.sources
+    }
+
+    /// Rebuilds every configuration from the files as they are now and swaps them in at once;
+    /// on error the previous set stays in service.
+    pub fn reload(&self) -> Result<(), PkiError> {
+        if let Ok(mut s) = self.stamps.lock() {
+            *s = mtimes(&self.files);
+        }
+        match build(&self.sources, &self.policy) {
+            Ok(set) => {
+                self.current.store(Arc::new(set));
+                info!("TLS configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                error!(error = %e, "TLS reload failed; keeping the previous configuration");
+                Err(e)
+            }
+        }
+    }
+
+    /// Has any watched file changed (mtime, appearance, removal) since the last (re)load?
+    pub fn files_changed(&self) -> bool {
+        let now = mtimes(&self.files);
+        self.stamps.lock().map(|s| *s != now).unwrap_or(false)
+    }
+
+    /// Reloads on SIGHUP and when a watched file changes (polled every `every`).
+    pub fn watch(self: &Arc<Self>, every: Duration) {
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut hup = signal(SignalKind::hangup()).ok();
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let hup_recv = async {
+                    match hup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = hup_recv => {
+                        info!("SIGHUP: reloading the TLS configuration");
+                        let _ = ctx.reload();
+                    }
+                    _ = tick.tick() => {
+                        if ctx.files_changed() {
+                            // Give a writer replacing several files a moment to finish.
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            info!("a certificate, key, trust or CRL file changed: reloading");
+                            let _ = ctx.reload();
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// One result of [`check_certificates`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertCheck {
+    /// What was checked: `gateway side (path)`, `cloud side (path)`, `trust`, …
+    pub what: String,
+    pub finding: Finding,
+}
+
+impl std::fmt::Display for CertCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.what, self.finding)
+    }
+}
+
+/// `sipedge check`: our certificates against the rules (subject and SANs, chain present, key
+/// matching, validity: error when expired or not yet valid, warning under 30 days), and every
+/// TLS file loadable. Certificates the built-in CA will issue at start are not an error.
+pub fn check_certificates(cfg: &Config, now: SystemTime) -> Vec<CertCheck> {
+    let mut out = Vec::new();
+    if !cfg.uses_tls() {
+        return out;
+    }
+    let src = planned_sources(cfg);
+    let domains: Vec<String> = cfg
+        .tenant
+        .sip_domains
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let sides = [
+        (
+            "gateway side",
+            &src.gateway_side,
+            cfg.tls.gateway_side.is_some(),
+            cfg.appliance.mediation_fqdn.as_str(),
+            &[][..],
+        ),
+        (
+            "cloud side",
+            &src.cloud_side,
+            cfg.tls.cloud_side.is_some(),
+            cfg.appliance.access_edge_fqdn.as_str(),
+            &domains[..],
+        ),
+    ];
+    let mut all_present = true;
+    for (side, source, configured, fqdn, doms) in sides {
+        let first = source.files().into_iter().next().unwrap_or_default();
+        let what = format!("{side} ({})", first.display());
+        if !configured && !source.files().iter().all(|f| f.exists()) {
+            // Issued from the built-in CA by `sipedge run`.
+            all_present = false;
+            continue;
+        }
+        match load_material(source) {
+            Ok(m) => {
+                let Some(leaf) = m.cert_chain.first() else {
+                    continue;
+                };
+                let chain = m.cert_chain.get(1..).unwrap_or_default();
+                for finding in check_edge_cert(leaf, &m.key, chain, fqdn, doms, now) {
+                    out.push(CertCheck {
+                        what: what.clone(),
+                        finding,
+                    });
+                }
+            }
+            Err(e) => {
+                all_present = false;
+                out.push(CertCheck {
+                    what,
+                    finding: Finding {
+                        severity: Severity::Error,
+                        text: e.to_string(),
+                    },
+                });
+            }
+        }
+    }
+    if all_present {
+        // The whole set must build (trust anchors, CRLs, keys usable by rustls).
+        if let Err(e) = build(&src, &Policy::of(cfg)) {
+            out.push(CertCheck {
+                what: "TLS configuration".into(),
+                finding: Finding {
+                    severity: Severity::Error,
+                    text: e.to_string(),
+                },
+            });
+        }
+    } else {
+        for t in &cfg.tls.trust {
+            if let Err(e) = load_certs(t) {
+                out.push(CertCheck {
+                    what: "tls.trust".into(),
+                    finding: Finding {
+                        severity: Severity::Error,
+                        text: e.to_string(),
+                    },
+                });
+            }
+        }
+        if let Some(c) = &cfg.tls.crl {
+            if let Err(e) = load_crls(c) {
+                out.push(CertCheck {
+                    what: "tls.crl".into(),
+                    finding: Finding {
+                        severity: Severity::Error,
+                        text: e.to_string(),
+                    },
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The name to present as SNI and verify the server certificate against, for a configured
+/// host name.
+pub fn sni_name(name: &HostName) -> String {
+    name.to_string()
+}
+
+/// Logs why an inbound handshake failed, with the verifier's reason when there is one.
+pub(crate) fn handshake_failure_reason(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(r) => crate::pki::tls::describe_refusal(r),
+        None => e.to_string(),
+    }
+}
+
+pub(crate) fn log_refusal(side: Side, remote: std::net::SocketAddr, reason: &str) {
+    warn!(side = side.as_str(), %remote, %reason, "TLS handshake refused");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interned_names_are_shared_and_normalised() {
+        let a = PeerName::intern("GW1.lab.example.").unwrap();
+        let b = PeerName::intern("gw1.lab.example").unwrap();
+        assert_eq!(a, b);
+        assert!(std::ptr::eq(a.as_str(), b.as_str()));
+        assert_eq!(&*a, "gw1.lab.example");
+        assert_ne!(a, PeerName::intern("gw2.lab.example").unwrap());
+    }
+
+    fn lab_cfg(state: &std::path::Path) -> Config {
+        let text = include_str!("../../config/sipedge.toml").replace(
+            "state_dir = \"../state\"",
+            &format!("state_dir = \"{}\"", state.display()),
+        );
+        Config::from_toml(std::path::Path::new("/x/sipedge.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn per_gateway_ca_files_join_the_trust_anchors() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = lab_cfg(&dir.path().join("state"));
+        cfg.gateways[1].trust = vec![dir.path().join("vendor-ca.pem")];
+        cfg.gateways[0].trust = vec![dir.path().join("vendor-ca.pem")];
+        let src = planned_sources(&cfg);
+        let n = src
+            .trust
+            .iter()
+            .filter(|t| t.ends_with("vendor-ca.pem"))
+            .count();
+        assert_eq!(n, 1, "listed once: {:?}", src.trust);
+    }
+
+    #[test]
+    fn own_certs_are_issued_once_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = lab_cfg(&dir.path().join("state"));
+        // Before the first start nothing exists: check has nothing to complain about.
+        assert!(check_certificates(&cfg, SystemTime::now()).is_empty());
+        let src = ensure_own_certs(&cfg).unwrap();
+        assert!(src.files().iter().all(|f| f.exists()), "{src:?}");
+        assert_eq!(src.trust.len(), 1);
+        assert_eq!(src.crl.len(), 1);
+        let ctx = TlsContext::from_sources(&cfg, src.clone()).unwrap();
+        let before = std::fs::read(src.gateway_side.files()[0].clone()).unwrap();
+        // Idempotent: a second start keeps the same certificate.
+        let again = ensure_own_certs(&cfg).unwrap();
+        assert_eq!(again, src);
+        assert_eq!(
+            std::fs::read(src.gateway_side.files()[0].clone()).unwrap(),
+            before
+        );
+        assert!(check_certificates(&cfg, SystemTime::now()).is_empty());
+        // A year and a bit later the certificates are expired: errors.
+        let later = SystemTime::now() + Duration::from_secs(400 * 86_400);
+        let f = check_certificates(&cfg, later);
+        assert!(
+            f.iter().any(|c| c.finding.severity == Severity::Error
+                && c.finding.text.contains("expired")
+                && c.what.starts_with("cloud side")),
+            "{f:?}"
+        );
+        // Under 30 days left: a warning.
+        let soon = SystemTime::now() + Duration::from_secs(350 * 86_400);
+        let f = check_certificates(&cfg, soon);
+        assert!(
+            f.iter().all(|c| c.finding.severity == Severity::Warning),
+            "{f:?}"
+        );
+        assert_eq!(f.len(), 2, "{f:?}");
+        // A broken file: the reload keeps the old set.
+        let key = src.gateway_side.files()[1].clone();
+        let good = std::fs::read(&key).unwrap();
+        std::fs::write(&key, b"garbage").unwrap();
+        let old = ctx.server(Side::Gateway);
+        assert!(ctx.reload().is_err());
+        assert!(Arc::ptr_eq(&old, &ctx.server(Side::Gateway)));
+        std::fs::write(&key, good).unwrap();
+        ctx.reload().unwrap();
+        assert!(!Arc::ptr_eq(&old, &ctx.server(Side::Gateway)));
+        assert!(!ctx.files_changed());
+    }
+
+    #[test]
+    fn a_configured_certificate_with_wrong_names_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = lab_cfg(&dir.path().join("state"));
+        let src = ensure_own_certs(&cfg).unwrap();
+        // The mediation certificate configured for the cloud side: wrong subject and SANs.
+        cfg.tls.cloud_side = Some(src.gateway_side.clone());
+        let f = check_certificates(&cfg, SystemTime::now());
+        assert!(
+            f.iter().any(|c| c.what.starts_with("cloud side")
+                && c.finding.severity == Severity::Error
+                && c.finding.text.contains("sip.lab.example")),
+            "{f:?}"
+        );
+    }
+}
