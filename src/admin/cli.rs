@@ -393,31 +393,86 @@ pub fn routed_json(r: &Routed) -> serde_json::Value {
 
 pub fn run_route(cmd: RouteCommand, cfg: &Config) -> Result<(), CliError> {
     let RouteCommand::Explain { from, to, json } = cmd;
-    let store = Store::open(cfg)?;
-    let dir = store.snapshot()?;
-    let table = table_for(cfg)?;
-    // Health and load live in the running server (GET /route/explain there has them); here
-    // every target counts as healthy and idle.
-    let r =
-        routing::explain(&table, &dir, &Live::default(), &from, &to).map_err(CliError::Other)?;
+    // A running server knows health and load: ask its admin API first. Without one, decide
+    // from the directory with every target healthy and idle, and say so.
+    let (value, live) = match explain_from_server(cfg, &from, &to) {
+        Some(v) => (v, true),
+        None => {
+            let store = Store::open(cfg)?;
+            let dir = store.snapshot()?;
+            let table = table_for(cfg)?;
+            let r = routing::explain(&table, &dir, &Live::default(), &from, &to)
+                .map_err(CliError::Other)?;
+            (routed_json(&r), false)
+        }
+    };
     if json {
-        print_json(&routed_json(&r));
+        print_json(&value);
         return Ok(());
     }
-    for line in &r.trace {
-        out(&format!("  {line}"));
+    if !live {
+        out("  (server not reachable: health and load are not live; every target counts as healthy and idle)");
     }
-    match &r.decision {
-        routing::Decision::Forward { targets, .. } => {
-            let list: Vec<String> = targets
-                .iter()
-                .map(|t| format!("{} ({})", t.name, t.addr))
+    for line in value["trace"].as_array().into_iter().flatten() {
+        out(&format!("  {}", line.as_str().unwrap_or_default()));
+    }
+    match value["decision"].as_str() {
+        Some("forward") => {
+            let list: Vec<String> = value["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    format!(
+                        "{} ({})",
+                        t["name"].as_str().unwrap_or_default(),
+                        t["address"].as_str().unwrap_or_default()
+                    )
+                })
                 .collect();
             out(&format!("decision: forward to {}", list.join(", then ")));
         }
-        routing::Decision::Reject { status, reason, .. } => {
-            out(&format!("decision: reject {status} {reason}"));
-        }
+        _ => out(&format!(
+            "decision: reject {} {}",
+            value["status"],
+            value["reason"].as_str().unwrap_or_default()
+        )),
     }
     Ok(())
+}
+
+/// `GET /route/explain` on the running server's admin listener (loopback, bearer token from
+/// the state directory); `None` when there is no server, no token or no valid answer.
+fn explain_from_server(cfg: &Config, from: &str, to: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let addr = cfg.admin.listen?;
+    let token = std::fs::read_to_string(cfg.appliance.state_dir.join("admin.token")).ok()?;
+    let timeout = std::time::Duration::from_secs(2);
+    let mut sock = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    sock.set_read_timeout(Some(timeout)).ok()?;
+    let q = |v: &str| -> String {
+        v.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let req = format!(
+        "GET /route/explain?from={}&to={} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        q(from),
+        q(to),
+        token.trim()
+    );
+    sock.write_all(req.as_bytes()).ok()?;
+    let mut resp = Vec::new();
+    sock.read_to_end(&mut resp).ok()?;
+    let text = String::from_utf8(resp).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    serde_json::from_str(body).ok()
 }
