@@ -855,6 +855,35 @@ mod tests {
         assert!(rx.rtp_ssrcs.get(MAX_SSRCS as u32 + 1).is_some());
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes and lengths never panic, whatever the call.
+        #[test]
+        fn arbitrary_input_never_panics(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            len in 0usize..140,
+            first in proptest::prelude::any::<u8>(),
+        ) {
+            let k = key_salt(9);
+            let mut t = SrtpTransform::new(SrtpSuite::Aes128CmSha1_32, &k).expect("t");
+            let mut d = data.clone();
+            if let Some(b) = d.first_mut() {
+                *b = first | 0x80; // mostly version 2, so parsing goes deeper
+            }
+            for op in 0..4 {
+                let mut b = d.clone();
+                let r = match op {
+                    0 => t.protect_rtp(&mut b, len),
+                    1 => t.unprotect_rtp(&mut b, len),
+                    2 => t.protect_rtcp(&mut b, len),
+                    _ => t.unprotect_rtcp(&mut b, len),
+                };
+                if let Ok(n) = r {
+                    proptest::prop_assert!(n <= b.len());
+                }
+            }
+        }
+    }
+
     mod alloc_count {
         use std::alloc::{GlobalAlloc, Layout, System};
         use std::cell::Cell;
