@@ -31,7 +31,7 @@ use super::MediaError;
 
 /// AES-128 master/session key length.
 const KEY_LEN: usize = 16;
-/// Master/session salt length (112 bits, §4.3.3... RFC 3711 §8.2).
+/// Master/session salt length (112 bits, RFC 3711 §8.2).
 const SALT_LEN: usize = 14;
 /// HMAC-SHA1 session authentication key length (160 bits, §4.2.1).
 const AUTH_KEY_LEN: usize = 20;
@@ -669,6 +669,27 @@ mod tests {
                 let (plain, srtp) = &wire[i];
                 let got = theirs.decrypt_rtp(srtp).expect("rtc-srtp decrypt");
                 assert_eq!(&got[..], &plain[..], "{suite:?} seq {}", seqs[i]);
+            }
+        }
+    }
+
+    /// The relay forwards what it receives: our sender may itself see the
+    /// sequence numbers reordered across the wrap and must estimate the
+    /// ROC as a receiver would (RFC 3711 §3.3.1).
+    #[test]
+    fn rtp_ours_protect_reordered_across_rollover() {
+        for suite in SUITES {
+            let k = key_salt(10);
+            let mut ours = SrtpTransform::new(suite, &k).expect("ours");
+            let mut theirs = oracle(suite, &k, true);
+            let (seqs, order) = seqs();
+            for &i in &order {
+                let p = rtp(seqs[i], 0x0BAD_F00D, 40);
+                let mut buf = p.clone();
+                buf.resize(p.len() + 10, 0);
+                let n = ours.protect_rtp(&mut buf, p.len()).expect("protect");
+                let got = theirs.decrypt_rtp(&buf[..n]).expect("rtc-srtp decrypt");
+                assert_eq!(&got[..], &p[..], "{suite:?} seq {}", seqs[i]);
             }
         }
     }
