@@ -10,7 +10,8 @@
 //! * the relay with SRTP protection on leg B,
 //! * a 100-session scenario where every socket has one packet per wake-up
 //!   (how real 20 ms RTP looks to a relay),
-//! * rtc-srtp protect/unprotect per second.
+//! * rtc-srtp protect/unprotect per second, and ours (`SrtpTransform`,
+//!   in place).
 //!
 //! "per core" = relayed packets / CPU seconds of the relaying thread
 //! (`pthread_getcpuclockid`), which is independent of how the 2-core
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use sipedge::media::{
     generate_key_salt, new_context, IoMode, Leg, LegConfig, MediaSession, PortPool, Relay,
-    RelayConfig, SrtpParams, SrtpSuite,
+    RelayConfig, SrtpParams, SrtpSuite, SrtpTransform,
 };
 
 struct Counting;
@@ -407,6 +408,52 @@ fn bench_srtp() {
     );
 }
 
+/// Our in-place transform on the same packets: protect into a
+/// preallocated slab, then unprotect each packet in place.
+fn bench_srtp_ours() {
+    const N: u16 = 50_000;
+    const LEN: usize = 12 + PAYLOAD;
+    let key = generate_key_salt();
+    let mut tx = SrtpTransform::new(SrtpSuite::Aes128CmSha1_80, &key).expect("tx");
+    let mut rx = SrtpTransform::new(SrtpSuite::Aes128CmSha1_80, &key).expect("rx");
+    let mut slab = vec![[0u8; LEN + 16]; usize::from(N)];
+    let mut lens = vec![0usize; usize::from(N)];
+    let a0 = ALLOCS.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    for (seq, (buf, len)) in (0..N).zip(slab.iter_mut().zip(lens.iter_mut())) {
+        buf[0] = 0x80;
+        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+        buf[8..12].copy_from_slice(&7u32.to_be_bytes());
+        *len = tx.protect_rtp(buf, LEN).expect("protect");
+    }
+    let protect = t0.elapsed();
+    let a1 = ALLOCS.load(Ordering::Relaxed);
+    let t1 = Instant::now();
+    let mut ok = 0u32;
+    for (buf, len) in slab.iter_mut().zip(lens.iter()) {
+        if rx.unprotect_rtp(buf, *len) == Ok(LEN) {
+            ok += 1;
+        }
+    }
+    let unprotect = t1.elapsed();
+    let a2 = ALLOCS.load(Ordering::Relaxed);
+    assert_eq!(ok, u32::from(N));
+    println!(
+        "{:<34} {:>10.0} pkt/s  {:>6.3} allocs/pkt",
+        "ours protect (172 B RTP)",
+        f64::from(N) / protect.as_secs_f64(),
+        (a1 - a0) as f64 / f64::from(N)
+    );
+    println!(
+        "{:<34} {:>10.0} pkt/s  {:>6.3} allocs/pkt",
+        "ours unprotect (182 B SRTP)",
+        f64::from(N) / unprotect.as_secs_f64(),
+        (a2 - a1) as f64 / f64::from(N)
+    );
+    // The first packet of an SSRC creates its table entry: no heap.
+    assert_eq!(a2 - a0, 0, "our SRTP transform allocated");
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
     println!(
@@ -463,7 +510,7 @@ fn main() {
         48000,
     );
     many_s.print();
-    for f in [&batched, &single, &naive, &many_b, &many_s] {
+    for f in [&batched, &single, &naive, &srtp, &many_b, &many_s] {
         assert_eq!(f.allocs, 0, "{}: heap allocation in steady state", f.name);
     }
     println!("-- ratios (per core)");
@@ -475,4 +522,5 @@ fn main() {
         many_b.per_core() / many_s.per_core(),
     );
     bench_srtp();
+    bench_srtp_ours();
 }

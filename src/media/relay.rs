@@ -7,9 +7,9 @@
 //! (`recvmmsg`, or one `recvfrom` per packet in [`IoMode::Single`]), one
 //! lock of the session state for the whole batch, send (`sendmmsg` or
 //! `sendto`). Buffers are allocated once per worker; the steady-state path
-//! allocates nothing for plain RTP. (rtc-srtp returns each protected or
-//! unprotected packet in a fresh `BytesMut`, which is copied into the
-//! worker's buffer: one allocation per SRTP packet, see the bench.)
+//! allocates nothing, SRTP included: the packet is copied into the
+//! worker's output buffer and protected or unprotected there in place
+//! (`srtp_transform`, see the bench).
 //!
 //! RTP is not parsed beyond its fixed header (RFC 3550 §5.1): version,
 //! payload type (to tell RTCP apart under rtcp-mux, RFC 5761 §4), sequence

@@ -1,4 +1,6 @@
-//! SRTP/SRTCP for one leg, with rtc-srtp (RFC 3711).
+//! SRTP/SRTCP for one leg (RFC 3711), with our in-place transform
+//! (`srtp_transform`); rtc-srtp contexts remain available through
+//! [`new_context`] as the interop oracle for tests and benches.
 //!
 //! Keys come from SDES (RFC 4568 `a=crypto` inline key||salt, 30 bytes for
 //! the AES_CM_128 suites): the relay *protects* what it sends on the leg with
@@ -13,8 +15,7 @@ use rtc_srtp::crypto::providers::AwsLcRsCrypto;
 use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc_srtp::protection_profile::ProtectionProfile;
 
-use rtc_shared::error::Error as SharedError;
-
+use super::srtp_transform::{SrtpError, SrtpTransform, SRTCP_TAG_LEN};
 use super::MediaError;
 
 /// Length of an AES_CM_128 master key plus master salt (16 + 14).
@@ -44,12 +45,15 @@ impl SrtpSuite {
 
     /// Bytes SRTP adds to an RTP packet (the auth tag).
     pub fn rtp_overhead(self) -> usize {
-        self.profile().rtp_auth_tag_len()
+        match self {
+            SrtpSuite::Aes128CmSha1_80 => 10,
+            SrtpSuite::Aes128CmSha1_32 => 4,
+        }
     }
 
     /// Bytes SRTCP adds to an RTCP packet (E-flag/index word + tag).
     pub fn rtcp_overhead(self) -> usize {
-        4 + self.profile().rtcp_auth_tag_len()
+        4 + SRTCP_TAG_LEN
     }
 }
 
@@ -108,43 +112,26 @@ pub fn new_context(
     .map_err(|e| MediaError::Srtp(e.to_string()))
 }
 
-/// Why an inbound packet failed SRTP processing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SrtpFail {
-    /// Authentication failed or the packet could not be decrypted.
-    Auth,
-    /// Already seen (replay window).
-    Replay,
-    /// Too short or does not fit the output buffer.
-    Malformed,
+/// Why a packet failed SRTP processing (auth / replay / malformed); the
+/// relay counts each kind separately.
+pub(crate) type SrtpFail = SrtpError;
+
+/// Copies `pkt` to the front of `out`; `Malformed` when it does not fit.
+fn stage(pkt: &[u8], out: &mut [u8]) -> Result<usize, SrtpFail> {
+    out.get_mut(..pkt.len())
+        .ok_or(SrtpFail::Malformed)?
+        .copy_from_slice(pkt);
+    Ok(pkt.len())
 }
 
-fn classify(e: &SharedError) -> SrtpFail {
-    match e {
-        SharedError::SrtpSsrcDuplicated(..) | SharedError::SrtcpSsrcDuplicated(..) => {
-            SrtpFail::Replay
-        }
-        SharedError::ErrTooShortRtp
-        | SharedError::ErrTooShortRtcp
-        | SharedError::SrtcpTooSmall(..) => SrtpFail::Malformed,
-        _ => SrtpFail::Auth,
-    }
-}
-
-/// Copies `src` into `out`; `Malformed` when it does not fit.
-fn emit(src: &[u8], out: &mut [u8]) -> Result<usize, SrtpFail> {
-    let dst = out.get_mut(..src.len()).ok_or(SrtpFail::Malformed)?;
-    dst.copy_from_slice(src);
-    Ok(src.len())
-}
-
-/// The two SRTP contexts of one leg.
+/// The two SRTP transforms of one leg (ours, in place, no allocation per
+/// packet: see `srtp_transform`).
 pub(crate) struct SrtpLeg {
     params: SrtpParams,
-    /// Outbound (protect) context, local key.
-    protect: Context,
-    /// Inbound (unprotect) context, remote key, replay protection on.
-    unprotect: Context,
+    /// Outbound (protect), local key.
+    protect: SrtpTransform,
+    /// Inbound (unprotect), remote key, replay protection.
+    unprotect: SrtpTransform,
 }
 
 impl fmt::Debug for SrtpLeg {
@@ -158,8 +145,8 @@ impl fmt::Debug for SrtpLeg {
 impl SrtpLeg {
     pub(crate) fn new(params: &SrtpParams) -> Result<Self, MediaError> {
         Ok(SrtpLeg {
-            protect: new_context(params.suite, &params.local_key_salt, false)?,
-            unprotect: new_context(params.suite, &params.remote_key_salt, true)?,
+            protect: SrtpTransform::new(params.suite, &params.local_key_salt)?,
+            unprotect: SrtpTransform::new(params.suite, &params.remote_key_salt)?,
             params: params.clone(),
         })
     }
@@ -170,26 +157,26 @@ impl SrtpLeg {
 
     /// RTP → SRTP into `out`; returns the length written.
     pub(crate) fn protect_rtp(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<usize, SrtpFail> {
-        let b = self.protect.encrypt_rtp(pkt).map_err(|e| classify(&e))?;
-        emit(&b, out)
+        let n = stage(pkt, out)?;
+        self.protect.protect_rtp(out, n)
     }
 
     /// SRTP → RTP into `out`.
     pub(crate) fn unprotect_rtp(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<usize, SrtpFail> {
-        let b = self.unprotect.decrypt_rtp(pkt).map_err(|e| classify(&e))?;
-        emit(&b, out)
+        let n = stage(pkt, out)?;
+        self.unprotect.unprotect_rtp(out, n)
     }
 
     /// RTCP → SRTCP into `out`.
     pub(crate) fn protect_rtcp(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<usize, SrtpFail> {
-        let b = self.protect.encrypt_rtcp(pkt).map_err(|e| classify(&e))?;
-        emit(&b, out)
+        let n = stage(pkt, out)?;
+        self.protect.protect_rtcp(out, n)
     }
 
     /// SRTCP → RTCP into `out`.
     pub(crate) fn unprotect_rtcp(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<usize, SrtpFail> {
-        let b = self.unprotect.decrypt_rtcp(pkt).map_err(|e| classify(&e))?;
-        emit(&b, out)
+        let n = stage(pkt, out)?;
+        self.unprotect.unprotect_rtcp(out, n)
     }
 }
 
