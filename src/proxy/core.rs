@@ -1577,8 +1577,21 @@ impl Core {
         if self.clients.contains_key(&ckey) {
             return;
         }
+        self.start_own_request(now, ckey, hop, data);
+    }
+
+    /// Starts a non-INVITE client transaction of our own (a CANCEL, an OPTIONS probe, a
+    /// media-timeout BYE): no server transaction waits for its outcome. Returns false when the
+    /// message we built does not parse back (our bug; logged by the caller).
+    fn start_own_request(
+        &mut self,
+        now: Instant,
+        ckey: ClientKey,
+        hop: NextHop,
+        data: Bytes,
+    ) -> bool {
         let Ok(sent) = Message::parse(data.clone()) else {
-            return;
+            return false;
         };
         let txn = ClientTxn::new(now, false, data, hop.transport.is_reliable(), &self.timers);
         self.clients.insert(
@@ -1593,10 +1606,12 @@ impl Core {
                 got_provisional: false,
                 cancel_pending: false,
                 branch_deadline: None,
-                abandoned: true,
+                // Without a parent, nothing is relayed or failed over from it.
+                abandoned: false,
             },
         );
         self.drain_client(now, &ckey);
+        true
     }
 
     fn send_to_flow(&mut self, flow: &Flow, rport: bool, via_port: Option<u16>, data: Bytes) {
@@ -1748,32 +1763,14 @@ impl Core {
             anchor::MEDIA_TIMEOUT_REASON
         ));
         let data = Bytes::from(s);
-        let Ok(sent) = Message::parse(data.clone()) else {
-            warn!(call_id = %b.call_id, "BYE: built message does not parse");
-            return;
-        };
         let ckey = ClientKey::new(branch.as_bytes(), b"BYE");
         if self.clients.contains_key(&ckey) {
             return;
         }
         info!(call_id = %b.call_id, side = b.side.as_str(), addr = %hop.addr, "media timeout: BYE");
-        let txn = ClientTxn::new(now, false, data, hop.transport.is_reliable(), &self.timers);
-        self.clients.insert(
-            ckey.clone(),
-            ClientEntry {
-                txn,
-                slot: None,
-                hop,
-                sent,
-                parent: None,
-                is_invite: false,
-                got_provisional: false,
-                cancel_pending: false,
-                branch_deadline: None,
-                abandoned: true,
-            },
-        );
-        self.drain_client(now, &ckey);
+        if !self.start_own_request(now, ckey, hop, data) {
+            warn!(call_id = %b.call_id, "BYE: built message does not parse");
+        }
     }
 }
 
@@ -1839,29 +1836,12 @@ impl Core {
             seed = self.probe_seed,
         );
         let data = Bytes::from(text);
-        let Ok(sent) = Message::parse(data.clone()) else {
-            return;
-        };
         let ckey = ClientKey::new(branch.as_bytes(), b"OPTIONS");
-        let txn = ClientTxn::new(now, false, data, t.is_reliable(), &self.timers);
-        self.stats.probes_sent += 1;
-        self.probes.insert(ckey.clone(), hop.name.clone());
-        self.clients.insert(
-            ckey.clone(),
-            ClientEntry {
-                txn,
-                slot: None,
-                hop,
-                sent,
-                parent: None,
-                is_invite: false,
-                got_provisional: false,
-                cancel_pending: false,
-                branch_deadline: None,
-                abandoned: false,
-            },
-        );
-        self.drain_client(now, &ckey);
+        let name = hop.name.clone();
+        if self.start_own_request(now, ckey.clone(), hop, data) {
+            self.stats.probes_sent += 1;
+            self.probes.insert(ckey, name);
+        }
     }
 
     /// A 2xx to an INVITE sent to a gateway: one more established call on it.
