@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{sipp_available, sipp_dir, Lab, Sipp};
 
+#[derive(Clone, Copy)]
 struct Run<'a> {
     transport: &'a str,
     uac: &'a str,
@@ -222,38 +223,37 @@ fn tcp_cloud_to_gateway_1000_calls() {
     cloud_to_gateway(&lab, load("t1"));
 }
 
+/// The lab for a sipp transport: UDP as shipped, or every trunk over TCP for `t1`.
+fn lab_for(transport: &str) -> Lab {
+    if transport == "t1" {
+        Lab::start_with(tcp_everywhere)
+    } else {
+        Lab::start()
+    }
+}
+
+/// A short scenario pair, gateway→cloud and cloud→gateway, over UDP and over TCP.
+fn both_ways_both_transports(uac: &str, uas: &str) {
+    for transport in ["u1", "t1"] {
+        let lab = lab_for(transport);
+        let run = Run {
+            transport,
+            uac,
+            uas,
+            calls: 20,
+            rate: 10,
+        };
+        gateway_to_cloud(&lab, run);
+        cloud_to_gateway(&lab, run);
+    }
+}
+
 #[test]
 fn cancel_before_answer_propagates() {
     if !sipp_available() {
         return;
     }
-    for t in ["u1", "t1"] {
-        let lab = if t == "t1" {
-            Lab::start_with(tcp_everywhere)
-        } else {
-            Lab::start()
-        };
-        gateway_to_cloud(
-            &lab,
-            Run {
-                transport: t,
-                uac: "uac_cancel.xml",
-                uas: "uas_cancel.xml",
-                calls: 20,
-                rate: 10,
-            },
-        );
-        cloud_to_gateway(
-            &lab,
-            Run {
-                transport: t,
-                uac: "uac_cancel.xml",
-                uas: "uas_cancel.xml",
-                calls: 20,
-                rate: 10,
-            },
-        );
-    }
+    both_ways_both_transports("uac_cancel.xml", "uas_cancel.xml");
 }
 
 #[test]
@@ -261,31 +261,5 @@ fn busy_486_propagates() {
     if !sipp_available() {
         return;
     }
-    for t in ["u1", "t1"] {
-        let lab = if t == "t1" {
-            Lab::start_with(tcp_everywhere)
-        } else {
-            Lab::start()
-        };
-        gateway_to_cloud(
-            &lab,
-            Run {
-                transport: t,
-                uac: "uac_busy.xml",
-                uas: "uas_busy.xml",
-                calls: 20,
-                rate: 10,
-            },
-        );
-        cloud_to_gateway(
-            &lab,
-            Run {
-                transport: t,
-                uac: "uac_busy.xml",
-                uas: "uas_busy.xml",
-                calls: 20,
-                rate: 10,
-            },
-        );
-    }
+    both_ways_both_transports("uac_busy.xml", "uas_busy.xml");
 }
