@@ -3,16 +3,16 @@
 //! arrives on the gateway side from gw1 (127.0.0.2), so that admission passes and the rule
 //! under test decides.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
-use sipedge::config::{Config, Side, Transport};
+use common::sans_io::{lab_core, udp_flow};
+use sipedge::config::Side;
 use sipedge::proxy::{Core, Transmit};
-use sipedge::routing::RoutingTable;
 use sipedge::sip::Message;
 use sipedge::transport::{Flow, Inbound};
 
@@ -30,42 +30,11 @@ fn corpus() -> PathBuf {
 }
 
 fn core() -> Core {
-    let cfg = Config::from_toml(
-        Path::new("config/sipedge.toml"),
-        include_str!("../config/sipedge.toml"),
-    )
-    .unwrap();
-    let table = RoutingTable::build(&cfg, &|n| cfg.static_host(n)).unwrap();
-    let mut local = HashMap::new();
-    local.insert(
-        (Side::Gateway, Transport::Udp),
-        "127.0.0.1:5068".parse().unwrap(),
-    );
-    local.insert(
-        (Side::Cloud, Transport::Udp),
-        "127.0.0.1:5062".parse().unwrap(),
-    );
-    let dir = Arc::new(arc_swap::ArcSwap::from_pointee(
-        sipedge::routing::Directory::from_config(&cfg),
-    ));
-    Core::new(std::time::Instant::now(), Arc::new(cfg), table, local, dir)
+    lab_core(std::time::Instant::now(), |t| t)
 }
 
 fn flow(side: Side, remote: &str) -> Flow {
-    Flow {
-        side,
-        transport: Transport::Udp,
-        local: if side == Side::Gateway {
-            "127.0.0.1:5068"
-        } else {
-            "127.0.0.1:5062"
-        }
-        .parse()
-        .unwrap(),
-        remote: remote.parse().unwrap(),
-        conn: None,
-        identity: None,
-    }
+    udp_flow(side, remote)
 }
 
 /// Feeds one file as a datagram; returns what the core put on the wire.

@@ -1,18 +1,17 @@
 //! Call flows through the proxy core on a virtual clock (no sockets): CANCEL, busy, failover,
 //! in-dialog requests along the Record-Route set, timeouts.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
-use sipedge::config::{Config, Side, Transport};
+use common::sans_io::{lab_core, udp_flow};
+use sipedge::config::Side;
 use sipedge::proxy::{Core, Transmit};
-use sipedge::routing::{Directory, RoutingTable};
 use sipedge::sip::Message;
-use sipedge::transport::{Flow, Inbound};
+use sipedge::transport::Inbound;
 
 struct Sim {
     core: Core,
@@ -28,43 +27,15 @@ impl Sim {
         Sim::with(|t| t)
     }
     fn with(edit: impl FnOnce(String) -> String) -> Sim {
-        let text = edit(include_str!("../config/sipedge.toml").to_owned());
-        let cfg = Config::from_toml(Path::new("config/sipedge.toml"), &text).unwrap();
-        let table = RoutingTable::build(&cfg, &|n| cfg.static_host(n)).unwrap();
-        let mut local = HashMap::new();
-        local.insert(
-            (Side::Gateway, Transport::Udp),
-            "127.0.0.1:5068".parse().unwrap(),
-        );
-        local.insert(
-            (Side::Cloud, Transport::Udp),
-            "127.0.0.1:5062".parse().unwrap(),
-        );
-        let dir = Arc::new(arc_swap::ArcSwap::from_pointee(Directory::from_config(
-            &cfg,
-        )));
         let now = Instant::now();
         Sim {
-            core: Core::new(now, Arc::new(cfg), table, local, dir),
+            core: lab_core(now, edit),
             now,
         }
     }
     /// Delivers a message from `from` on `side`; returns the transmits.
     fn send(&mut self, side: Side, from: &str, msg: &str) -> Vec<(SocketAddr, Message)> {
-        let flow = Flow {
-            side,
-            transport: Transport::Udp,
-            local: if side == Side::Gateway {
-                "127.0.0.1:5068"
-            } else {
-                "127.0.0.1:5062"
-            }
-            .parse()
-            .unwrap(),
-            remote: from.parse().unwrap(),
-            conn: None,
-            identity: None,
-        };
+        let flow = udp_flow(side, from);
         let m = Message::parse(Bytes::from(msg.to_owned())).expect("test message parses");
         self.core
             .handle_inbound(self.now, Inbound::Message(flow, m));

@@ -2,6 +2,8 @@
 //! the lab configuration, plus small SIP agents on loopback and a sipp runner.
 #![allow(dead_code)]
 
+pub mod sans_io;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
