@@ -1,5 +1,5 @@
 //! Table-driven conformance test over the shared RFC corpus
-//! (`shared/sip-corpus/manifest.tsv`): RFC 4475 torture tests, RFC 5118
+//! (`tests/corpus/manifest.tsv`, copied from the RFCs): RFC 4475 torture tests, RFC 5118
 //! IPv6 tests, RFC 3665 call flows and RFC 3261 §24 examples.
 //!
 //! * valid messages parse, round-trip byte-exact (`as_bytes()` == file) and
@@ -8,8 +8,9 @@
 //!   dropped silently for responses);
 //! * semantic ones are checked as far as a parser reaches.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use sipedge::sip::{
@@ -17,18 +18,7 @@ use sipedge::sip::{
     StreamFramer,
 };
 
-fn corpus_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for cand in [
-        root.join("../shared/sip-corpus"),
-        root.join("../../shared/sip-corpus"),
-    ] {
-        if cand.join("manifest.tsv").is_file() {
-            return cand;
-        }
-    }
-    panic!("sip-corpus not found next to {}", root.display());
-}
+use common::corpus_dir;
 
 struct Row {
     path: String,

@@ -4,7 +4,7 @@
 //! under test decides.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+
 use std::time::{Duration, Instant};
 
 mod common;
@@ -16,18 +16,7 @@ use sipedge::proxy::{Core, Transmit};
 use sipedge::sip::Message;
 use sipedge::transport::{Flow, Inbound};
 
-fn corpus() -> PathBuf {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for c in [
-        base.join("../shared/sip-corpus"),
-        base.join("../../shared/sip-corpus"),
-    ] {
-        if c.is_dir() {
-            return c;
-        }
-    }
-    panic!("../shared/sip-corpus not found beside the repository");
-}
+use common::corpus_dir as corpus;
 
 fn core() -> Core {
     lab_core(std::time::Instant::now(), |t| t)

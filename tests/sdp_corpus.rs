@@ -1,8 +1,9 @@
 //! SDP over the RFC 4317 corpus and gateway/cloud-style bodies.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use sipedge::sdp::{
     filter_offer, rewrite, Carrier, CodecPolicy, ConnAddr, CryptoLine, CryptoSuite, Direction,
@@ -10,14 +11,7 @@ use sipedge::sdp::{
     Side,
 };
 
-fn corpus_dir() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let first = root.join("../shared/sip-corpus");
-    if first.is_dir() {
-        return first;
-    }
-    root.join("../../shared/sip-corpus")
-}
+use common::corpus_dir;
 
 /// The rfc4317 rows of manifest.tsv: (path, section, name, size).
 fn manifest() -> Vec<(String, String, String, usize)> {

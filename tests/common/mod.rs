@@ -224,7 +224,24 @@ pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Is sipp installed? Under CI its absence is a failure, never a silent pass.
+/// The RFC corpus kept in the repository (`tests/corpus`, with its `manifest.tsv`).
+pub fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+/// A test that cannot run without `tool`: under CI that is a failure, never a silent pass;
+/// elsewhere one line on the real stderr (not captured by the test harness) says it was skipped.
+pub fn skip_without(tool: &str, install: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{tool} is required under CI ({install})");
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let line = format!("SKIPPED {test}: {tool} not installed ({install}; CI fails instead)\n");
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
+/// Is sipp installed? When not, the test is skipped (see [`skip_without`]).
 pub fn sipp_available() -> bool {
     let ok = Command::new("sipp")
         .arg("-v")
@@ -232,11 +249,8 @@ pub fn sipp_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    if !ok && std::env::var_os("CI").is_some() {
-        panic!("sipp is required under CI (apt-get install sip-tester)");
-    }
     if !ok {
-        eprintln!("sipp not installed: skipping (CI fails instead)");
+        skip_without("sipp", "apt-get install sip-tester");
     }
     ok
 }
