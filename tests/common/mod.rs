@@ -35,6 +35,9 @@ impl MachineLock {
     }
 }
 
+/// How long a lab appliance may take to answer its first OPTIONS.
+const READY_TIMEOUT_S: u64 = 60;
+
 pub fn lab_config_text() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sipedge.toml"))
         .unwrap()
@@ -70,7 +73,7 @@ impl Lab {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn sipedge");
-        let lab = Lab {
+        let mut lab = Lab {
             child,
             dir,
             log,
@@ -85,10 +88,20 @@ impl Lab {
         Lab::start_with(|t| t)
     }
 
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// Waits until the appliance answers OPTIONS. The first start creates an RSA-3072 root CA
+    /// and issues our certificates, which takes seconds on a loaded 2-core machine (a debug
+    /// build shares it with other test binaries): the bound is generous, and an early exit of
+    /// the process is reported at once.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(READY_TIMEOUT_S);
         let agent = Agent::bind("127.0.0.2:0");
         while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!(
+                    "sipedge exited ({st}) before it was ready; log:\n{}",
+                    self.log_text()
+                );
+            }
             agent.send_to(
                 &options("sip:mediation.lab.example", &agent),
                 "127.0.0.1:5068",
@@ -98,7 +111,7 @@ impl Lab {
             }
         }
         panic!(
-            "sipedge did not answer OPTIONS within 20 s; log:\n{}",
+            "sipedge did not answer OPTIONS within {READY_TIMEOUT_S} s; log:\n{}",
             self.log_text()
         );
     }
