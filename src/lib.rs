@@ -23,6 +23,8 @@
 
 pub mod admin;
 pub mod config;
+pub mod directory;
+pub mod flow;
 pub mod media;
 pub mod pki;
 pub mod proxy;

@@ -12,9 +12,10 @@ mod common;
 use bytes::Bytes;
 use common::sans_io::{lab_core, udp_flow};
 use sipedge::config::Side;
-use sipedge::proxy::{Core, Transmit};
+use sipedge::flow::Transmit;
+use sipedge::flow::{Flow, Inbound};
+use sipedge::proxy::Core;
 use sipedge::sip::Message;
-use sipedge::transport::{Flow, Inbound};
 
 use common::corpus_dir as corpus;
 

@@ -9,9 +9,10 @@ mod common;
 use bytes::Bytes;
 use common::sans_io::{lab_core, udp_flow};
 use sipedge::config::Side;
-use sipedge::proxy::{Core, Transmit};
+use sipedge::flow::Inbound;
+use sipedge::flow::Transmit;
+use sipedge::proxy::Core;
 use sipedge::sip::Message;
-use sipedge::transport::Inbound;
 
 struct Sim {
     core: Core,

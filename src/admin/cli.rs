@@ -12,10 +12,9 @@
 
 use clap::{Args, Subcommand};
 
-use super::directory::{
-    mediation_server_json, tenant_json, user_json, Store, StoreError, TenantPatch, UserPatch,
-};
+use super::json::{mediation_server_json, tenant_json, user_json};
 use crate::config::{Config, VoiceRoutingPolicy};
+use crate::directory::{Store, StoreError, TenantPatch, UserPatch};
 use crate::routing::{self, Live, Routed, RoutingTable};
 
 /// Parses a PowerShell-ish boolean: true/false, $true/$false, yes/no, 1/0.

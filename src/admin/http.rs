@@ -33,10 +33,9 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use super::directory::{
-    mediation_server_json, tenant_json, user_json, Store, StoreError, TenantPatch, UserPatch,
-};
+use super::json::{mediation_server_json, tenant_json, user_json};
 use crate::config::VoiceRoutingPolicy;
+use crate::directory::{Store, StoreError, TenantPatch, UserPatch};
 use crate::proxy::Stats;
 use crate::routing::{self, Directory, Live, RoutingTable};
 

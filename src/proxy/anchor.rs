@@ -1778,9 +1778,10 @@ mod tests {
     mod with_core {
         use super::*;
         use crate::config::Transport;
-        use crate::proxy::core::{Core, Transmit};
+        use crate::flow::Transmit;
+        use crate::flow::{Flow, Inbound};
+        use crate::proxy::core::Core;
         use crate::routing::RoutingTable;
-        use crate::transport::{Flow, Inbound};
         use std::path::Path;
         use std::sync::Arc;
 

@@ -21,11 +21,11 @@ use tracing::{debug, info, info_span, warn};
 
 use super::anchor::{self, Anchor, ByeSpec, DialogInfo};
 use crate::config::{Config, Side, Transport};
+use crate::flow::{Flow, Inbound, Transmit};
 use crate::routing::{self, Decision, Directory, Live, NextHop, RoutingTable, Sender};
 use crate::sip::{
     build_error_response, build_response, HeaderName, Message, Method, NameAddr, Scheme, Uri,
 };
-use crate::transport::{Flow, Inbound};
 
 use super::health::Health;
 use crate::txn::{
@@ -37,15 +37,6 @@ use crate::txn::{
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO, UPDATE, PRACK";
 /// Timer C (§16.6 step 11): greater than 3 minutes.
 const TIMER_C: Duration = Duration::from_secs(181);
-
-/// A message to put on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub side: Side,
-    pub transport: Transport,
-    pub remote: SocketAddr,
-    pub data: Bytes,
-}
 
 /// Counters for the log and metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

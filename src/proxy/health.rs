@@ -166,10 +166,10 @@ mod tests {
     /// and demotes the silent gateway.
     #[test]
     fn core_probes_consumes_answers_and_demotes_the_silent() {
+        use crate::flow::{Flow, Inbound};
         use crate::proxy::Core;
         use crate::routing::Directory;
         use crate::sip::Message;
-        use crate::transport::{Flow, Inbound};
         use std::sync::Arc;
 
         let text = include_str!("../../config/sipedge.toml")
@@ -259,10 +259,10 @@ mod tests {
     #[test]
     fn core_counts_pending_invites_against_session_caps() {
         use crate::config::{Side, Transport};
+        use crate::flow::{Flow, Inbound};
         use crate::proxy::Core;
         use crate::routing::Directory;
         use crate::sip::Message;
-        use crate::transport::{Flow, Inbound};
         use std::sync::Arc;
 
         let text = include_str!("../../config/sipedge.toml")

@@ -20,10 +20,12 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Side, Transport};
+use crate::flow::Inbound;
 use crate::routing::RoutingTable;
-use crate::transport::{Inbound, Transports};
+use crate::transport::Transports;
 
-pub use self::core::{Core, Stats, Transmit, ALLOW};
+pub use self::core::{Core, Stats, ALLOW};
+pub use crate::flow::Transmit;
 
 /// Why the appliance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +35,7 @@ pub enum StartError {
     #[error("routing table: {0}")]
     Resolve(String),
     #[error("{0}")]
-    Directory(#[from] crate::admin::directory::StoreError),
+    Directory(#[from] crate::directory::StoreError),
     #[error("media anchor: {0}")]
     Media(#[from] crate::media::MediaError),
 }
@@ -70,9 +72,9 @@ pub async fn run(
     let table = resolve_table(&cfg).await?;
     crate::routing::warm_up();
     // The directory: imported, then watched for changes made by the CLI or the API.
-    let store = crate::admin::directory::Store::open(&cfg)?;
+    let store = crate::directory::Store::open(&cfg)?;
     let dir = Arc::new(arc_swap::ArcSwap::from_pointee(store.snapshot()?));
-    crate::admin::directory::spawn_watcher(store.path().to_owned(), dir.clone())?;
+    crate::directory::spawn_watcher(store.path().to_owned(), dir.clone())?;
     let live = Arc::new(arc_swap::ArcSwap::from_pointee(
         crate::admin::http::LiveSnapshot::default(),
     ));

@@ -1,6 +1,6 @@
 //! The tenant directory as the routing function sees it: an immutable snapshot.
 //!
-//! The persistent store (`admin::directory`) builds a [`Directory`] after every change and the
+//! The persistent store (`crate::directory`) builds a [`Directory`] after every change and the
 //! proxy swaps it in; routing only reads it. This module is pure: no IO, no clock.
 //!
 //! What each part mirrors in Cloud Connector:

@@ -30,50 +30,8 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, Side, Transport};
 use crate::sip::{Frame, FramingError, Message, StreamFramer};
 
-pub use self::tls::{PeerName, TlsContext};
-
-pub type ConnId = u64;
-
-/// Where a message came from (or goes to).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Flow {
-    pub side: Side,
-    pub transport: Transport,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    /// The connection, for stream transports.
-    pub conn: Option<ConnId>,
-    /// The verified certificate identity of a TLS peer (every TLS flow has one: the transport
-    /// registers no TLS connection without it); `None` for UDP and TCP.
-    pub identity: Option<PeerName>,
-}
-
-/// What the transports hand to the proxy. (A `Message` is an index over its bytes, about
-/// half a kilobyte inline; boxing it would add an allocation per message on the hot path.)
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)]
-pub enum Inbound {
-    Message(Flow, Message),
-    /// Bytes that did not parse; the proxy answers with `response` when an answer can be
-    /// built from them.
-    Malformed {
-        flow: Flow,
-        bytes: Bytes,
-        response: Option<(u16, &'static str)>,
-        reason: String,
-    },
-    /// The system resolver's answer for a name the proxy asked about.
-    Resolved {
-        host: String,
-        ip: Option<std::net::IpAddr>,
-    },
-    /// A message could not be delivered to `remote` (connect failure, reset).
-    SendFailed {
-        side: Side,
-        transport: Transport,
-        remote: SocketAddr,
-    },
-}
+pub use self::tls::TlsContext;
+pub use crate::flow::{ConnId, Flow, Inbound, PeerName};
 
 /// Limits on streams.
 #[derive(Debug, Clone)]

@@ -15,7 +15,6 @@
 //! the 2 s poll) builds a complete new set and swaps it; a broken file keeps the old set and
 //! logs why. Established connections keep the configuration they were made with.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -35,60 +34,6 @@ use crate::pki::{
     appliance_certs, check_edge_cert, ApplianceCertRequest, CaStore, Finding, KeyType, PkiError,
     Severity,
 };
-
-/// The verified certificate identity of a TLS peer (a configured gateway name, the cloud peer's
-/// name), interned so that [`super::Flow`] stays `Copy`.
-///
-/// Only names that passed verification are interned, and verification admits only configured
-/// names (gateways of our site, `tls.cloud_peer_names`, the FQDNs we connect to), so the set is
-/// bounded by the configuration; [`PeerName::intern`] also refuses beyond [`MAX_NAMES`].
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PeerName(&'static str);
-
-/// Upper bound on distinct interned peer names.
-pub const MAX_NAMES: usize = 65_536;
-
-static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
-
-impl PeerName {
-    /// The interned name (lower-case, no trailing dot); `None` when the table is full.
-    pub fn intern(name: &str) -> Option<PeerName> {
-        let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
-        let mut set = NAMES.lock().ok()?;
-        if let Some(s) = set.get(name.as_str()) {
-            return Some(PeerName(s));
-        }
-        if set.len() >= MAX_NAMES {
-            return None;
-        }
-        let leaked: &'static str = Box::leak(name.into_boxed_str());
-        set.insert(leaked);
-        Some(PeerName(leaked))
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.0
-    }
-}
-
-impl std::ops::Deref for PeerName {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.0
-    }
-}
-
-impl std::fmt::Display for PeerName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::fmt::Debug for PeerName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
 
 /// The files behind the TLS configuration, with the built-in CA's defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -549,16 +494,6 @@ pub(crate) fn log_refusal(side: Side, remote: std::net::SocketAddr, reason: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn interned_names_are_shared_and_normalised() {
-        let a = PeerName::intern("GW1.lab.example.").unwrap();
-        let b = PeerName::intern("gw1.lab.example").unwrap();
-        assert_eq!(a, b);
-        assert!(std::ptr::eq(a.as_str(), b.as_str()));
-        assert_eq!(&*a, "gw1.lab.example");
-        assert_ne!(a, PeerName::intern("gw2.lab.example").unwrap());
-    }
 
     fn lab_cfg(state: &std::path::Path) -> Config {
         let text = include_str!("../../config/sipedge.toml").replace(

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sipedge::config::{Config, Side, Transport};
+use sipedge::flow::Flow;
 use sipedge::proxy::Core;
 use sipedge::routing::{Directory, RoutingTable};
-use sipedge::transport::Flow;
 
 /// Our UDP listener on a side, as in the lab configuration.
 pub fn lab_listener(side: Side) -> std::net::SocketAddr {

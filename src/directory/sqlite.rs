@@ -1,4 +1,4 @@
-//! The persistent directory: SQLite (bundled) in `<state_dir>/directory.sqlite`, WAL mode.
+//! The embedded directory store: SQLite (bundled) in `<state_dir>/directory.sqlite`, WAL mode.
 //!
 //! - **Durability**: every change is one transaction committed with `synchronous = FULL`
 //!   before it is acknowledged, so a `kill -9` right after an acknowledged change keeps it.
@@ -18,72 +18,12 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::{glob, validate_fqdn_port, validate_sip_address, StoreError, TenantPatch, UserPatch};
 use crate::config::{Config, Fqdn, VoiceRoutingPolicy};
 use crate::routing::directory::user_from_decl;
 use crate::routing::{
     line_uri_number, DirUser, Directory, HybridMediationServer, TenantHybridConfig,
 };
-
-/// Why a directory operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("directory store {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("cannot create {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// Invalid input: which argument, why.
-    #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-}
-
-impl StoreError {
-    fn invalid(field: &str, reason: impl Into<String>) -> StoreError {
-        StoreError::Invalid {
-            field: field.to_owned(),
-            reason: reason.into(),
-        }
-    }
-    /// The HTTP status this error maps to.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            StoreError::Invalid { .. } => 400,
-            StoreError::NotFound(_) => 404,
-            StoreError::Conflict(_) => 409,
-            _ => 500,
-        }
-    }
-}
-
-/// A change to a user; `None` fields are left as they are.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UserPatch {
-    pub upn: Option<Option<String>>,
-    pub display_name: Option<Option<String>>,
-    pub enterprise_voice: Option<bool>,
-    pub hosted_voicemail: Option<bool>,
-    pub line_uri: Option<Option<String>>,
-    pub voice_routing_policy: Option<VoiceRoutingPolicy>,
-    pub pstn_site: Option<Option<String>>,
-}
-
-/// A change to the tenant's hybrid configuration; `None` fields are left as they are.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TenantPatch {
-    /// `Some(None)` clears it.
-    pub peer_destination: Option<Option<String>>,
-    pub use_on_prem_dial_plan: Option<bool>,
-    pub shared_sip_address_space: Option<bool>,
-}
 
 /// The store's file in a state directory.
 pub fn store_path(state_dir: &Path) -> PathBuf {
@@ -546,74 +486,6 @@ fn read_snapshot(conn: &Connection) -> Result<Directory, rusqlite::Error> {
     Ok(Directory::new(tenant, users, servers))
 }
 
-/// `user@domain`, lower-cased, `sip:` prefix allowed.
-fn validate_sip_address(s: &str) -> Result<String, StoreError> {
-    let a = s.trim();
-    let a = a
-        .get(..4)
-        .filter(|p| p.eq_ignore_ascii_case("sip:"))
-        .and_then(|_| a.get(4..))
-        .unwrap_or(a)
-        .to_ascii_lowercase();
-    let ok = a.split_once('@').is_some_and(|(user, dom)| {
-        !user.is_empty()
-            && user
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.!~*'+".contains(&b))
-            && Fqdn::parse(dom).is_ok()
-    });
-    if ok {
-        Ok(a)
-    } else {
-        Err(StoreError::invalid(
-            "sip_address",
-            format!("{s:?} is not of the form user@domain"),
-        ))
-    }
-}
-
-fn validate_fqdn_port(s: &str) -> Result<(), String> {
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    };
-    Fqdn::parse(host)?;
-    if let Some(p) = port {
-        match p.parse::<u16>() {
-            Ok(n) if n > 0 => {}
-            _ => return Err(format!("{p:?} is not a port number")),
-        }
-    }
-    Ok(())
-}
-
-/// Case-insensitive `*` wildcard match.
-fn glob(pattern: &str, s: &str) -> bool {
-    let p = pattern.to_ascii_lowercase();
-    let s = s.to_ascii_lowercase();
-    let parts: Vec<&str> = p.split('*').collect();
-    if parts.len() == 1 {
-        return p == s;
-    }
-    let mut rest = s.as_str();
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(k) => rest = rest.get(k + part.len()..).unwrap_or(""),
-                None => return false,
-            }
-        }
-    }
-    true
-}
-
 /// Watches the store and swaps a fresh snapshot into `handle` within ~500 ms of any committed
 /// change (by the CLI, the API or another process). Runs on its own thread for the process's
 /// life.
@@ -650,37 +522,6 @@ pub fn spawn_watcher(
             }
         })
         .map_err(|source| StoreError::Io { path, source })
-}
-
-/// A user as `user show` prints it (Get-CsOnlineUser / Get-CsUserPstnSettings fields).
-pub fn user_json(u: &DirUser) -> serde_json::Value {
-    serde_json::json!({
-        "SipAddress": format!("sip:{}", u.sip_address),
-        "UserPrincipalName": u.upn,
-        "DisplayName": u.display_name,
-        "EnterpriseVoiceEnabled": u.enterprise_voice,
-        "HostedVoiceMail": u.hosted_voicemail,
-        "OnPremLineURI": u.line_uri,
-        "VoicePolicy": u.voice_policy(),
-        "VoiceRoutingPolicy": u.voice_routing_policy.as_str(),
-        "HybridPstnSite": u.pstn_site,
-    })
-}
-
-pub fn tenant_json(t: &TenantHybridConfig) -> serde_json::Value {
-    serde_json::json!({
-        "PeerDestination": t.peer_destination,
-        "UseOnPremDialPlan": t.use_on_prem_dial_plan,
-        "SharedSipAddressSpace": t.shared_sip_address_space,
-    })
-}
-
-pub fn mediation_server_json(m: &HybridMediationServer) -> serde_json::Value {
-    serde_json::json!({
-        "Identity": m.identity,
-        "Fqdn": m.fqdn,
-        "AccessProxyExternalFqdn": m.access_proxy_external_fqdn,
-    })
 }
 
 #[cfg(test)]
@@ -804,7 +645,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(u.sip_address, "frank@lab.example");
-        assert_eq!(user_json(&u)["VoicePolicy"], "HybridVoice");
+        assert_eq!(u.voice_policy(), Some("HybridVoice"));
         assert_eq!(
             b.find_user("Frank F").unwrap().sip_address,
             "frank@lab.example"
