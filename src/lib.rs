@@ -30,6 +30,8 @@ pub mod pki;
 pub mod proxy;
 pub mod routing;
 pub mod sdp;
+pub mod server;
 pub mod sip;
+pub mod stats;
 pub mod transport;
 pub mod txn;

@@ -178,7 +178,7 @@ fn run(cfg: Config) -> ExitCode {
             wait_for_signal().await;
             let _ = tx.send(true);
         });
-        match sipedge::proxy::run(Arc::new(cfg), rx).await {
+        match sipedge::server::run(Arc::new(cfg), rx).await {
             Ok(stats) => {
                 tracing::info!(?stats, "stopped");
                 ExitCode::SUCCESS

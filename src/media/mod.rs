@@ -8,14 +8,18 @@
 //! latching, per-leg counters and media-timeout supervision.
 //!
 //! This module knows nothing of SIP or SDP: it is given IP addresses, ports
-//! and keys.
+//! and keys. The proxy reaches it only through [`MediaBackend`] (allocate, update, release,
+//! counters): [`RelayBackend`] is the real relay, [`fake::FakeMedia`] an in-memory stand-in
+//! for tests.
 //!
 //! ```text
 //!  gateway ──RTP──▶ [leg A sockets] ─┐ worker ┌─ [leg B sockets] ──SRTP──▶ cloud
 //!          ◀──────                   └────────┘                  ◀──────
 //! ```
 
+mod backend;
 mod batch;
+pub mod fake;
 mod latch;
 mod pool;
 mod relay;
@@ -25,6 +29,7 @@ mod srtp_transform;
 mod stats;
 mod supervision;
 
+pub use backend::{BackendStats, MediaBackend, MediaUpdate, RelayBackend, SessionId};
 pub use latch::{Admit, Latch};
 pub use pool::{PortPair, PortPool, DEFAULT_PORT_RANGE};
 pub use relay::{IoMode, Relay, RelayConfig};

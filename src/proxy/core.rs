@@ -26,6 +26,7 @@ use crate::routing::{self, Decision, Directory, Live, NextHop, RoutingTable, Sen
 use crate::sip::{
     build_error_response, build_response, HeaderName, Message, Method, NameAddr, Scheme, Uri,
 };
+use crate::stats::{ProxyStats, Published};
 
 use super::health::Health;
 use crate::txn::{
@@ -37,24 +38,6 @@ use crate::txn::{
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO, UPDATE, PRACK";
 /// Timer C (§16.6 step 11): greater than 3 minutes.
 const TIMER_C: Duration = Duration::from_secs(181);
-
-/// Counters for the log and metrics.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Stats {
-    pub requests_in: u64,
-    pub responses_in: u64,
-    pub malformed: u64,
-    pub rejected: u64,
-    pub forwarded: u64,
-    pub stray_responses: u64,
-    pub failovers: u64,
-    /// New INVITEs routed by the policy (calls attempted).
-    pub calls: u64,
-    /// Final responses we generated ourselves to requests, by status.
-    pub rejects_by_status: std::collections::BTreeMap<u16, u64>,
-    /// OPTIONS probes sent.
-    pub probes_sent: u64,
-}
 
 /// A refusal from the admit phase: status, reason phrase, extra header fields.
 struct Refusal {
@@ -157,7 +140,7 @@ pub struct Core {
     resolve_out: VecDeque<String>,
     spread: u64,
     draining: bool,
-    pub stats: Stats,
+    pub stats: ProxyStats,
     /// The directory snapshot, swapped by the store watcher while calls run.
     dir: Arc<arc_swap::ArcSwap<Directory>>,
     /// OPTIONS health of gateways and the cloud peer.
@@ -245,7 +228,7 @@ impl Core {
             resolve_out: VecDeque::new(),
             spread: 0,
             draining: false,
-            stats: Stats::default(),
+            stats: ProxyStats::default(),
             anchor: None,
         };
         let at = core.health.next_probe();
@@ -274,6 +257,16 @@ impl Core {
         Live {
             demoted: self.health.demoted().clone(),
             sessions,
+        }
+    }
+
+    /// What the driver publishes for metrics and `route explain`.
+    pub fn published(&self) -> Published {
+        Published {
+            proxy: self.stats.clone(),
+            media: self.anchor.as_ref().map(Anchor::snapshot),
+            health: self.health_states(),
+            live: self.live(),
         }
     }
 

@@ -16,27 +16,42 @@
 //!   with no RTP in either supervised direction for `media_timeout` is released once and
 //!   returned as [`TimedOut`], from which the core builds a BYE to each leg.
 //!
-//! The anchor owns real sockets through the media layer, but reads no clock: `now` comes in.
+//! The anchor reads no clock (`now` comes in) and opens no socket: the media relay sits behind
+//! a [`MediaBackend`] (the real relay in production, an in-memory fake in tests), to which the
+//! offer/answer code hands [`MediaUpdate`]s.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | the anchor's state (calls by Call-ID) and its entry points for the core |
+//! | `body.rs` | SDP body glue: finding the SDP in a message, endpoints, crypto choice |
+//! | `offer_answer.rs` | RFC 3264 per leg: an offer or answer from one side rewritten for the other |
+//! | `supervision.rs` | media timeout: idle calls released and handed back with their BYEs |
 //! A call crosses it in one of two directions (gateway → cloud, cloud → gateway); `Side` is the
 //! signalling side (config), `Leg` the media leg, and `sdp::Side` the dialog role.
 
+mod body;
+mod offer_answer;
+mod supervision;
+
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
+use self::body::{idx, is_opaque_body, leg_of, sdp_body, text, with_body};
+use self::offer_answer::process;
+use self::supervision::sweep_interval;
 use crate::config::{Config, MediaSettings, Side, SrtpMode};
 use crate::media::{
-    generate_key_salt, Leg, LegConfig, MediaError, MediaSession, PortPool, Relay, RelayConfig,
-    SessionState, SrtpParams, SrtpSuite, KEY_SALT_LEN,
+    generate_key_salt, BackendStats, Leg, LegConfig, LocalPorts, MediaBackend, MediaError,
+    MediaUpdate, SessionId, SessionSnapshot, KEY_SALT_LEN,
 };
-use crate::sdp::{
-    self, filter_offer, rewrite, Carrier, CodecPolicy, CryptoLine, CryptoSuite, Endpoint,
-    MediaRewrite, Negotiation, OriginRewrite, Profile, Rewrite, Sdp, SdpError, SdpRole,
-};
-use crate::sip::{HeaderName, Message, Method};
+use crate::sdp::{self, Carrier, CodecPolicy, Negotiation, SdpError};
+use crate::sip::{Message, Method};
+pub use crate::stats::AnchorStats;
+use crate::stats::{LegTotals, MediaSnapshot};
 
 /// Why the anchor refuses a request: the status and reason phrase the core answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,20 +72,6 @@ impl Refuse {
             },
         }
     }
-}
-
-/// Counters of the anchor, for the log and metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct AnchorStats {
-    pub sessions_created: u64,
-    pub sessions_released: u64,
-    pub media_timeouts: u64,
-    /// New calls refused with 503: no media ports left.
-    pub ports_exhausted: u64,
-    /// Requests refused for their SDP (488/400/491).
-    pub sdp_refused: u64,
-    /// SDP in a response that could not be anchored (relayed unchanged, logged).
-    pub sdp_errors: u64,
 }
 
 /// What the core needs to end a dialog by itself (media timeout): one BYE per side.
@@ -118,126 +119,15 @@ pub struct TimedOut {
 /// Reason header of the BYEs sent on media timeout (RFC 3326).
 pub const MEDIA_TIMEOUT_REASON: &str = "SIP;cause=408;text=\"media timeout\"";
 
-fn leg_of(side: Side) -> Leg {
-    match side {
-        Side::Gateway => Leg::A,
-        Side::Cloud => Leg::B,
-    }
-}
-
-fn side_of(leg: Leg) -> Side {
-    match leg {
-        Leg::A => Side::Gateway,
-        Leg::B => Side::Cloud,
-    }
-}
-
-fn idx(leg: Leg) -> usize {
-    match leg {
-        Leg::A => 0,
-        Leg::B => 1,
-    }
-}
-
-fn srtp_suite(s: &CryptoSuite) -> Option<SrtpSuite> {
-    match s {
-        CryptoSuite::AesCm128HmacSha1_80 => Some(SrtpSuite::Aes128CmSha1_80),
-        CryptoSuite::AesCm128HmacSha1_32 => Some(SrtpSuite::Aes128CmSha1_32),
-        _ => None,
-    }
-}
-
-/// The first crypto line of `ep` our SRTP layer can key: a supported suite, 30 bytes of
-/// key||salt, no MKI.
-fn pick_crypto(ep: &Endpoint) -> Option<(CryptoLine, SrtpSuite, [u8; KEY_SALT_LEN])> {
-    ep.crypto.iter().find_map(|c| {
-        if !c.is_usable() {
-            return None;
-        }
-        let suite = srtp_suite(&c.suite)?;
-        let key: [u8; KEY_SALT_LEN] = c.master_key_salt().try_into().ok()?;
-        Some((c.clone(), suite, key))
-    })
-}
-
-/// Where an endpoint receives RTP (and RTCP, unless muxed); `None` for hold (`c=0.0.0.0`),
-/// a rejected stream or an address we cannot use (an FQDN).
-fn endpoint_addrs(ep: &Endpoint, mux: bool) -> Option<(SocketAddr, Option<SocketAddr>)> {
-    let ip = ep.address.as_ref()?.ip()?;
-    if ip.is_unspecified() || ep.rtp_port == 0 {
-        return None;
-    }
-    let rtp = SocketAddr::new(ip, ep.rtp_port);
-    if mux {
-        return Some((rtp, None));
-    }
-    let rtcp_ip = ep
-        .rtcp_address
-        .as_ref()
-        .and_then(|a| a.ip())
-        .filter(|i| !i.is_unspecified())
-        .unwrap_or(ip);
-    let rtcp_port = ep.rtcp_port.or_else(|| ep.rtp_port.checked_add(1));
-    Some((rtp, rtcp_port.map(|p| SocketAddr::new(rtcp_ip, p))))
-}
-
-/// A leg is "on hold" for supervision when its UA is not expected to send: its direction does
-/// not send (RFC 3264 §8.4 recvonly/inactive) or it gave `c=0.0.0.0`.
-fn silent(ep: &Endpoint) -> bool {
-    !ep.direction.sends() || ep.address.as_ref().is_some_and(|a| a.is_hold())
-}
-
-fn is_auxiliary(name: &str) -> bool {
-    ["telephone-event", "CN", "red", "ulpfec", "flexfec", "rtx"]
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(name))
-}
-
-/// The SDP body of a message, if it has one (Content-Type application/sdp, or no
-/// Content-Type with a body starting with `v=`).
-fn sdp_body(msg: &Message) -> Option<Result<Sdp, SdpError>> {
-    let body = msg.body();
-    if body.is_empty() {
-        return None;
-    }
-    let is_sdp = match msg.header(HeaderName::ContentType) {
-        Some(ct) => {
-            let ct = ct.trim_ascii();
-            let mime = ct.split(|b| *b == b';').next().unwrap_or_default();
-            mime.trim_ascii().eq_ignore_ascii_case(b"application/sdp")
-        }
-        None => body.starts_with(b"v="),
-    };
-    is_sdp.then(|| Sdp::from_bytes(msg.body_bytes()))
-}
-
-/// A body the anchor cannot look into (multipart: SDP beside ISUP or other parts). Forwarding
-/// it would let the media bypass the anchor, so such requests are refused with 415
-/// (RFC 3261 §21.4.13).
-fn is_opaque_body(msg: &Message) -> bool {
-    !msg.body().is_empty()
-        && msg.header(HeaderName::ContentType).is_some_and(|ct| {
-            ct.trim_ascii()
-                .get(..10)
-                .is_some_and(|p| p.eq_ignore_ascii_case(b"multipart/"))
-        })
-}
-
-fn with_body(msg: &Message, body: &[u8]) -> Option<Message> {
-    let mut ed = msg.edit();
-    ed.set_body(None, body);
-    Message::parse(ed.finish()).ok()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// One anchored call.
 struct Call {
     /// The signalling side the initial INVITE came from.
     caller: Side,
-    session: MediaSession,
+    /// The backend's session, and our local addresses per leg.
+    session: SessionId,
+    local: [LocalPorts; 2],
+    /// The dialog is confirmed (2xx to the initial INVITE): media supervision runs.
+    committed: bool,
     /// Per leg (index 0 = A/gateway, 1 = B/cloud).
     neg: [Negotiation; 2],
     /// Our SDES key||salt per leg (what we protect with on that leg).
@@ -270,9 +160,10 @@ pub struct Anchor {
     /// Gateways by name and (static) address, with their SRTP mode.
     gateways: Vec<(String, Option<IpAddr>, SrtpMode)>,
     policies: [CodecPolicy; 2],
-    relay: Relay,
-    pool: PortPool,
+    media: Box<dyn MediaBackend>,
     calls: HashMap<String, Call>,
+    /// Counters of the sessions released so far, per leg.
+    released: [LegTotals; 2],
     next_sweep: Option<Instant>,
     pub stats: AnchorStats,
 }
@@ -281,7 +172,7 @@ impl std::fmt::Debug for Anchor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Anchor")
             .field("calls", &self.calls.len())
-            .field("pool_available", &self.pool.available())
+            .field("ports", &self.media.stats())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -300,11 +191,13 @@ pub struct Hop<'a> {
 }
 
 impl Anchor {
-    /// Starts the relay and the port pool of `[media]`; `None` when the table is absent.
-    pub fn from_config(cfg: &Config) -> Result<Option<Anchor>, MediaError> {
-        let Some(m) = &cfg.media else {
-            return Ok(None);
-        };
+    /// The anchor of `[media]` (`settings`) over `media`, with the cloud peer's and each
+    /// gateway's SRTP mode from `cfg`.
+    pub fn from_config(
+        cfg: &Config,
+        settings: MediaSettings,
+        media: Box<dyn MediaBackend>,
+    ) -> Anchor {
         let gateways = cfg
             .gateways
             .iter()
@@ -314,48 +207,45 @@ impl Anchor {
                 (name, ip, g.srtp)
             })
             .collect();
-        Anchor::new(m.clone(), cfg.cloud_peer.srtp, gateways).map(Some)
+        Anchor::new(settings, cfg.cloud_peer.srtp, gateways, media)
     }
 
-    /// An anchor over `settings`, with the cloud peer's and each gateway's SRTP mode.
+    /// An anchor over `settings` and `media`, with the cloud peer's and each gateway's SRTP
+    /// mode.
     pub fn new(
         settings: MediaSettings,
         cloud_srtp: SrtpMode,
         gateways: Vec<(String, Option<IpAddr>, SrtpMode)>,
-    ) -> Result<Anchor, MediaError> {
-        let pool = PortPool::new(settings.port_min..=settings.port_max)?;
-        let mut rc = RelayConfig::default();
-        if let Some(w) = settings.relay_workers {
-            rc.workers = w;
-        }
-        let relay = Relay::start(rc)?;
+        media: Box<dyn MediaBackend>,
+    ) -> Anchor {
         let policies = [
             CodecPolicy::new(settings.gateway_codecs.iter().cloned()),
             CodecPolicy::new(settings.cloud_codecs.iter().cloned()),
         ];
+        let ports = media.stats();
         info!(
             ip = %settings.ip,
-            pool_capacity = pool.capacity(),
+            pool_capacity = ports.ports_capacity,
             timeout_s = settings.media_timeout.as_secs(),
             cloud_srtp = cloud_srtp.as_str(),
             "media anchor ready"
         );
-        Ok(Anchor {
+        Anchor {
             settings,
             cloud_srtp,
             gateways,
             policies,
-            relay,
-            pool,
+            media,
             calls: HashMap::new(),
+            released: [LegTotals::default(); 2],
             next_sweep: None,
             stats: AnchorStats::default(),
-        })
+        }
     }
 
-    /// The port pool (free pairs: [`PortPool::available`]).
-    pub fn pool(&self) -> &PortPool {
-        &self.pool
+    /// The media backend's counters (free and total port pairs).
+    pub fn ports(&self) -> BackendStats {
+        self.media.stats()
     }
 
     /// Calls holding a media session.
@@ -363,9 +253,54 @@ impl Anchor {
         self.calls.len()
     }
 
-    /// The media session of a call, for its counters.
-    pub fn session(&self, call_id: &str) -> Option<&MediaSession> {
-        self.calls.get(call_id).map(|c| &c.session)
+    /// The counters and state of a call's media session.
+    pub fn session(&self, call_id: &str) -> Option<SessionSnapshot> {
+        self.media.session(self.calls.get(call_id)?.session)
+    }
+
+    /// Our local media addresses of a call's leg (what the SDP toward that leg carries).
+    pub fn local(&self, call_id: &str, leg: Leg) -> Option<LocalPorts> {
+        Some(self.calls.get(call_id)?.local[leg.index()])
+    }
+
+    /// The anchor's state for metrics: counters, ports, and per leg the packets and bytes of
+    /// every call so far (released ones plus the live ones).
+    pub fn snapshot(&self) -> MediaSnapshot {
+        let mut legs = self.released;
+        for s in self
+            .calls
+            .values()
+            .filter_map(|c| self.media.session(c.session))
+        {
+            legs[0].add(&LegTotals::from(&s.a.counters));
+            legs[1].add(&LegTotals::from(&s.b.counters));
+        }
+        let ports = self.media.stats();
+        MediaSnapshot {
+            stats: self.stats,
+            active_calls: self.calls.len(),
+            ports_available: ports.ports_available,
+            ports_capacity: ports.ports_capacity,
+            legs,
+        }
+    }
+
+    /// Hands the media updates of an offer/answer step to the backend.
+    fn apply(&mut self, call_id: &str, updates: Vec<MediaUpdate>, now: Instant) {
+        let Some(id) = self.calls.get(call_id).map(|c| c.session) else {
+            return;
+        };
+        for u in updates {
+            let srtp = match &u {
+                MediaUpdate::Srtp { leg, .. } => Some(*leg),
+                _ => None,
+            };
+            match self.media.update(id, u, now) {
+                Ok(true) if srtp.is_some() => debug!(call_id, leg = ?srtp, "SRTP keyed"),
+                Ok(_) => {}
+                Err(e) => warn!(call_id, error = %e, "media update failed"),
+            }
+        }
     }
 
     fn gateway_mode(&self, name: &str, ip: IpAddr) -> SrtpMode {
@@ -440,8 +375,11 @@ impl Anchor {
         };
         let ip = self.settings.ip;
         let policies = &self.policies;
-        match process(call, ip, policies, now, hop.from, carrier, body) {
-            Ok(out) => Ok(with_body(req, &out)),
+        match process(call, ip, policies, hop.from, carrier, body) {
+            Ok((out, updates)) => {
+                self.apply(&call_id, updates, now);
+                Ok(with_body(req, &out))
+            }
             Err(e) => {
                 self.stats.sdp_refused += 1;
                 info!(error = %e, "in-dialog offer/answer refused");
@@ -479,7 +417,7 @@ impl Anchor {
             ip: self.settings.ip,
             rtcp_mux: false,
         };
-        let session = match MediaSession::new(&self.relay, &self.pool, leg_cfg, leg_cfg) {
+        let (session, local) = match self.media.allocate([leg_cfg, leg_cfg]) {
             Ok(s) => s,
             Err(MediaError::PortsExhausted) => {
                 self.stats.ports_exhausted += 1;
@@ -500,6 +438,8 @@ impl Anchor {
         let mut call = Call {
             caller: hop.from,
             session,
+            local,
+            committed: false,
             neg: [Negotiation::new(), Negotiation::new()],
             keys: [generate_key_salt(), generate_key_salt()],
             modes: [gw_mode, self.cloud_srtp],
@@ -511,13 +451,13 @@ impl Anchor {
         if let Some(c) = req.cseq() {
             call.cseq[idx(leg_of(hop.from))] = c.seq;
         }
-        let out = match body {
+        let (out, updates) = match body {
             None => {
                 // Late offer (§13.2.1): the offer comes in the 2xx, the answer in the ACK.
                 for n in &mut call.neg {
                     let _ = n.on_message(sdp::Side::Caller, Carrier::Invite, None);
                 }
-                None
+                (None, Vec::new())
             }
             Some(sdp) => {
                 let ip = self.settings.ip;
@@ -525,26 +465,25 @@ impl Anchor {
                     &mut call,
                     ip,
                     &self.policies,
-                    now,
                     hop.from,
                     Carrier::Invite,
                     sdp,
                 ) {
-                    Ok(out) => Some(out),
+                    Ok((out, updates)) => (Some(out), updates),
                     Err(e) => {
                         self.stats.sdp_refused += 1;
                         info!(call_id = %call_id, error = %e, "offer refused");
-                        call.session.release();
+                        self.media.release(call.session);
                         return Err(Refuse::sdp(&e));
                     }
                 }
             }
         };
         self.stats.sessions_created += 1;
-        let a = call.session.local(Leg::A).rtp;
-        let b = call.session.local(Leg::B).rtp;
+        let (a, b) = (call.local[0].rtp, call.local[1].rtp);
         info!(call_id = %call_id, leg_a = %a, leg_b = %b, gw_srtp = gw_mode.as_str(), "media session allocated");
-        self.calls.insert(call_id, call);
+        self.calls.insert(call_id.clone(), call);
+        self.apply(&call_id, updates, now);
         Ok(out.and_then(|o| with_body(req, &o)))
     }
 
@@ -580,9 +519,17 @@ impl Anchor {
             if let Some(d) = dialog {
                 call.dialog = Some(d);
             }
-            // The dialog is confirmed: supervise from now (§2 of the issue).
-            if call.session.commit(now).is_ok() && self.next_sweep.is_none() {
-                self.next_sweep = Some(now + sweep_interval(self.settings.media_timeout));
+            // The dialog is confirmed: supervise from now.
+            if !call.committed
+                && self
+                    .media
+                    .update(call.session, MediaUpdate::Commit, now)
+                    .is_ok()
+            {
+                call.committed = true;
+                if self.next_sweep.is_none() {
+                    self.next_sweep = Some(now + sweep_interval(self.settings.media_timeout));
+                }
             }
         }
         let out = match sdp_body(resp) {
@@ -594,18 +541,13 @@ impl Anchor {
                 return None;
             }
             Some(Err(e)) => Err(e),
-            Some(Ok(sdp)) => process(
-                call,
-                self.settings.ip,
-                &self.policies,
-                now,
-                from,
-                carrier,
-                sdp,
-            ),
+            Some(Ok(sdp)) => process(call, self.settings.ip, &self.policies, from, carrier, sdp),
         };
         match out {
-            Ok(body) => with_body(resp, &body),
+            Ok((body, updates)) => {
+                self.apply(&call_id, updates, now);
+                with_body(resp, &body)
+            }
             Err(e) => {
                 // A response cannot be refused; relay it as it came, and say so.
                 self.stats.sdp_errors += 1;
@@ -656,14 +598,14 @@ impl Anchor {
 
     /// Releases the session of a call (exactly once; later calls are no-ops).
     pub fn release(&mut self, call_id: &str, why: &str) -> bool {
-        let Some(mut call) = self.calls.remove(call_id) else {
+        let Some(call) = self.calls.remove(call_id) else {
             return false;
         };
-        let snap = call.session.snapshot();
-        let released = call.session.release();
-        if released {
-            self.stats.sessions_released += 1;
-        }
+        let Some(snap) = self.media.release(call.session) else {
+            return false;
+        };
+        self.stats.sessions_released += 1;
+        let ports = self.media.stats();
         info!(
             call_id,
             reason = why,
@@ -673,396 +615,24 @@ impl Anchor {
             b_fwd = snap.b.counters.forwarded,
             a_foreign = snap.a.counters.drops.foreign_source,
             b_foreign = snap.b.counters.drops.foreign_source,
-            pool_available = self.pool.available(),
-            pool_capacity = self.pool.capacity(),
+            pool_available = ports.ports_available,
+            pool_capacity = ports.ports_capacity,
             "media session released"
         );
-        released
+        for (t, leg) in self.released.iter_mut().zip([&snap.a, &snap.b]) {
+            t.add(&LegTotals::from(&leg.counters));
+        }
+        true
     }
-
-    // ------------------------------------------------------------------ supervision
-
-    /// When [`Anchor::sweep`] wants to run next.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.next_sweep
-    }
-
-    /// Media supervision at `now`: every confirmed call idle for `media_timeout` is released
-    /// (once) and returned with its BYEs.
-    pub fn sweep(&mut self, now: Instant) -> Vec<TimedOut> {
-        match self.next_sweep {
-            Some(t) if t <= now => {}
-            _ => return Vec::new(),
-        }
-        let timeout = self.settings.media_timeout;
-        let idle: Vec<String> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.session.is_idle(now, timeout))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut out = Vec::with_capacity(idle.len());
-        for call_id in idle {
-            let Some(call) = self.calls.get(&call_id) else {
-                continue;
-            };
-            let Some(d) = call.dialog.clone() else {
-                // A 2xx without Contact: nothing to address a BYE to; free the ports anyway.
-                warn!(call_id = %call_id, "media timeout on a dialog without Contact: released without BYE");
-                self.stats.media_timeouts += 1;
-                self.release(&call_id, "media timeout");
-                continue;
-            };
-            let caller = call.caller;
-            let callee = caller.other();
-            let cseq_caller = call.cseq[idx(leg_of(caller))];
-            let cseq_callee = call.cseq[idx(leg_of(callee))];
-            self.stats.media_timeouts += 1;
-            warn!(
-                call_id = %call_id,
-                timeout_s = timeout.as_secs(),
-                media_timeouts = self.stats.media_timeouts,
-                "media timeout: no RTP in either direction, sending BYE to both legs"
-            );
-            self.release(&call_id, "media timeout");
-            out.push(TimedOut {
-                byes: [
-                    ByeSpec {
-                        side: callee,
-                        request_uri: d.callee_contact.clone(),
-                        routes: d.routes_to_callee.clone(),
-                        from: d.caller_from.clone(),
-                        to: d.callee_to.clone(),
-                        call_id: call_id.clone(),
-                        cseq: cseq_caller.saturating_add(1),
-                    },
-                    ByeSpec {
-                        side: caller,
-                        request_uri: d.caller_contact.clone(),
-                        routes: d.routes_to_caller.clone(),
-                        from: d.callee_to.clone(),
-                        to: d.caller_from.clone(),
-                        call_id: call_id.clone(),
-                        cseq: cseq_callee.saturating_add(1),
-                    },
-                ],
-                call_id,
-            });
-        }
-        let supervised = self
-            .calls
-            .values()
-            .any(|c| c.session.state() == SessionState::Active);
-        self.next_sweep = supervised.then(|| now + sweep_interval(timeout));
-        out
-    }
-}
-
-/// How often idle calls are looked for: a quarter of the timeout, at most every second, at
-/// least every 50 ms.
-fn sweep_interval(timeout: Duration) -> Duration {
-    (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
-}
-
-/// Records a body from `from` in both legs' negotiations and rewrites it for the other leg.
-fn process(
-    call: &mut Call,
-    ip: IpAddr,
-    policies: &[CodecPolicy; 2],
-    now: Instant,
-    from: Side,
-    carrier: Carrier,
-    sdp: Sdp,
-) -> Result<Vec<u8>, SdpError> {
-    let lx = leg_of(from);
-    let rx = call.role(from);
-    let orig = sdp.bytes().clone();
-    match call.neg[idx(lx)].on_message(rx, carrier, Some(sdp.clone()))? {
-        Some(SdpRole::Offer) => {
-            let out = offer_toward_other(call, ip, policies, from, carrier, &sdp)?;
-            call.last[idx(lx)] = Some((orig, out.clone()));
-            Ok(out)
-        }
-        Some(SdpRole::Answer) => {
-            let out = answer_toward_other(call, ip, now, from, carrier, &sdp)?;
-            call.last[idx(lx)] = Some((orig, out.clone()));
-            Ok(out)
-        }
-        None => match &call.last[idx(lx)] {
-            // The same body again (an answer repeated in the 2xx): the same rewrite.
-            Some((o, w)) if *o == orig => Ok(w.clone()),
-            _ => Err(SdpError::UnexpectedSdp),
-        },
-    }
-}
-
-/// `from` made an offer (already recorded in its leg's negotiation): check it against its leg's
-/// SRTP mode, filter codecs, point it at our other leg and record it there.
-fn offer_toward_other(
-    call: &mut Call,
-    ip: IpAddr,
-    policies: &[CodecPolicy; 2],
-    from: Side,
-    carrier: Carrier,
-    sdp: &Sdp,
-) -> Result<Vec<u8>, SdpError> {
-    let lx = leg_of(from);
-    let ly = lx.other();
-    let rx = call.role(from);
-    let undo = |call: &mut Call| {
-        // Take the offer back out of X's negotiation: the request is refused.
-        let _ = call.neg[idx(lx)].on_message(rx.other(), Carrier::Failure, None);
-    };
-    let fx = filter_offer(sdp, &policies[idx(lx)]);
-    let fy = filter_offer(sdp, &policies[idx(ly)]);
-    let (fx, fy) = match (fx, fy) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            undo(call);
-            return Err(e);
-        }
-    };
-    // The stream we carry: the one anchored before (a re-offer), else the first active RTP
-    // m-line with a common codec.
-    let mut chosen = None;
-    let mut keep: Vec<Option<Vec<u8>>> = Vec::with_capacity(sdp.media().len());
-    for (i, m) in sdp.media().iter().enumerate() {
-        let k = match (fx.get(i).cloned().flatten(), fy.get(i).cloned().flatten()) {
-            (None, None) => None,
-            (Some(a), None) | (None, Some(a)) => Some(a),
-            (Some(a), Some(b)) => Some(a.into_iter().filter(|p| b.contains(p)).collect()),
-        };
-        let has_codec = m.proto().is_rtp()
-            && !m.is_rejected()
-            && k.as_ref()
-                .map_or_else(|| m.payload_types(), |v: &Vec<u8>| v.clone())
-                .iter()
-                .any(|pt| m.encoding(*pt).is_some_and(|(n, _)| !is_auxiliary(n)));
-        let wanted = match call.anchored {
-            Some(a) => a == i,
-            None => chosen.is_none(),
-        };
-        if has_codec && wanted && chosen.is_none() {
-            chosen = Some(i);
-        }
-        keep.push(k);
-    }
-    let Some(chosen) = chosen else {
-        undo(call);
-        return Err(SdpError::NoCommonCodec);
-    };
-    let ep_x = match Endpoint::from_sdp(sdp, chosen) {
-        Some(e) => e,
-        None => {
-            undo(call);
-            return Err(SdpError::NoCommonCodec);
-        }
-    };
-    // SRTP rules of X's leg.
-    let mode_x = call.modes[idx(lx)];
-    let secure = ep_x.proto.is_secure();
-    if ep_x.proto.is_dtls()
-        || (secure && (mode_x == SrtpMode::Off || pick_crypto(&ep_x).is_none()))
-        || (mode_x == SrtpMode::Required && pick_crypto(&ep_x).is_none())
-    {
-        undo(call);
-        return Err(if ep_x.requires_mki {
-            SdpError::MkiRequired { index: chosen }
-        } else {
-            SdpError::InvalidCrypto
-        });
-    }
-    call.anchored = Some(chosen);
-    // Early media from X may flow as soon as Y answers: X's address is known now.
-    if let Some((rtp, rtcp)) = endpoint_addrs(&ep_x, false) {
-        let _ = call.session.set_remote(lx, rtp, rtcp);
-    }
-    let local = call.session.local(ly);
-    let mode_y = call.modes[idx(ly)];
-    let crypto = match mode_y {
-        SrtpMode::Off => None,
-        _ => CryptoLine::new(1, CryptoSuite::AesCm128HmacSha1_80, call.keys[idx(ly)]).ok(),
-    };
-    let media = sdp
-        .media()
-        .iter()
-        .enumerate()
-        .map(|(i, m)| MediaRewrite {
-            port: if i == chosen { local.rtp.port() } else { 0 },
-            rtcp_port: local.rtcp.map(|a| a.port()),
-            profile: if mode_y == SrtpMode::Required {
-                Profile::Srtp
-            } else {
-                Profile::Rtp
-            },
-            crypto: crypto.clone(),
-            keep_formats: if i == chosen {
-                keep.get(i).cloned().flatten()
-            } else if m.is_rejected() {
-                None
-            } else {
-                Some(Vec::new())
-            },
-        })
-        .collect();
-    let rw = Rewrite {
-        connection: ip,
-        media,
-        strip_ice: true,
-        origin: Some(OriginRewrite {
-            session_version: None,
-            address: Some(ip),
-        }),
-    };
-    let out = match rewrite(sdp, &rw).and_then(|o| Sdp::parse(&o).map(|s| (o, s))) {
-        Ok(x) => x,
-        Err(e) => {
-            undo(call);
-            return Err(e);
-        }
-    };
-    if let Err(e) = call.neg[idx(ly)].on_message(rx, carrier, Some(out.1)) {
-        undo(call);
-        return Err(e);
-    }
-    Ok(out.0)
-}
-
-/// `from` answered our offer (recorded in its leg's negotiation): key and address its leg, then
-/// answer the other side's pending offer with our other leg.
-fn answer_toward_other(
-    call: &mut Call,
-    ip: IpAddr,
-    now: Instant,
-    from: Side,
-    carrier: Carrier,
-    sdp: &Sdp,
-) -> Result<Vec<u8>, SdpError> {
-    let lx = leg_of(from);
-    let ly = lx.other();
-    let rx = call.role(from);
-    let ry = rx.other();
-    let chosen = call.anchored.ok_or(SdpError::UnexpectedSdp)?;
-    // Leg X from its answer.
-    let sx = call.neg[idx(lx)]
-        .streams()
-        .into_iter()
-        .find(|s| s.index == chosen)
-        .ok_or(SdpError::UnexpectedSdp)?;
-    let ep_x = sx.endpoint(rx).clone();
-    if !sx.rejected {
-        if let Some((rtp, rtcp)) = endpoint_addrs(&ep_x, sx.rtcp_mux) {
-            let _ = call.session.set_remote(lx, rtp, rtcp);
-        }
-    }
-    if sx.srtp {
-        if let Some((_, suite, key)) = pick_crypto(&ep_x) {
-            let params = SrtpParams {
-                suite,
-                local_key_salt: call.keys[idx(lx)],
-                remote_key_salt: key,
-            };
-            match call.session.set_srtp(lx, params) {
-                Ok(true) => debug!(leg = ?lx, "SRTP keyed"),
-                Ok(false) => {}
-                Err(e) => warn!(error = %e, "SRTP setup failed"),
-            }
-        }
-    } else {
-        if call.modes[idx(lx)] == SrtpMode::Required && !sx.rejected {
-            // A response cannot be refused: the media stays plain and we say so.
-            warn!(
-                side = side_of(lx).as_str(),
-                "SRTP required but the answer has no usable crypto"
-            );
-        }
-        let _ = call.session.clear_srtp(lx);
-    }
-    // The other side's offer: pending in its leg, or already answered in an earlier 18x (this
-    // is that answer again or a changed one, RFC 3261 §13.2.1, RFC 6337 §3.1).
-    let y_offer = match call.neg[idx(ly)].pending_offer() {
-        Some((_, o)) => o.clone(),
-        None => match call.neg[idx(ly)].current() {
-            Some(c) if c.offerer == ry => c.offer.clone(),
-            _ => return Err(SdpError::UnexpectedSdp),
-        },
-    };
-    let ep_yo = Endpoint::from_sdp(&y_offer, chosen).ok_or(SdpError::UnexpectedSdp)?;
-    let mode_y = call.modes[idx(ly)];
-    let y_crypto = if mode_y == SrtpMode::Off {
-        None
-    } else {
-        pick_crypto(&ep_yo)
-    };
-    let local = call.session.local(ly);
-    let crypto = y_crypto
-        .as_ref()
-        .and_then(|(c, _, _)| CryptoLine::new(c.tag, c.suite.clone(), call.keys[idx(ly)]).ok());
-    let profile = if ep_yo.proto.is_secure() {
-        Profile::Srtp
-    } else {
-        Profile::Rtp
-    };
-    // Only the anchored m-line is ours; the others were rejected in our offer and stay so.
-    let media = (0..sdp.media().len())
-        .map(|i| MediaRewrite {
-            port: if i == chosen { local.rtp.port() } else { 0 },
-            rtcp_port: local.rtcp.map(|a| a.port()),
-            profile,
-            crypto: crypto.clone(),
-            keep_formats: None,
-        })
-        .collect();
-    let rw = Rewrite {
-        connection: ip,
-        media,
-        strip_ice: true,
-        origin: Some(OriginRewrite {
-            session_version: None,
-            address: Some(ip),
-        }),
-    };
-    let out = rewrite(sdp, &rw)?;
-    let parsed = Sdp::parse(&out)?;
-    call.neg[idx(ly)].on_message(rx, carrier, Some(parsed))?;
-    // Leg Y from its offer, now that the exchange is complete.
-    let sy = call.neg[idx(ly)]
-        .streams()
-        .into_iter()
-        .find(|s| s.index == chosen);
-    if let Some(sy) = &sy {
-        let ep_y = sy.endpoint(ry);
-        if let Some((rtp, rtcp)) = endpoint_addrs(ep_y, sy.rtcp_mux) {
-            let _ = call.session.set_remote(ly, rtp, rtcp);
-        }
-        match (&y_crypto, sy.srtp) {
-            (Some((_, suite, key)), true) => {
-                let params = SrtpParams {
-                    suite: *suite,
-                    local_key_salt: call.keys[idx(ly)],
-                    remote_key_salt: *key,
-                };
-                match call.session.set_srtp(ly, params) {
-                    Ok(true) => debug!(leg = ?ly, "SRTP keyed"),
-                    Ok(false) => {}
-                    Err(e) => warn!(error = %e, "SRTP setup failed"),
-                }
-            }
-            _ => {
-                let _ = call.session.clear_srtp(ly);
-            }
-        }
-        let _ = call.session.set_hold(ly, silent(ep_y), now);
-    }
-    let _ = call.session.set_hold(lx, silent(&ep_x), now);
-    debug!(leg_x = ?side_of(lx), "offer/answer complete");
-    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::fake::FakeMedia;
+    use crate::media::SessionState;
     use std::net::Ipv4Addr;
+    use std::time::Duration;
 
     const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
     const KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
@@ -1083,7 +653,10 @@ mod tests {
             Some("127.0.0.2".parse().unwrap()),
             SrtpMode::Off,
         )];
-        Anchor::new(settings, cloud, gws).expect("anchor")
+        let pairs = crate::media::PortPool::new(min..=max)
+            .expect("range")
+            .capacity();
+        Anchor::new(settings, cloud, gws, Box::new(FakeMedia::new(pairs)))
     }
 
     fn from_gw() -> Hop<'static> {
@@ -1224,8 +797,10 @@ mod tests {
         let now = Instant::now();
         let inv = invite("c-1", Some(&gw_offer(20000)));
         let out = a.on_request(now, &inv, from_gw()).unwrap().unwrap();
-        let s = a.session("c-1").unwrap();
-        let (la, lb) = (s.local(Leg::A), s.local(Leg::B));
+        let (la, lb) = (
+            a.local("c-1", Leg::A).unwrap(),
+            a.local("c-1", Leg::B).unwrap(),
+        );
         let body = body_of(&out);
         assert!(body.contains("c=IN IP4 127.0.0.1\r\n"), "{body}");
         assert!(
@@ -1271,14 +846,11 @@ mod tests {
             "ICE stripped: {body}"
         );
         assert!(!body.contains("127.0.0.3"), "{body}");
-        let snap = a.session("c-1").unwrap().snapshot();
+        let snap = a.session("c-1").unwrap();
         assert!(snap.b.srtp && !snap.a.srtp, "SRTP on the cloud leg only");
         assert_eq!(snap.a.remote_rtp, Some("127.0.0.2:20000".parse().unwrap()));
         assert_eq!(snap.b.remote_rtp, Some("127.0.0.3:30000".parse().unwrap()));
-        assert_eq!(
-            a.session("c-1").unwrap().state(),
-            crate::media::SessionState::Active
-        );
+        assert_eq!(a.session("c-1").unwrap().state, SessionState::Active);
     }
 
     #[test]
@@ -1290,7 +862,7 @@ mod tests {
         let plain = sdp("127.0.0.3", 30000, "RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n");
         let ok = resp("200 OK", "c-2", "1 INVITE", Some(&plain));
         a.on_response(now, &inv, &ok, Side::Cloud, None).unwrap();
-        assert!(!a.session("c-2").unwrap().snapshot().b.srtp);
+        assert!(!a.session("c-2").unwrap().b.srtp);
     }
 
     #[test]
@@ -1311,14 +883,14 @@ mod tests {
             Some(&cloud_sdp(30000, "RTP/SAVP", KEY, "")),
         );
         a.on_response(now, &inv, &ok, Side::Cloud, None).unwrap();
-        assert!(a.session("c-3").unwrap().snapshot().b.srtp);
+        assert!(a.session("c-3").unwrap().b.srtp);
         // The cloud calling in with plain RTP: 488, and its ports go back at once.
-        let full = a.pool().available();
+        let full = a.ports().ports_available;
         let plain = sdp("127.0.0.3", 30000, "RTP/AVP 0\r\n");
         let inv = invite("c-4", Some(&plain));
         let e = a.on_request(now, &inv, from_cloud()).unwrap_err();
         assert_eq!(e.status, 488);
-        assert_eq!(a.pool().available(), full);
+        assert_eq!(a.ports().ports_available, full);
     }
 
     #[test]
@@ -1347,14 +919,14 @@ mod tests {
             "{body}"
         );
         assert!(!body.contains(KEY), "our own key, not theirs: {body}");
-        assert!(a.session("c-5").unwrap().snapshot().b.srtp);
+        assert!(a.session("c-5").unwrap().b.srtp);
     }
 
     #[test]
     fn no_common_codec_and_mki_only_crypto_are_refused_with_488() {
         let mut a = anchor(42400, 42499, SrtpMode::Optional);
         let now = Instant::now();
-        let full = a.pool().available();
+        let full = a.ports().ports_available;
         let g729 = sdp(
             "127.0.0.2",
             20000,
@@ -1373,7 +945,11 @@ mod tests {
             .on_request(now, &invite("c-7", Some(&mki)), from_cloud())
             .unwrap_err();
         assert_eq!(e.status, 488);
-        assert_eq!(a.pool().available(), full, "refused offers hold no ports");
+        assert_eq!(
+            a.ports().ports_available,
+            full,
+            "refused offers hold no ports"
+        );
         assert_eq!(a.active_calls(), 0);
         assert_eq!(a.stats.sdp_refused, 2);
     }
@@ -1425,8 +1001,8 @@ mod tests {
         let out = a
             .on_response(now, &inv, &ok, Side::Cloud, Some(dialog()))
             .unwrap();
-        let lb = a.session("c-10").unwrap().local(Leg::B).rtp.port();
-        let la = a.session("c-10").unwrap().local(Leg::A).rtp.port();
+        let lb = a.local("c-10", Leg::B).unwrap().rtp.port();
+        let la = a.local("c-10", Leg::A).unwrap().rtp.port();
         let body = body_of(&out);
         assert!(
             body.contains(&format!("m=audio {la} RTP/AVP 0 101")) && !body.contains("crypto"),
@@ -1447,7 +1023,7 @@ mod tests {
             body.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
             "{body}"
         );
-        let snap = a.session("c-10").unwrap().snapshot();
+        let snap = a.session("c-10").unwrap();
         assert!(snap.b.srtp);
         assert_eq!(snap.a.remote_rtp, Some("127.0.0.2:20000".parse().unwrap()));
     }
@@ -1482,7 +1058,7 @@ mod tests {
         );
         let back = a.on_response(now, &r, &ok, Side::Cloud, None).unwrap();
         assert!(body_of(&back).contains("a=recvonly"));
-        let snap = a.session("c-11").unwrap().snapshot();
+        let snap = a.session("c-11").unwrap();
         assert!(snap.b.on_hold && !snap.a.on_hold, "{snap:?}");
         // Resume with a new port and a new key from the cloud.
         let r = reinv(&gw_offer(20000).replace("o=ua 1 1", "o=ua 1 3"), 3);
@@ -1494,7 +1070,7 @@ mod tests {
             Some(&cloud_sdp(30010, "RTP/AVP", KEY2, "")),
         );
         a.on_response(now, &r, &ok, Side::Cloud, None).unwrap();
-        let snap = a.session("c-11").unwrap().snapshot();
+        let snap = a.session("c-11").unwrap();
         assert!(!snap.b.on_hold && snap.b.srtp);
         assert_eq!(snap.b.remote_rtp, Some("127.0.0.3:30010".parse().unwrap()));
         // A failed re-offer leaves the session as it was.
@@ -1516,7 +1092,7 @@ mod tests {
     #[test]
     fn release_exactly_once_and_no_port_leak_after_1000_calls() {
         let mut a = anchor(42800, 42819, SrtpMode::Optional);
-        let capacity = a.pool().capacity();
+        let capacity = a.ports().ports_capacity;
         let now = Instant::now();
         for i in 0..1000 {
             let call = format!("leak-{i}");
@@ -1568,7 +1144,7 @@ mod tests {
             }
         }
         assert_eq!(a.active_calls(), 0);
-        assert_eq!(a.pool().available(), capacity, "pool back to full");
+        assert_eq!(a.ports().ports_available, capacity, "pool back to full");
         assert_eq!(a.stats.sessions_created, a.stats.sessions_released);
         assert_eq!(a.stats.sessions_created, 1500);
     }
@@ -1576,7 +1152,7 @@ mod tests {
     #[test]
     fn media_timeout_releases_once_and_returns_a_bye_for_each_leg() {
         let mut a = anchor(42900, 42999, SrtpMode::Optional);
-        let capacity = a.pool().capacity();
+        let capacity = a.ports().ports_capacity;
         let t0 = Instant::now();
         establish(&mut a, "c-12", t0);
         // Another call still ringing is not supervised.
@@ -1605,7 +1181,7 @@ mod tests {
         );
         assert_eq!(a.stats.media_timeouts, 1);
         a.release("c-13", "test");
-        assert_eq!(a.pool().available(), capacity);
+        assert_eq!(a.ports().ports_available, capacity);
     }
 
     #[test]
@@ -1648,15 +1224,15 @@ mod tests {
         let e = a.on_response(now, &inv, &early, Side::Cloud, None).unwrap();
         // Early media is relayed before the 2xx, but not supervised yet.
         let s = a.session("c-20").unwrap();
-        assert!(s.snapshot().b.srtp);
-        assert_eq!(s.idle_since(), None);
+        assert!(s.b.srtp);
+        assert_eq!(s.idle_since, None);
         let ok = resp("200 OK", "c-20", "1 INVITE", Some(&answer));
         let f = a
             .on_response(now, &inv, &ok, Side::Cloud, Some(dialog()))
             .unwrap();
         assert_eq!(e.body(), f.body(), "the same answer, the same rewrite");
         assert!(
-            a.session("c-20").unwrap().idle_since().is_some(),
+            a.session("c-20").unwrap().idle_since.is_some(),
             "supervised from the 2xx"
         );
     }
@@ -1666,8 +1242,8 @@ mod tests {
         let mut a = anchor(43300, 43399, SrtpMode::Optional);
         let now = Instant::now();
         establish(&mut a, "c-21", now);
-        let la = a.session("c-21").unwrap().local(Leg::A).rtp.port();
-        let lb = a.session("c-21").unwrap().local(Leg::B).rtp.port();
+        let la = a.local("c-21", Leg::A).unwrap().rtp.port();
+        let lb = a.local("c-21", Leg::B).unwrap().rtp.port();
         let offer = cloud_sdp(31000, "RTP/AVP", KEY, "").replace("o=ua 1 1", "o=ua 1 2");
         let upd = msg(
             "UPDATE sip:gw@127.0.0.2:5060 SIP/2.0",
@@ -1699,7 +1275,7 @@ mod tests {
             body.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
             "{body}"
         );
-        let snap = a.session("c-21").unwrap().snapshot();
+        let snap = a.session("c-21").unwrap();
         assert_eq!(snap.b.remote_rtp, Some("127.0.0.3:31000".parse().unwrap()));
         assert!(snap.b.srtp);
         // A crossing offer while this one is pending would be 491; here a new UPDATE is fine.
@@ -1742,7 +1318,7 @@ mod tests {
             Some("127.0.0.2".parse().unwrap()),
             SrtpMode::Required,
         )];
-        let mut a = Anchor::new(settings, SrtpMode::Off, gws).unwrap();
+        let mut a = Anchor::new(settings, SrtpMode::Off, gws, Box::new(FakeMedia::new(50)));
         let now = Instant::now();
         let plain = sdp("127.0.0.3", 30000, "RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n");
         let inv = invite("c-22", Some(&plain));
@@ -1764,7 +1340,7 @@ mod tests {
             body.contains(" RTP/AVP 0\r\n") && !body.contains("crypto"),
             "{body}"
         );
-        let snap = a.session("c-22").unwrap().snapshot();
+        let snap = a.session("c-22").unwrap();
         assert!(snap.a.srtp && !snap.b.srtp, "SRTP on the gateway leg only");
         // A gateway with "required" offering plain RTP is refused.
         let e = a
@@ -1785,7 +1361,7 @@ mod tests {
         use std::path::Path;
         use std::sync::Arc;
 
-        const LAB: &str = include_str!("../../config/sipedge.toml");
+        const LAB: &str = include_str!("../../../config/sipedge.toml");
 
         fn core() -> Core {
             let text = LAB
@@ -1803,7 +1379,9 @@ mod tests {
                 (Side::Cloud, Transport::Udp),
                 "127.0.0.1:5062".parse().unwrap(),
             );
-            let anchor = Anchor::from_config(&cfg).unwrap().unwrap();
+            // Two port pairs: one call fills them.
+            let settings = cfg.media.clone().unwrap();
+            let anchor = Anchor::from_config(&cfg, settings, Box::new(FakeMedia::new(2)));
             let dir = Arc::new(arc_swap::ArcSwap::from_pointee(
                 crate::routing::Directory::from_config(&cfg),
             ));
