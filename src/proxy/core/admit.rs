@@ -1,0 +1,367 @@
+//! **admit**: a request arrives. Retransmissions find their server transaction (§17.2.3); a
+//! new INVITE gets its transaction and 100 Trying; the sender is identified (403 when unknown);
+//! Max-Forwards (483), Proxy-Require (420), the Request-URI scheme (416) and loops (482) are
+//! checked; OPTIONS to us is answered; ACK and CANCEL take their own paths (§16.10, §17.2.1).
+//! Malformed messages get the parser's answer or are dropped.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, info, info_span};
+
+use super::{Core, Parked, Refusal, RouteError, ServerEntry, ALLOW};
+use crate::config::Side;
+use crate::flow::{Flow, Transmit};
+use crate::sip::{build_error_response, build_response, HeaderName, Message, Method, Scheme};
+use crate::txn::{RequestFacts, ServerKey, ServerTxn, State};
+
+impl Core {
+    pub(super) fn on_malformed(
+        &mut self,
+        flow: Flow,
+        bytes: &[u8],
+        response: Option<(u16, &'static str)>,
+        why: &str,
+    ) {
+        self.stats.malformed += 1;
+        let Some((status, reason)) = response else {
+            debug!(remote = %flow.remote, error = %why, "malformed message dropped");
+            return;
+        };
+        match error_response(bytes, status, reason) {
+            Some((resp, rport, via_port)) => {
+                info!(remote = %flow.remote, status, error = %why, "malformed request refused");
+                self.send_to_flow(&flow, rport, via_port, resp);
+            }
+            None => {
+                debug!(remote = %flow.remote, error = %why, "malformed request dropped: no answer can be built")
+            }
+        }
+    }
+
+    pub(super) fn on_request(&mut self, now: Instant, flow: Flow, req: Message) {
+        let Some(method) = req.method().cloned() else {
+            return;
+        };
+        let call_id = String::from_utf8_lossy(req.call_id().unwrap_or_default()).into_owned();
+        let span = info_span!("admit", method = method.as_str(), call_id = %call_id, side = flow.side.as_str(), remote = %flow.remote);
+        let _g = span.enter();
+
+        let Some(facts) = request_facts(&req) else {
+            // The parser guarantees these headers on requests; be defensive all the same.
+            return;
+        };
+        let key = ServerKey::for_request(&facts);
+
+        match method {
+            Method::Ack => return self.on_ack(now, flow, req, key),
+            Method::Cancel if !self.servers.contains_key(&key) => {
+                let invite = ServerKey::invite_for_cancel(&facts);
+                return self.on_cancel(now, flow, req, key, invite);
+            }
+            _ => {}
+        }
+
+        // Retransmission of a request we already have a transaction for (§17.2.3).
+        if let Some(e) = self.servers.get_mut(&key) {
+            e.txn.handle_retransmission(now);
+            self.drain_server(now, &key);
+            return;
+        }
+
+        if method == Method::Bye {
+            self.end_session(req.call_id().unwrap_or_default());
+        }
+        let is_invite = method == Method::Invite;
+        let mut entry = ServerEntry {
+            txn: ServerTxn::new(now, is_invite, flow.transport.is_reliable(), &self.timers),
+            slot: None,
+            flow,
+            rport: via_rport(&req),
+            via_port: via_port(&req),
+            ctx: None,
+        };
+        // §16.2 / §17.2.1: a proxy answers INVITE with 100 Trying at once.
+        if is_invite {
+            let trying = build_response(&req, 100, "Trying", None, &[]);
+            entry.txn.send_response(now, 100, trying);
+        }
+        self.servers.insert(key.clone(), entry);
+        self.drain_server(now, &key);
+
+        if let Err(r) = self.admit(&flow, &req, &method) {
+            self.stats.rejected += 1;
+            info!(status = r.status, reason = %r.reason, "request refused");
+            let extra: Vec<(&str, &[u8])> =
+                r.extra.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+            self.respond(now, &key, &req, r.status, &r.reason, &extra);
+            return;
+        }
+
+        // OPTIONS addressed to us (no user part, our host, no Route): answer ourselves.
+        if method == Method::Options
+            && req.routes().next().is_none()
+            && self.is_us_uri(req.request_uri())
+        {
+            let contact = format!(
+                "<sip:{}:{};transport={}>",
+                self.cfg.fqdn_for(flow.side),
+                flow.local.port(),
+                flow.transport.uri_param()
+            );
+            self.respond(
+                now,
+                &key,
+                &req,
+                200,
+                "OK",
+                &[
+                    ("Allow", ALLOW.as_bytes()),
+                    ("Accept", b"application/sdp"),
+                    ("Contact", contact.as_bytes()),
+                    ("Supported", b""),
+                ],
+            );
+            return;
+        }
+
+        self.route_and_forward(now, key, flow, req);
+    }
+
+    /// The admit phase: returns the rejection, if any.
+    pub(super) fn admit(&self, flow: &Flow, req: &Message, method: &Method) -> Result<(), Refusal> {
+        let sender =
+            self.table
+                .identify_flow(flow.side, flow.remote.ip(), flow.identity.as_deref());
+        if sender.is_none() {
+            return Err(Refusal::new(
+                403,
+                format!(
+                    "{} is neither a configured {} nor {}",
+                    flow.remote.ip(),
+                    if flow.side == Side::Gateway {
+                        "gateway"
+                    } else {
+                        "cloud peer"
+                    },
+                    if flow.side == Side::Gateway {
+                        "allowed on the gateway side"
+                    } else {
+                        "allowed on the cloud side"
+                    }
+                ),
+            ));
+        }
+        if self.draining
+            && *method == Method::Invite
+            && req.to_hdr().and_then(|t| t.tag()).is_none()
+        {
+            return Err(Refusal::new(503, "Service Unavailable".into()).with("Retry-After", b"60"));
+        }
+        // §16.3 step 3.
+        if req.max_forwards() == Some(0)
+            && !(*method == Method::Options && self.is_us_uri(req.request_uri()))
+        {
+            return Err(Refusal::new(483, "Too Many Hops".into()));
+        }
+        // §16.3 step 5: we support no extension a proxy could be required to.
+        let required: Vec<&[u8]> = req
+            .header_values(HeaderName::ProxyRequire)
+            .filter(|v| !v.is_empty())
+            .collect();
+        if !required.is_empty() {
+            return Err(Refusal::new(420, "Bad Extension".into())
+                .with("Unsupported", &required.join(&b", "[..])));
+        }
+        // §16.3 step 1: Request-URI scheme.
+        match req.request_uri().map(|u| u.scheme()) {
+            Some(Scheme::Sip | Scheme::Sips | Scheme::Tel) => {}
+            _ => return Err(Refusal::new(416, "Unsupported URI Scheme".into())),
+        }
+        // §16.3 step 4: loop detection. The branch comparison of §16.6 step 8 cannot see a
+        // loop through this appliance (the hash covers the topmost Via, which is ours when the
+        // request comes back), and spirals have no place here: we never route to ourselves. So
+        // any Via of ours (our FQDN with one of our ports) in a request reaching us is a loop.
+        for v in req.vias() {
+            let ours_host = [Side::Gateway, Side::Cloud].iter().any(|s| {
+                v.host()
+                    .eq_ignore_ascii_case(self.cfg.fqdn_for(*s).as_str())
+            });
+            let ours_port = v
+                .port()
+                .is_some_and(|p| self.local.values().any(|a| a.port() == p));
+            if ours_host && ours_port {
+                return Err(Refusal::new(482, "Loop Detected".into()));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_ack(&mut self, now: Instant, flow: Flow, req: Message, key: ServerKey) {
+        if let Some(e) = self.servers.get_mut(&key) {
+            if e.txn.state() == State::Completed || e.txn.state() == State::Confirmed {
+                // ACK for a non-2xx final: absorbed by the transaction (§17.2.1).
+                e.txn.handle_ack(now);
+                self.drain_server(now, &key);
+                return;
+            }
+        }
+        // ACK for a 2xx: a transaction of its own, forwarded statelessly by its Route set
+        // (§16.6, RFC 6026 §6).
+        if self
+            .table
+            .identify_flow(flow.side, flow.remote.ip(), flow.identity.as_deref())
+            .is_none()
+        {
+            return;
+        }
+        if req.max_forwards() == Some(0) {
+            return;
+        }
+        let target = match self.route_by_route_set(&flow, &req) {
+            Some(Ok(t)) => t,
+            Some(Err(RouteError::Unresolved(host))) => {
+                return self.park(host, Parked::Ack { flow, req });
+            }
+            _ => {
+                debug!("ACK with no route: dropped");
+                return;
+            }
+        };
+        let seed = req
+            .top_via()
+            .and_then(|v| v.branch())
+            .unwrap_or_default()
+            .to_vec();
+        let branch = crate::txn::branch_for(&seed, u32::MAX);
+        // An ACK may carry the answer to an offer in the 2xx (late offer, §13.2.1).
+        let req = match self.anchor_request(now, &req, &flow, &target) {
+            Ok(Some(r)) => r,
+            _ => req,
+        };
+        if let Some(data) = self.build_forward(&req, &flow, &target, &branch, false) {
+            self.stats.forwarded += 1;
+            self.out.push_back(Transmit {
+                side: target.hop.side,
+                transport: target.hop.transport,
+                remote: target.hop.addr,
+                data,
+            });
+        }
+    }
+
+    pub(super) fn on_cancel(
+        &mut self,
+        now: Instant,
+        flow: Flow,
+        req: Message,
+        key: ServerKey,
+        invite: ServerKey,
+    ) {
+        // The CANCEL is a transaction of its own; answer it 200 (§16.10) or 481.
+        let mut entry = ServerEntry {
+            txn: ServerTxn::new(now, false, flow.transport.is_reliable(), &self.timers),
+            slot: None,
+            flow,
+            rport: via_rport(&req),
+            via_port: via_port(&req),
+            ctx: None,
+        };
+        let found = self.servers.get(&invite).is_some_and(|e| e.ctx.is_some());
+        let resp = if found {
+            build_response(&req, 200, "OK", None, &[])
+        } else {
+            build_response(&req, 481, "Call/Transaction Does Not Exist", None, &[])
+        };
+        entry
+            .txn
+            .send_response(now, if found { 200 } else { 481 }, resp);
+        self.servers.insert(key.clone(), entry);
+        self.drain_server(now, &key);
+        if !found {
+            return;
+        }
+        info!("CANCEL: cancelling pending branches");
+        let mut to_cancel = Vec::new();
+        let mut answer_487 = false;
+        if let Some(e) = self.servers.get_mut(&invite) {
+            if let Some(ctx) = e.ctx.as_mut() {
+                ctx.cancelled = true;
+                ctx.remaining.clear();
+                match &ctx.current {
+                    Some(k) => to_cancel.push(k.clone()),
+                    None => answer_487 = !ctx.final_sent,
+                }
+            }
+        }
+        for k in to_cancel {
+            self.cancel_branch(now, &k);
+        }
+        if answer_487 {
+            if let Some(orig) = self
+                .servers
+                .get(&invite)
+                .and_then(|e| e.ctx.as_ref())
+                .map(|c| c.request.clone())
+            {
+                self.respond(now, &invite, &orig, 487, "Request Terminated", &[]);
+            }
+        }
+    }
+}
+
+pub(super) fn via_rport(req: &Message) -> bool {
+    req.top_via().is_some_and(|v| v.rport().is_some())
+}
+
+pub(super) fn via_port(req: &Message) -> Option<u16> {
+    req.top_via().and_then(|v| v.port())
+}
+
+pub(super) fn request_facts(req: &Message) -> Option<RequestFacts<'_>> {
+    let via = req.top_via()?;
+    let uri = req.request_uri()?;
+    let cseq = req.cseq()?;
+    Some(RequestFacts {
+        method: req.method()?.as_str().as_bytes(),
+        branch: via.branch(),
+        sent_by: sent_by(via.raw()),
+        request_uri: uri.raw(),
+        from_tag: req.from_hdr().and_then(|f| f.tag()),
+        to_tag: req.to_hdr().and_then(|t| t.tag()),
+        call_id: req.call_id()?,
+        cseq: cseq.seq,
+        top_via: via.raw(),
+    })
+}
+
+/// The sent-by (`host[:port]`) of a raw Via value: after the protocol, before the first `;`.
+pub(super) fn sent_by(via: &[u8]) -> &[u8] {
+    let after_proto = via
+        .iter()
+        .position(|b| b.is_ascii_whitespace())
+        .map_or(via, |i| via.get(i..).unwrap_or_default());
+    let trimmed = after_proto.trim_ascii_start();
+    let end = trimmed
+        .iter()
+        .position(|b| *b == b';')
+        .unwrap_or(trimmed.len());
+    trimmed.get(..end).unwrap_or_default().trim_ascii_end()
+}
+
+/// A response to a request the parser refused (`sip::build_error_response` copies its own
+/// Via, From, To, Call-ID and CSeq lines), with whether its top Via asked for rport and its
+/// port, for §18.2.2 addressing. `None` when there is no Via to answer along.
+pub(super) fn error_response(
+    raw: &[u8],
+    status: u16,
+    reason: &str,
+) -> Option<(Bytes, bool, Option<u16>)> {
+    let resp = build_error_response(raw, status, reason, Some(b"sipedge-err"))?;
+    let parsed = Message::parse(resp.clone()).ok();
+    let (rport, port) = parsed
+        .as_ref()
+        .and_then(|m| m.top_via())
+        .map_or((false, None), |v| (v.rport().is_some(), v.port()));
+    Some((resp, rport, port))
+}
