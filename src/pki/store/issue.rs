@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use data_encoding::HEXUPPER;
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
     PublicKeyData, SanType, SerialNumber,
@@ -16,7 +17,7 @@ use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::FromDer;
 
 use super::index::{CertStatus, IndexEntry, Origin};
-use super::serial::{hex_upper, random_serial};
+use super::serial::random_serial;
 use super::{check_days, generate_key, now, CaStore, LoadedCa, BACKDATE, DEFAULT_LEAF_DAYS};
 use crate::pki::fsutil::{self, PUBLIC, SECRET};
 use crate::pki::{normalize_name, pkcs12, KeyType, NamePolicy, PkiError};
@@ -264,7 +265,7 @@ impl CaStore {
 
         let cert_path = spec.out_dir.join(format!("{}.crt", spec.file_stem));
         let chain_path = spec.out_dir.join(format!("{}.chain.pem", spec.file_stem));
-        let serial_hex = hex_upper(&serial);
+        let serial_hex = HEXUPPER.encode(&serial);
         fsutil::write_atomic(
             &self
                 .ca_dir()

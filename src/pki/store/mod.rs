@@ -26,6 +26,7 @@ mod serial;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use data_encoding::HEXUPPER;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SerialNumber,
@@ -42,7 +43,6 @@ pub use crl::{RevokeReason, RevokeTarget};
 pub use index::{CertStatus, IndexEntry, Origin};
 pub use issue::{IssueRequest, IssuedCert};
 pub use own::{appliance_certs, ApplianceCertRequest, ApplianceCerts};
-pub(crate) use serial::hex_upper;
 
 /// Default validity of leaf certificates, days.
 pub const DEFAULT_LEAF_DAYS: u32 = 365;
@@ -188,7 +188,7 @@ impl CaStore {
         let tag: [u8; 4] = rand::random();
         dn.push(
             DnType::CommonName,
-            format!("sipedge root CA {} {}", t.year(), hex_upper(&tag)),
+            format!("sipedge root CA {} {}", t.year(), HEXUPPER.encode(&tag)),
         );
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

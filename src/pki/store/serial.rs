@@ -1,6 +1,8 @@
 //! Serial numbers: generated (RFC 5280 §4.1.2.2), written as upper-case hex
 //! (the index, `issued/<serial>.pem`) and read back as users type them.
 
+use data_encoding::HEXUPPER_PERMISSIVE;
+
 pub(super) fn random_serial() -> Vec<u8> {
     // RFC 5280 §4.1.2.2: positive, at most 20 octets; CA/B BR §7.1: at least
     // 64 bits of CSPRNG output. 16 random octets, first octet 0x01..=0x7f so
@@ -10,19 +12,14 @@ pub(super) fn random_serial() -> Vec<u8> {
     s.to_vec()
 }
 
-pub(crate) fn hex_upper(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
+/// The hex form of a serial in the index: upper or lower case, surrounding
+/// whitespace ignored; `None` when empty, of odd length or not hex.
 pub(super) fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.is_empty() || s.len() % 2 != 0 {
+    if s.is_empty() {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect()
+    HEXUPPER_PERMISSIVE.decode(s.as_bytes()).ok()
 }
 
 /// A serial as typed by a user (`1A:2B`, `0x1a2b`, lower case) to our form.
@@ -67,5 +64,12 @@ mod tests {
         assert_eq!(hex_decode("7F00"), Some(vec![0x7f, 0]));
         assert_eq!(hex_decode("7F0"), None);
         assert_eq!(hex_decode("ZZ"), None);
+        assert_eq!(hex_decode(" 7f0a\n"), Some(vec![0x7f, 0x0a]));
+        assert_eq!(hex_decode(""), None);
+        assert_eq!(hex_decode("  "), None);
+        assert_eq!(hex_decode("7F:00"), None);
+        // Hex digits only: the former u8::from_str_radix loop also took a
+        // '+' sign per pair ("+F" as 0x0F), which no index line ever holds.
+        assert_eq!(hex_decode("+F"), None);
     }
 }
