@@ -8,6 +8,7 @@
 //! | `crl.pem` | 0644 | current CRL (RFC 5280 §5) |
 //! | `crlnumber` | 0600 | last CRL number (RFC 5280 §5.2.3, monotonically increasing) |
 //! | `issued/<serial>.pem` | 0644 | copy of every certificate issued |
+//! | `.lock` | 0600 | advisory lock serialising changes (holds the last holder's pid) |
 //!
 //! Every file is written atomically (temporary file + rename).
 //!
