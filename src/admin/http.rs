@@ -59,7 +59,7 @@ pub fn load_or_create_token(state_dir: &Path) -> std::io::Result<String> {
     }
     std::fs::create_dir_all(state_dir)?;
     let bytes: [u8; 32] = rand::random();
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = data_encoding::HEXLOWER.encode(&bytes);
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)

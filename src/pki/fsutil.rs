@@ -1,9 +1,10 @@
 //! File helpers: atomic writes with explicit modes, errors naming the path.
 
-use std::fs::{self, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions, Permissions, TryLockError};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::PkiError;
 
@@ -63,58 +64,64 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Pk
     result
 }
 
-/// An exclusive lock on a directory held by a `.lock` file (created with
-/// O_EXCL), released on drop. Serialises index/CRL updates between
-/// concurrent `sipedge ca` invocations and the running appliance. A lock
-/// older than [`STALE_LOCK`] is considered left over by a crashed process.
-/// Blocking (polls up to ~5 s): call from `spawn_blocking` in async code.
+/// An exclusive lock on a directory: an OS advisory lock ([`File::try_lock`],
+/// `flock(2)` on Linux) on its `.lock` file, released on drop and by the
+/// kernel when the holding process dies, so a crashed process leaves nothing
+/// behind and a live holder's lock is never taken over. Serialises
+/// index/CRL updates between concurrent `sipedge ca` invocations and the
+/// running appliance. Blocking (polls up to ~5 s): call from
+/// `spawn_blocking` in async code.
+///
+/// The `.lock` file itself stays (it holds the last holder's process id, for
+/// people only): deleting it on release would let a waiter that opened the
+/// old file and a newcomer that creates a new one hold "the" lock together.
 #[derive(Debug)]
 pub(crate) struct DirLock {
-    path: PathBuf,
+    file: File,
 }
 
-pub(crate) const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(120);
+/// Attempts, [`LOCK_POLL`] apart, before [`DirLock::acquire`] gives up.
+const LOCK_ATTEMPTS: u32 = 50;
+const LOCK_POLL: Duration = Duration::from_millis(100);
 
 impl DirLock {
     pub(crate) fn acquire(dir: &Path) -> Result<DirLock, PkiError> {
+        Self::acquire_within(dir, LOCK_ATTEMPTS)
+    }
+
+    fn acquire_within(dir: &Path, attempts: u32) -> Result<DirLock, PkiError> {
         let path = dir.join(".lock");
-        for _ in 0..50 {
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(SECRET)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    let _ = writeln!(f, "{}", std::process::id());
-                    return Ok(DirLock { path });
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(SECRET)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        for _ in 0..attempts {
+            match file.try_lock() {
+                Ok(()) => {
+                    let _ = file
+                        .set_len(0)
+                        .and_then(|()| writeln!(file, "{}", std::process::id()));
+                    return Ok(DirLock { file });
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let stale = fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok())
-                        .is_some_and(|age| age > STALE_LOCK);
-                    if stale {
-                        tracing::warn!(lock = %path.display(), "removing stale CA lock");
-                        let _ = fs::remove_file(&path);
-                        continue;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                Err(e) => return Err(io_err(&path)(e)),
+                Err(TryLockError::WouldBlock) => std::thread::sleep(LOCK_POLL),
+                Err(TryLockError::Error(e)) => return Err(io_err(&path)(e)),
             }
         }
         Err(PkiError::Invalid {
             what: path.display().to_string(),
-            reason: "the CA is locked by another sipedge process (delete the file if no other process runs)".into(),
+            reason: "the CA is locked by another running sipedge process".into(),
         })
     }
 }
 
 impl Drop for DirLock {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        // Closing the descriptor releases the lock as well, unless a forked
+        // child still shares it; unlocking releases it regardless.
+        let _ = self.file.unlock();
     }
 }
 
@@ -144,15 +151,46 @@ mod tests {
         let lock = DirLock::acquire(dir.path()).expect("lock");
         let lock_file = dir.path().join(".lock");
         assert!(lock_file.exists());
+        let mode = fs::metadata(&lock_file).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode & !SECRET, 0, "lock file mode {mode:o}");
         let other = std::thread::spawn({
             let d = dir.path().to_path_buf();
             move || DirLock::acquire(&d).map(|_| std::time::Instant::now())
         });
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(300));
         let released = std::time::Instant::now();
         drop(lock);
         let got = other.join().expect("join").expect("second lock");
         assert!(got >= released, "second holder must wait for the first");
-        assert!(!lock_file.exists());
+    }
+
+    #[test]
+    fn held_lock_is_never_stolen_and_free_after_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = DirLock::acquire(dir.path()).expect("lock");
+        // An old lock file used to count as left over by a crashed process;
+        // a held lock is held however old its file is.
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(dir.path().join(".lock"))
+            .and_then(|f| f.set_modified(long_ago))
+            .expect("age the lock file");
+        let err = DirLock::acquire_within(dir.path(), 3).expect_err("held elsewhere");
+        assert!(err.to_string().contains("locked by another"), "{err}");
+        drop(lock);
+        let again = DirLock::acquire_within(dir.path(), 1).expect("free after drop");
+        drop(again);
+    }
+
+    #[test]
+    fn leftover_lock_file_without_holder_is_free() {
+        // What a process that died while holding the lock leaves behind.
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join(".lock"), "4194304\n").expect("write");
+        let lock = DirLock::acquire_within(dir.path(), 1).expect("lock");
+        let pid = fs::read_to_string(dir.path().join(".lock")).expect("read");
+        assert_eq!(pid, format!("{}\n", std::process::id()));
+        drop(lock);
     }
 }

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::SystemTime;
 
+use data_encoding::HEXUPPER;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
@@ -13,7 +14,6 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::public_key::PublicKey;
 
-use super::store::hex_upper;
 use super::{fsutil, normalize_name, pkcs12, PkiError};
 
 /// What `cert show` prints.
@@ -125,7 +125,7 @@ fn fingerprint(der: &[u8]) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
     d.as_ref()
         .iter()
-        .map(|b| format!("{b:02X}"))
+        .map(|b| HEXUPPER.encode(&[*b]))
         .collect::<Vec<_>>()
         .join(":")
 }
@@ -170,7 +170,7 @@ fn info_from_der(
         subject_cn: subject_cn(&cert),
         sans,
         issuer: cert.issuer().to_string(),
-        serial: hex_upper(cert.raw_serial()),
+        serial: HEXUPPER.encode(cert.raw_serial()),
         not_before: cert.validity().not_before.to_datetime(),
         not_after: cert.validity().not_after.to_datetime(),
         key_type,
@@ -388,6 +388,16 @@ mod tests {
             let data: Vec<u8> = (0..n).map(|i| i.wrapping_mul(29) ^ 0x30).collect();
             let _ = show_cert_bytes(&data, Some("pw"), "fuzz");
         }
+    }
+
+    #[test]
+    fn fingerprint_is_colon_separated_upper_case_hex() {
+        // SHA-256 of the empty string.
+        assert_eq!(
+            fingerprint(b""),
+            "E3:B0:C4:42:98:FC:1C:14:9A:FB:F4:C8:99:6F:B9:24:\
+             27:AE:41:E4:64:9B:93:4C:A4:95:99:1B:78:52:B8:55"
+        );
     }
 
     #[test]

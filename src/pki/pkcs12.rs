@@ -523,7 +523,7 @@ mod tests {
             1,
             24,
         );
-        let hex: String = key.iter().map(|b| format!("{b:02X}")).collect();
+        let hex = data_encoding::HEXUPPER.encode(&key);
         assert_eq!(hex, "8AAAE6297B6CB04642AB5B077851284EB7128F1A2A7FBCA3");
     }
 
