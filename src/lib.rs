@@ -9,15 +9,19 @@
 //! | module | kind | what it holds |
 //! |---|---|---|
 //! | [`sip`] | pure | zero-copy SIP messages: parse once over `Bytes`, edit by splices |
-//! | [`sdp`] | pure | SDP rewrite for media anchoring |
+//! | [`sdp`] | pure | SDP parse, RFC 3264 offer/answer, rewrite for media anchoring |
 //! | [`txn`] | pure | sans-IO RFC 3261 §17 transactions (with RFC 6026) |
-//! | [`routing`] | pure | policy: request + sender identity + table → decision + trace |
+//! | [`routing`] | pure | policy: request + sender identity + table + directory → decision + trace |
 //! | [`config`] | pure | TOML mirror → validated configuration |
-//! | [`transport`] | IO | UDP/TCP listeners, flows, connection table |
-//! | [`proxy`] | IO | the RFC 3261 §16 stateful proxy, in named phases |
-//! | [`media`] | IO | RTP relay (knows nothing of SIP) |
-//! | [`pki`] | IO | root CA for gateway certificates |
-//! | [`admin`] | IO | admin API and metrics |
+//! | [`flow`] | pure | what crosses between transports and the core: flows, events, transmits |
+//! | [`stats`] | pure | the counters the core and the anchor publish |
+//! | [`proxy`] | pure core + driver | the RFC 3261 §16 proxy in named phases (sans-IO), its tokio loop, media anchoring over a backend |
+//! | [`transport`] | IO | UDP/TCP/TLS listeners, connection table, TLS identity from the verified certificate, reload |
+//! | [`media`] | IO | RTP/SRTP relay behind [`media::MediaBackend`] (knows nothing of SIP) |
+//! | [`directory`] | IO | users, tenant, mediation servers: the SQLite store and its watcher |
+//! | [`pki`] | IO | the built-in root CA (issue, sign, export, revoke) and the TLS verifiers |
+//! | [`admin`] | IO | cmdlet-like CLI, admin HTTP API, metrics exposition |
+//! | [`server`] | IO | the composition root: wires all of the above and runs them |
 //!
 //! Pure modules import no tokio, no socket and no clock: time is passed in.
 
