@@ -1,0 +1,986 @@
+//! Validation: [`Config::load`] and [`Config::from_toml`] read the TOML text into the serde
+//! mirror ([`super::raw`], unknown keys refused with their path and line), then the
+//! [`Validator`] turns each table into the validated model, naming the file and the key path
+//! of the first value it refuses.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{self, RawConfig};
+use super::{
+    AdminSettings, Appliance, CertSource, CloudPeer, Config, ConfigError, Fqdn, Gateway, HostName,
+    Limits, MediaSettings, MediationServer, RoutingSettings, SideListen, SipSettings, Site,
+    SrtpMode, Tenant, TlsSettings, Transport, UserDecl, VoiceRoutingPolicy, DEFAULT_CODECS,
+};
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            key: String::new(),
+            line: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::from_toml(path, &text)
+    }
+
+    /// Parses and validates configuration text; `path` names it in errors and anchors
+    /// relative paths.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| toml_error(path, text, &e))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let mut err = toml_error(path, text, &inner);
+            if err.key.is_empty() && key != "." {
+                err.key = key;
+            }
+            err
+        })?;
+        Config::try_from_raw(path, raw)
+    }
+
+    fn try_from_raw(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
+        let v = Validator { file: path };
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+
+        let mediation_fqdn = v.fqdn("appliance.mediation_fqdn", &raw.appliance.mediation_fqdn)?;
+        let access_edge_fqdn = v.fqdn(
+            "appliance.access_edge_fqdn",
+            &raw.appliance.access_edge_fqdn,
+        )?;
+        let state_dir = {
+            let p = PathBuf::from(&raw.appliance.state_dir);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        };
+        let appliance = Appliance {
+            site: raw.appliance.site.clone(),
+            mediation_fqdn,
+            access_edge_fqdn,
+            state_dir,
+        };
+
+        let gateway_listen = v.side_listen("listen.gateway", &raw.listen.gateway)?;
+        let cloud_listen = v.side_listen("listen.cloud", &raw.listen.cloud)?;
+        if gateway_listen == SideListen::default() {
+            return Err(v.err(
+                "listen.gateway",
+                "no listener configured on the gateway side",
+            ));
+        }
+        if cloud_listen == SideListen::default() {
+            return Err(v.err("listen.cloud", "no listener configured on the cloud side"));
+        }
+        // Listener clashes: the same transport family on the same address on both sides.
+        for (t, name) in [
+            (Transport::Udp, "udp"),
+            (Transport::Tcp, "tcp"),
+            (Transport::Tls, "tls"),
+        ] {
+            if let (Some(a), Some(b)) = (gateway_listen.addr(t), cloud_listen.addr(t)) {
+                if a == b {
+                    return Err(v.err(
+                        &format!("listen.cloud.{name}"),
+                        &format!("{b} is already the gateway side's {name} listener"),
+                    ));
+                }
+            }
+        }
+        // TCP and TLS share the kernel's TCP port space.
+        for (side, l) in [("gateway", &gateway_listen), ("cloud", &cloud_listen)] {
+            let others = [&gateway_listen, &cloud_listen];
+            if let Some(tls) = l.tls {
+                for o in others {
+                    if o.tcp == Some(tls) {
+                        return Err(v.err(
+                            &format!("listen.{side}.tls"),
+                            &format!("{tls} is also a TCP listener"),
+                        ));
+                    }
+                }
+            }
+        }
+
+        if raw.tenant.sip_domains.is_empty() {
+            return Err(v.err("tenant.sip_domains", "at least one SIP domain is required"));
+        }
+        let mut sip_domains = Vec::new();
+        for (i, d) in raw.tenant.sip_domains.iter().enumerate() {
+            sip_domains.push(v.fqdn(&format!("tenant.sip_domains[{i}]"), d)?);
+        }
+        let peer_destination = match &raw.tenant.peer_destination {
+            Some(p) => Some(v.fqdn("tenant.peer_destination", p)?),
+            None => None,
+        };
+
+        let cloud_peer = CloudPeer {
+            fqdn: v.fqdn("cloud_peer.fqdn", &raw.cloud_peer.fqdn)?,
+            port: v.port("cloud_peer.port", raw.cloud_peer.port, 5061)?,
+            transport: v.transport("cloud_peer.transport", raw.cloud_peer.transport.as_deref())?,
+            srtp: v.srtp(
+                "cloud_peer.srtp",
+                raw.cloud_peer.srtp.as_deref(),
+                SrtpMode::Required,
+            )?,
+        };
+
+        let mut sites = Vec::new();
+        let mut site_names = HashSet::new();
+        for (i, s) in raw.sites.iter().enumerate() {
+            let key = format!("sites[{i}]");
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(v.err(
+                    &format!("{key}.name"),
+                    "site names are letters, digits, '-' and '_'",
+                ));
+            }
+            if !site_names.insert(s.name.clone()) {
+                return Err(v.err(
+                    &format!("{key}.name"),
+                    &format!("site {:?} is defined twice", s.name),
+                ));
+            }
+            let mut servers = Vec::new();
+            for (j, m) in s.mediation_servers.iter().enumerate() {
+                let k = format!("{key}.mediation_servers[{j}]");
+                servers.push(MediationServer {
+                    fqdn: v.fqdn(&format!("{k}.fqdn"), &m.fqdn)?,
+                    port: v.port(&format!("{k}.port"), m.port, 5068)?,
+                    transport: v.transport(&format!("{k}.transport"), m.transport.as_deref())?,
+                });
+            }
+            sites.push(Site {
+                name: s.name.clone(),
+                access_edge_fqdn: v
+                    .fqdn(&format!("{key}.access_edge_fqdn"), &s.access_edge_fqdn)?,
+                mediation_servers: servers,
+            });
+        }
+        if !site_names.contains(&appliance.site) {
+            return Err(v.err(
+                "appliance.site",
+                &format!("site {:?} is not defined under [[sites]]", appliance.site),
+            ));
+        }
+
+        let mut gateways = Vec::new();
+        let mut gw_names = HashSet::new();
+        for (i, g) in raw.gateways.iter().enumerate() {
+            let key = format!("gateways[{i}]");
+            let name = HostName::parse(&g.name).map_err(|r| v.err(&format!("{key}.name"), &r))?;
+            if !gw_names.insert(name.clone()) {
+                return Err(v.err(
+                    &format!("{key}.name"),
+                    &format!("gateway {name} is defined twice"),
+                ));
+            }
+            if !site_names.contains(&g.site) {
+                return Err(v.err(
+                    &format!("{key}.site"),
+                    &format!("site {:?} is not defined", g.site),
+                ));
+            }
+            let weight = g.weight.unwrap_or(1);
+            if weight == 0 {
+                return Err(v.err(&format!("{key}.weight"), "weight must be at least 1"));
+            }
+            gateways.push(Gateway {
+                name,
+                port: v.port(&format!("{key}.port"), g.port, 5060)?,
+                transport: v.transport(&format!("{key}.transport"), g.transport.as_deref())?,
+                site: g.site.clone(),
+                priority: g.priority.unwrap_or(0),
+                weight,
+                max_sessions: g.max_sessions,
+                send_options: g.send_options.unwrap_or(true),
+                srtp: v.srtp(&format!("{key}.srtp"), g.srtp.as_deref(), SrtpMode::Off)?,
+                trust: g
+                    .trust
+                    .iter()
+                    .map(|t| {
+                        let p = PathBuf::from(t);
+                        if p.is_absolute() {
+                            p
+                        } else {
+                            base.join(p)
+                        }
+                    })
+                    .collect(),
+            });
+        }
+
+        let mut hosts = BTreeMap::new();
+        for (name, ip) in &raw.hosts {
+            let key = format!("hosts.{name:?}");
+            let fqdn = v.fqdn(&key, name)?;
+            let ip: IpAddr = ip
+                .parse()
+                .map_err(|_| v.err(&key, &format!("{ip:?} is not an IP address")))?;
+            hosts.insert(fqdn, ip);
+        }
+        // No two gateways may resolve (statically) to the same IP: the source address names the
+        // gateway on the gateway side.
+        let mut gw_ips: BTreeMap<IpAddr, String> = BTreeMap::new();
+        for (i, g) in gateways.iter().enumerate() {
+            let ip = match &g.name {
+                HostName::Ip(ip) => Some(*ip),
+                HostName::Fqdn(f) => hosts.get(f).copied(),
+            };
+            if let Some(ip) = ip {
+                if let Some(prev) = gw_ips.insert(ip, g.name.to_string()) {
+                    return Err(v.err(
+                        &format!("gateways[{i}].name"),
+                        &format!("{} has the same address {ip} as gateway {prev}", g.name),
+                    ));
+                }
+            }
+        }
+
+        let mut users = Vec::new();
+        let mut user_names = HashSet::new();
+        for (i, u) in raw.users.iter().enumerate() {
+            let key = format!("users[{i}]");
+            let addr = u
+                .sip_address
+                .trim_start_matches("sip:")
+                .to_ascii_lowercase();
+            let valid = addr
+                .split_once('@')
+                .is_some_and(|(user, dom)| !user.is_empty() && Fqdn::parse(dom).is_ok());
+            if !valid {
+                return Err(v.err(&format!("{key}.sip_address"), "expected user@domain"));
+            }
+            if !user_names.insert(addr.clone()) {
+                return Err(v.err(
+                    &format!("{key}.sip_address"),
+                    &format!("user {addr} is declared twice"),
+                ));
+            }
+            if let Some(l) = &u.line_uri {
+                let ok = l
+                    .strip_prefix("tel:+")
+                    .map(|rest| rest.split(';').next().unwrap_or(""))
+                    .is_some_and(|d| {
+                        (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
+                    });
+                if !ok {
+                    return Err(v.err(&format!("{key}.line_uri"), "expected tel:+E.164[;ext=…]"));
+                }
+            }
+            if let Some(s) = &u.pstn_site {
+                if !site_names.contains(s) {
+                    return Err(v.err(
+                        &format!("{key}.pstn_site"),
+                        &format!("site {s:?} is not defined"),
+                    ));
+                }
+            }
+            let voice_routing_policy = match &u.voice_routing_policy {
+                Some(p) => VoiceRoutingPolicy::parse(p)
+                    .map_err(|r| v.err(&format!("{key}.voice_routing_policy"), &r))?,
+                None => VoiceRoutingPolicy::InternationalCallsDisallowed,
+            };
+            users.push(UserDecl {
+                sip_address: addr,
+                line_uri: u.line_uri.clone(),
+                enterprise_voice: u.enterprise_voice,
+                hosted_voicemail: u.hosted_voicemail,
+                voice_routing_policy,
+                pstn_site: u.pstn_site.clone(),
+            });
+        }
+
+        let ms = |key: &str, val: Option<u64>, default: u64, min: u64, max: u64| {
+            let x = val.unwrap_or(default);
+            if (min..=max).contains(&x) {
+                Ok(x)
+            } else {
+                Err(v.err(key, &format!("{x} is out of range {min}..={max}")))
+            }
+        };
+        let sip = SipSettings {
+            t1: Duration::from_millis(ms("sip.t1_ms", raw.sip.t1_ms, 500, 10, 60_000)?),
+            t2: Duration::from_millis(ms("sip.t2_ms", raw.sip.t2_ms, 4000, 10, 600_000)?),
+            t4: Duration::from_millis(ms("sip.t4_ms", raw.sip.t4_ms, 5000, 10, 600_000)?),
+            max_message_bytes: ms(
+                "sip.max_message_bytes",
+                raw.sip.max_message_bytes.map(|x| x as u64),
+                65536,
+                1500,
+                1 << 20,
+            )? as usize,
+        };
+        if sip.t2 < sip.t1 {
+            return Err(v.err("sip.t2_ms", "T2 must not be smaller than T1"));
+        }
+        let limits = Limits {
+            max_connections: ms(
+                "limits.max_connections",
+                raw.limits.max_connections.map(|x| x as u64),
+                4096,
+                1,
+                1_000_000,
+            )? as usize,
+            max_connections_per_ip: ms(
+                "limits.max_connections_per_ip",
+                raw.limits.max_connections_per_ip.map(|x| x as u64),
+                64,
+                1,
+                1_000_000,
+            )? as usize,
+            tcp_idle_timeout: Duration::from_secs(ms(
+                "limits.tcp_idle_timeout_s",
+                raw.limits.tcp_idle_timeout_s,
+                600,
+                1,
+                86_400,
+            )?),
+            drain_timeout: Duration::from_secs(ms(
+                "limits.drain_timeout_s",
+                raw.limits.drain_timeout_s,
+                32,
+                0,
+                3600,
+            )?),
+        };
+        let failover_codes = raw
+            .routing
+            .failover_codes
+            .clone()
+            .unwrap_or(vec![408, 503, 504]);
+        for (i, c) in failover_codes.iter().enumerate() {
+            if !(300..=699).contains(c) || *c == 603 {
+                return Err(v.err(
+                    &format!("routing.failover_codes[{i}]"),
+                    &format!("{c} cannot be a failover code (3xx-6xx, and 603 is never retried)"),
+                ));
+            }
+        }
+        let routing = RoutingSettings {
+            failover_timer: Duration::from_secs(ms(
+                "routing.failover_timer_s",
+                raw.routing.failover_timer_s,
+                10,
+                1,
+                180,
+            )?),
+            failover_codes,
+            options_interval: Duration::from_secs(ms(
+                "routing.options_interval_s",
+                raw.routing.options_interval_s,
+                60,
+                1,
+                3600,
+            )?),
+        };
+
+        let admin = if let Some(raw_admin) = &raw.admin {
+            let text = raw_admin.listen.as_deref().unwrap_or("127.0.0.1:8080");
+            let listen = if text.is_empty() {
+                None
+            } else {
+                let a: SocketAddr = text.parse().map_err(|_| {
+                    v.err(
+                        "admin.listen",
+                        &format!("{text:?} is not an IP:port address"),
+                    )
+                })?;
+                // Loopback by default: another address must be asked for explicitly.
+                if !a.ip().is_loopback() && !raw_admin.allow_remote {
+                    return Err(v.err(
+                        "admin.listen",
+                        &format!("{a} is not a loopback address; set admin.allow_remote = true to expose the admin API"),
+                    ));
+                }
+                Some(a)
+            };
+            AdminSettings { listen }
+        } else {
+            AdminSettings { listen: None }
+        };
+        let media = match &raw.media {
+            Some(m) => Some(v.media(m)?),
+            None => None,
+        };
+        let tls = v.tls(base, &raw.tls, &cloud_peer)?;
+
+        Ok(Config {
+            file: path.to_owned(),
+            appliance,
+            gateway_listen,
+            cloud_listen,
+            tenant: Tenant {
+                sip_domains,
+                peer_destination,
+            },
+            cloud_peer,
+            sites,
+            gateways,
+            hosts,
+            users,
+            sip,
+            limits,
+            routing,
+            admin,
+            media,
+            tls,
+        })
+    }
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: &str, reason: &str) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            key: key.to_owned(),
+            line: None,
+            reason: reason.to_owned(),
+        }
+    }
+    fn fqdn(&self, key: &str, s: &str) -> Result<Fqdn, ConfigError> {
+        Fqdn::parse(s).map_err(|r| self.err(key, &r))
+    }
+    fn port(&self, key: &str, p: Option<u16>, default: u16) -> Result<u16, ConfigError> {
+        match p.unwrap_or(default) {
+            0 => Err(self.err(key, "port 0 is not allowed")),
+            p => Ok(p),
+        }
+    }
+    fn srtp(&self, key: &str, s: Option<&str>, default: SrtpMode) -> Result<SrtpMode, ConfigError> {
+        s.map_or(Ok(default), SrtpMode::parse)
+            .map_err(|r| self.err(key, &r))
+    }
+    fn media(&self, m: &raw::RawMedia) -> Result<MediaSettings, ConfigError> {
+        let ip: IpAddr = match &m.ip {
+            Some(s) => s
+                .parse()
+                .map_err(|_| self.err("media.ip", &format!("{s:?} is not an IP address")))?,
+            None => return Err(self.err("media.ip", "missing: the anchor's media address")),
+        };
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(self.err(
+                "media.ip",
+                &format!("{ip} cannot be a media address (unicast, not 0.0.0.0)"),
+            ));
+        }
+        let port_min = m.port_min.unwrap_or(49152);
+        let port_max = m.port_max.unwrap_or(57500);
+        if port_min < 1024 {
+            return Err(self.err("media.port_min", "media ports start at 1024 or above"));
+        }
+        // At least one even/odd pair inside the range.
+        let base = port_min.saturating_add(port_min % 2);
+        if port_max <= base {
+            return Err(self.err(
+                "media.port_max",
+                &format!(
+                    "range {port_min}-{port_max} holds no RTP/RTCP port pair (even port and the next)"
+                ),
+            ));
+        }
+        let secs = m.media_timeout_s.unwrap_or(60);
+        if !(1..=86_400).contains(&secs) {
+            return Err(self.err(
+                "media.media_timeout_s",
+                &format!("{secs} is out of range 1..=86400"),
+            ));
+        }
+        if m.relay_workers == Some(0) || m.relay_workers.is_some_and(|w| w > 256) {
+            return Err(self.err("media.relay_workers", "between 1 and 256 relay threads"));
+        }
+        let codecs = |key: &str, c: &Option<Vec<String>>| -> Result<Vec<String>, ConfigError> {
+            let list: Vec<String> = match c {
+                Some(l) => l.clone(),
+                None => DEFAULT_CODECS.iter().map(|s| (*s).to_owned()).collect(),
+            };
+            for (i, name) in list.iter().enumerate() {
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+                {
+                    return Err(self.err(
+                        &format!("{key}[{i}]"),
+                        &format!("{name:?} is not an encoding name (e.g. \"PCMU\")"),
+                    ));
+                }
+            }
+            if list.is_empty() {
+                return Err(self.err(key, "at least one codec must be allowed"));
+            }
+            Ok(list)
+        };
+        Ok(MediaSettings {
+            ip,
+            port_min,
+            port_max,
+            media_timeout: Duration::from_secs(secs),
+            relay_workers: m.relay_workers,
+            gateway_codecs: codecs("media.gateway_codecs", &m.gateway_codecs)?,
+            cloud_codecs: codecs("media.cloud_codecs", &m.cloud_codecs)?,
+        })
+    }
+    fn transport(&self, key: &str, t: Option<&str>) -> Result<Transport, ConfigError> {
+        t.map_or(Ok(Transport::Tls), Transport::parse)
+            .map_err(|r| self.err(key, &r))
+    }
+    fn side_listen(&self, key: &str, l: &raw::RawSideListen) -> Result<SideListen, ConfigError> {
+        let addr = |name: &str, s: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
+            match s {
+                None => Ok(None),
+                Some(s) => s.parse().map(Some).map_err(|_| {
+                    self.err(
+                        &format!("{key}.{name}"),
+                        &format!("{s:?} is not an IP:port address"),
+                    )
+                }),
+            }
+        };
+        Ok(SideListen {
+            udp: addr("udp", &l.udp)?,
+            tcp: addr("tcp", &l.tcp)?,
+            tls: addr("tls", &l.tls)?,
+        })
+    }
+}
+
+impl Validator<'_> {
+    fn path(&self, base: &Path, key: &str, s: &str) -> Result<PathBuf, ConfigError> {
+        if s.trim().is_empty() {
+            return Err(self.err(key, "an empty file name"));
+        }
+        let p = PathBuf::from(s);
+        Ok(if p.is_absolute() { p } else { base.join(p) })
+    }
+
+    fn cert_source(
+        &self,
+        base: &Path,
+        key: &str,
+        c: &raw::RawTlsCert,
+    ) -> Result<CertSource, ConfigError> {
+        let opt = |name: &str, s: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+            s.as_deref()
+                .map(|s| self.path(base, &format!("{key}.{name}"), s))
+                .transpose()
+        };
+        let (cert, k, chain) = (
+            opt("cert", &c.cert)?,
+            opt("key", &c.key)?,
+            opt("chain", &c.chain)?,
+        );
+        let (p12, pw) = (
+            opt("p12", &c.p12)?,
+            opt("p12_password_file", &c.p12_password_file)?,
+        );
+        match (cert, k, p12, pw) {
+            (Some(cert), Some(key_path), None, None) => Ok(CertSource::Pem {
+                cert,
+                key: key_path,
+                chain,
+            }),
+            (None, None, Some(file), Some(password_file)) => {
+                if chain.is_some() {
+                    return Err(self.err(
+                        &format!("{key}.chain"),
+                        "a PKCS#12 bundle carries its chain; chain is for PEM",
+                    ));
+                }
+                Ok(CertSource::Pkcs12 {
+                    file,
+                    password_file,
+                })
+            }
+            (None, None, Some(_), None) => Err(self.err(
+                &format!("{key}.p12_password_file"),
+                "a PKCS#12 bundle needs its password file",
+            )),
+            (Some(_), None, None, None) => Err(self.err(
+                &format!("{key}.key"),
+                "a PEM certificate needs its key file",
+            )),
+            (None, Some(_), None, None) => Err(self.err(
+                &format!("{key}.cert"),
+                "a key file needs its certificate file",
+            )),
+            (None, None, None, _) => Err(self.err(
+                key,
+                "give cert and key (PEM) or p12 and p12_password_file (PKCS#12)",
+            )),
+            _ => Err(self.err(
+                key,
+                "either cert and key (PEM) or p12 and p12_password_file (PKCS#12), not both",
+            )),
+        }
+    }
+
+    fn tls(
+        &self,
+        base: &Path,
+        raw: &raw::RawTls,
+        peer: &CloudPeer,
+    ) -> Result<TlsSettings, ConfigError> {
+        let gateway_side = raw
+            .gateway_side
+            .as_ref()
+            .map(|c| self.cert_source(base, "tls.gateway_side", c))
+            .transpose()?;
+        let cloud_side = raw
+            .cloud_side
+            .as_ref()
+            .map(|c| self.cert_source(base, "tls.cloud_side", c))
+            .transpose()?;
+        let mut trust = Vec::new();
+        for (i, t) in raw.trust.iter().enumerate() {
+            trust.push(self.path(base, &format!("tls.trust[{i}]"), t)?);
+        }
+        let crl = raw
+            .crl
+            .as_deref()
+            .map(|c| self.path(base, "tls.crl", c))
+            .transpose()?;
+        let timeout = raw.handshake_timeout_s.unwrap_or(10);
+        if !(1..=300).contains(&timeout) {
+            return Err(self.err(
+                "tls.handshake_timeout_s",
+                &format!("{timeout} is out of range 1..=300"),
+            ));
+        }
+        let max_handshakes = raw.max_handshakes.unwrap_or(256);
+        if !(1..=100_000).contains(&max_handshakes) {
+            return Err(self.err(
+                "tls.max_handshakes",
+                &format!("{max_handshakes} is out of range 1..=100000"),
+            ));
+        }
+        let cloud_peer_names = match &raw.cloud_peer_names {
+            None => vec![peer.fqdn.to_string()],
+            Some(names) if names.is_empty() => {
+                return Err(self.err(
+                    "tls.cloud_peer_names",
+                    "at least one name (omit the key for the cloud peer's FQDN)",
+                ))
+            }
+            Some(names) => {
+                let mut out = Vec::new();
+                for (i, n) in names.iter().enumerate() {
+                    let h = HostName::parse(n)
+                        .map_err(|r| self.err(&format!("tls.cloud_peer_names[{i}]"), &r))?;
+                    out.push(h.to_string());
+                }
+                out
+            }
+        };
+        Ok(TlsSettings {
+            gateway_side,
+            cloud_side,
+            trust,
+            crl,
+            handshake_timeout: Duration::from_secs(timeout),
+            max_handshakes,
+            cloud_peer_names,
+        })
+    }
+}
+
+/// Turns a toml error into a `ConfigError` with the line number of its span.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e
+        .span()
+        .map(|s| text.get(..s.start).map_or(0, |t| t.matches('\n').count()) + 1);
+    ConfigError {
+        file: path.to_owned(),
+        key: String::new(),
+        line,
+        reason: e.message().trim().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::{err_of, lab, LAB};
+
+    #[test]
+    fn admin_listener_is_loopback_unless_allowed() {
+        assert_eq!(lab().admin.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        let no_admin = LAB.replace("[admin]", "[unused]").replace(
+            "[unused]\n# The admin HTTP API (JSON, bearer token in <state_dir>/admin.token) and GET /metrics.\nlisten = \"127.0.0.1:8080\"",
+            "",
+        );
+        let c = Config::from_toml(Path::new("t.toml"), &no_admin).unwrap();
+        assert_eq!(c.admin.listen, None);
+        let remote = LAB.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
+        let e = err_of(&remote);
+        assert_eq!(e.key, "admin.listen");
+        assert!(e.reason.contains("allow_remote"), "{e}");
+        let allowed = LAB.replace(
+            "listen = \"127.0.0.1:8080\"",
+            "listen = \"0.0.0.0:8080\"\nallow_remote = true",
+        );
+        assert!(Config::from_toml(Path::new("t.toml"), &allowed).is_ok());
+        let bad = LAB.replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"");
+        assert_eq!(err_of(&bad).key, "admin.listen");
+    }
+
+    #[test]
+    fn lab_config_loads_with_its_topology() {
+        let c = lab();
+        assert_eq!(c.appliance.site, "lab");
+        assert_eq!(c.appliance.mediation_fqdn.as_str(), "mediation.lab.example");
+        assert_eq!(c.appliance.access_edge_fqdn.as_str(), "ap.lab.example");
+        assert_eq!(
+            c.gateway_listen.udp,
+            Some("127.0.0.1:5068".parse().unwrap())
+        );
+        assert_eq!(c.cloud_listen.tcp, Some("127.0.0.1:5062".parse().unwrap()));
+        assert_eq!(c.cloud_peer.fqdn.as_str(), "sip.cloud.lab.example");
+        assert_eq!(c.cloud_peer.transport, Transport::Udp);
+        assert_eq!(
+            c.static_host("sip.cloud.lab.example"),
+            Some("127.0.0.3".parse().unwrap())
+        );
+        assert_eq!(c.gateways.len(), 3);
+        assert_eq!(c.users.len(), 5);
+        assert_eq!(
+            c.tenant.peer_destination.as_ref().unwrap().as_str(),
+            "ap.lab.example"
+        );
+        assert_eq!(c.routing.failover_codes, vec![408, 503, 504]);
+        assert_eq!(c.appliance.state_dir, Path::new("config/../state"));
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_path_and_line() {
+        let text = LAB.replace("site = \"remote\"\n", "site = \"remote\"\nsitee = 1\n");
+        let e = err_of(&text);
+        assert!(e.reason.contains("unknown field `sitee`"), "{e}");
+        assert!(e.key.starts_with("gateways[2]"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+        assert!(e.to_string().starts_with("t.toml:"), "{e}");
+    }
+
+    #[test]
+    fn gateway_of_undefined_site_is_refused() {
+        let text = LAB.replace("site = \"remote\"\n", "site = \"nowhere\"\n");
+        let e = err_of(&text);
+        assert_eq!(e.key, "gateways[2].site");
+        assert!(e.reason.contains("nowhere"));
+    }
+
+    #[test]
+    fn duplicate_gateway_and_duplicate_address_are_refused() {
+        let text = LAB.replace("name = \"gw2.lab.example\"", "name = \"gw1.lab.example\"");
+        assert_eq!(err_of(&text).key, "gateways[1].name");
+        let text = LAB.replace(
+            "\"gw2.lab.example\" = \"127.0.0.5\"",
+            "\"gw2.lab.example\" = \"127.0.0.2\"",
+        );
+        let e = err_of(&text);
+        assert!(e.reason.contains("same address 127.0.0.2"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = err_of(&LAB.replace("udp = \"127.0.0.1:5068\"", "udp = \"127.0.0.1\""));
+        assert_eq!(e.key, "listen.gateway.udp");
+        let e = err_of(&LAB.replace(
+            "transport = \"udp\"\nsite = \"lab\"",
+            "transport = \"sctp\"\nsite = \"lab\"",
+        ));
+        assert_eq!(e.key, "gateways[0].transport");
+        let e = err_of(&LAB.replace("t1_ms = 500", "t1_ms = 0"));
+        assert_eq!(e.key, "sip.t1_ms");
+        let e = err_of(&LAB.replace("failover_codes = [408, 503, 504]", "failover_codes = [603]"));
+        assert_eq!(e.key, "routing.failover_codes[0]");
+        let e = err_of(&LAB.replace("line_uri = \"tel:+14255550100\"", "line_uri = \"+1425\""));
+        assert_eq!(e.key, "users[0].line_uri");
+        let e = err_of(&LAB.replace(
+            "access_edge_fqdn = \"ap.lab.example\"\nstate",
+            "access_edge_fqdn = \"10.0.0.1\"\nstate",
+        ));
+        assert_eq!(e.key, "appliance.access_edge_fqdn");
+        assert!(e.reason.contains("IP address"));
+    }
+
+    #[test]
+    fn listener_clash_is_refused() {
+        let e = err_of(&LAB.replace("udp = \"127.0.0.1:5062\"", "udp = \"127.0.0.1:5068\""));
+        assert_eq!(e.key, "listen.cloud.udp");
+    }
+
+    #[test]
+    fn media_table_defaults_and_lab_values() {
+        let c = lab();
+        let m = c.media.as_ref().expect("lab has [media]");
+        assert_eq!(m.ip, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!((m.port_min, m.port_max), (49152, 57500));
+        assert_eq!(m.media_timeout, Duration::from_secs(60));
+        assert_eq!(c.cloud_peer.srtp, SrtpMode::Optional);
+        assert!(c.gateways.iter().all(|g| g.srtp == SrtpMode::Off));
+        // Without [media] nothing is anchored; without cloud_peer.srtp SRTP is required.
+        let bare = LAB
+            .split("\n[media]")
+            .next()
+            .unwrap()
+            .replace("srtp = \"optional\"\n", "");
+        let c = Config::from_toml(Path::new("t.toml"), &bare).unwrap();
+        assert!(c.media.is_none());
+        assert_eq!(c.cloud_peer.srtp, SrtpMode::Required);
+        let c = Config::from_toml(
+            Path::new("t.toml"),
+            &format!("{bare}\n[media]\nip = \"10.0.0.1\"\n"),
+        )
+        .unwrap();
+        let m = c.media.unwrap();
+        assert_eq!(m.media_timeout, Duration::from_secs(60));
+        assert!(m.cloud_codecs.iter().any(|c| c == "PCMU"));
+    }
+
+    #[test]
+    fn media_errors_name_their_key() {
+        let bare = LAB.split("\n[media]").next().unwrap().to_owned();
+        let media = |t: &str| err_of(&format!("{bare}\n[media]\n{t}\n"));
+        assert_eq!(media("port_min = 5000").key, "media.ip");
+        assert_eq!(media("ip = \"nope\"").key, "media.ip");
+        assert_eq!(media("ip = \"0.0.0.0\"").key, "media.ip");
+        let e = media("ip = \"10.0.0.1\"\nport_min = 50000\nport_max = 50000");
+        assert_eq!(e.key, "media.port_max");
+        assert!(e.reason.contains("no RTP/RTCP port pair"), "{e}");
+        assert_eq!(
+            media("ip = \"10.0.0.1\"\nmedia_timeout_s = 0").key,
+            "media.media_timeout_s"
+        );
+        assert_eq!(
+            media("ip = \"10.0.0.1\"\ncloud_codecs = [\"PC MU\"]").key,
+            "media.cloud_codecs[0]"
+        );
+        let e = media("ip = \"10.0.0.1\"\nspeed = 1");
+        assert!(e.reason.contains("unknown field `speed`"), "{e}");
+        let e = err_of(&LAB.replace("srtp = \"optional\"", "srtp = \"maybe\""));
+        assert_eq!(e.key, "cloud_peer.srtp");
+        assert!(e.reason.contains("required"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_gives_a_line() {
+        let e = err_of("[appliance\nsite = 1\n");
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn tls_defaults_and_lab_listeners() {
+        let c = lab();
+        assert_eq!(
+            c.gateway_listen.tls,
+            Some("127.0.0.1:5067".parse().unwrap())
+        );
+        assert_eq!(c.cloud_listen.tls, Some("127.0.0.1:5061".parse().unwrap()));
+        assert!(c.uses_tls());
+        assert_eq!(c.tls.gateway_side, None);
+        assert_eq!(c.tls.cloud_side, None);
+        assert_eq!(c.tls.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.tls.cloud_peer_names, vec!["sip.cloud.lab.example"]);
+        assert!(c.tls.trust.is_empty());
+    }
+
+    #[test]
+    fn tls_table_parses_pem_and_pkcs12_sources() {
+        let text = LAB.replace(
+            "[tls]\nhandshake_timeout_s = 10\nmax_handshakes = 256",
+            "[tls]\ngateway_side = { cert = \"gw.crt\", key = \"/etc/k.key\", chain = \"c.pem\" }\n\
+             cloud_side = { p12 = \"edge.p12\", p12_password_file = \"edge.pw\" }\n\
+             trust = [\"vendor.pem\"]\ncrl = \"x.crl\"\nhandshake_timeout_s = 3\nmax_handshakes = 8\n\
+             cloud_peer_names = [\"sip.pstnhub.example\", \"SIP2.pstnhub.example\"]\n",
+        );
+        let c = Config::from_toml(Path::new("/etc/sipedge/s.toml"), &text).unwrap();
+        assert_eq!(
+            c.tls.gateway_side,
+            Some(CertSource::Pem {
+                cert: "/etc/sipedge/gw.crt".into(),
+                key: "/etc/k.key".into(),
+                chain: Some("/etc/sipedge/c.pem".into()),
+            })
+        );
+        assert_eq!(
+            c.tls.cloud_side,
+            Some(CertSource::Pkcs12 {
+                file: "/etc/sipedge/edge.p12".into(),
+                password_file: "/etc/sipedge/edge.pw".into(),
+            })
+        );
+        assert_eq!(c.tls.trust, vec![PathBuf::from("/etc/sipedge/vendor.pem")]);
+        assert_eq!(c.tls.crl, Some("/etc/sipedge/x.crl".into()));
+        assert_eq!(c.tls.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(c.tls.max_handshakes, 8);
+        assert_eq!(
+            c.tls.cloud_peer_names,
+            vec!["sip.pstnhub.example", "sip2.pstnhub.example"]
+        );
+    }
+
+    #[test]
+    fn tls_errors_name_their_key() {
+        let with = |t: &str| {
+            err_of(&LAB.replace(
+                "[tls]\nhandshake_timeout_s = 10\nmax_handshakes = 256",
+                &format!("[tls]\n{t}\n"),
+            ))
+        };
+        let e = with("gateway_side = { cert = \"a.crt\" }");
+        assert_eq!(e.key, "tls.gateway_side.key");
+        let e = with("cloud_side = { p12 = \"a.p12\" }");
+        assert_eq!(e.key, "tls.cloud_side.p12_password_file");
+        let e = with("cloud_side = { p12 = \"a.p12\", p12_password_file = \"p\", cert = \"a\", key = \"b\" }");
+        assert_eq!(e.key, "tls.cloud_side");
+        assert!(e.reason.contains("not both"), "{e}");
+        let e = with("handshake_timeout_s = 0");
+        assert_eq!(e.key, "tls.handshake_timeout_s");
+        let e = with("cloud_peer_names = []");
+        assert_eq!(e.key, "tls.cloud_peer_names");
+        let e = with("cloud_peer_names = [\"bad name\"]");
+        assert_eq!(e.key, "tls.cloud_peer_names[0]");
+        let e = with("certs = 1");
+        assert!(e.reason.contains("unknown field `certs`"), "{e}");
+        let e = with("gateway_side = { cert = \"a\", key = \"b\", pem = 1 }");
+        assert!(e.reason.contains("unknown field `pem`"), "{e}");
+    }
+
+    #[test]
+    fn gateway_trust_files_resolve_against_the_config_directory() {
+        let text = LAB.replace(
+            "name = \"gw2.lab.example\"\n",
+            "name = \"gw2.lab.example\"\ntrust = [\"vendor-ca.pem\", \"/etc/ssl/other.pem\"]\n",
+        );
+        let c = Config::from_toml(Path::new("config/sipedge.toml"), &text).unwrap();
+        let gw2 = c
+            .gateways
+            .iter()
+            .find(|g| g.name.to_string() == "gw2.lab.example")
+            .unwrap();
+        assert_eq!(
+            gw2.trust,
+            vec![
+                PathBuf::from("config/vendor-ca.pem"),
+                PathBuf::from("/etc/ssl/other.pem")
+            ]
+        );
+        assert!(c.gateways[0].trust.is_empty());
+    }
+}
