@@ -3,19 +3,20 @@
 //! [`Validator`] turns each table into the validated model, naming the file and the key path
 //! of the first value it refuses.
 
+mod listen;
 mod media;
 mod tls;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{self, RawConfig};
+use super::raw::RawConfig;
 use super::{
     AdminSettings, Appliance, CloudPeer, Config, ConfigError, Fqdn, Gateway, HostName, Limits,
-    MediationServer, RoutingSettings, SideListen, SipSettings, Site, SrtpMode, Tenant, Transport,
-    UserDecl, VoiceRoutingPolicy,
+    MediationServer, RoutingSettings, SipSettings, Site, SrtpMode, Tenant, Transport, UserDecl,
+    VoiceRoutingPolicy,
 };
 
 impl Config {
@@ -70,46 +71,7 @@ impl Config {
             state_dir,
         };
 
-        let gateway_listen = v.side_listen("listen.gateway", &raw.listen.gateway)?;
-        let cloud_listen = v.side_listen("listen.cloud", &raw.listen.cloud)?;
-        if gateway_listen == SideListen::default() {
-            return Err(v.err(
-                "listen.gateway",
-                "no listener configured on the gateway side",
-            ));
-        }
-        if cloud_listen == SideListen::default() {
-            return Err(v.err("listen.cloud", "no listener configured on the cloud side"));
-        }
-        // Listener clashes: the same transport family on the same address on both sides.
-        for (t, name) in [
-            (Transport::Udp, "udp"),
-            (Transport::Tcp, "tcp"),
-            (Transport::Tls, "tls"),
-        ] {
-            if let (Some(a), Some(b)) = (gateway_listen.addr(t), cloud_listen.addr(t)) {
-                if a == b {
-                    return Err(v.err(
-                        &format!("listen.cloud.{name}"),
-                        &format!("{b} is already the gateway side's {name} listener"),
-                    ));
-                }
-            }
-        }
-        // TCP and TLS share the kernel's TCP port space.
-        for (side, l) in [("gateway", &gateway_listen), ("cloud", &cloud_listen)] {
-            let others = [&gateway_listen, &cloud_listen];
-            if let Some(tls) = l.tls {
-                for o in others {
-                    if o.tcp == Some(tls) {
-                        return Err(v.err(
-                            &format!("listen.{side}.tls"),
-                            &format!("{tls} is also a TCP listener"),
-                        ));
-                    }
-                }
-            }
-        }
+        let (gateway_listen, cloud_listen) = v.listen(&raw.listen)?;
 
         if raw.tenant.sip_domains.is_empty() {
             return Err(v.err("tenant.sip_domains", "at least one SIP domain is required"));
@@ -389,29 +351,9 @@ impl Config {
             )?),
         };
 
-        let admin = if let Some(raw_admin) = &raw.admin {
-            let text = raw_admin.listen.as_deref().unwrap_or("127.0.0.1:8080");
-            let listen = if text.is_empty() {
-                None
-            } else {
-                let a: SocketAddr = text.parse().map_err(|_| {
-                    v.err(
-                        "admin.listen",
-                        &format!("{text:?} is not an IP:port address"),
-                    )
-                })?;
-                // Loopback by default: another address must be asked for explicitly.
-                if !a.ip().is_loopback() && !raw_admin.allow_remote {
-                    return Err(v.err(
-                        "admin.listen",
-                        &format!("{a} is not a loopback address; set admin.allow_remote = true to expose the admin API"),
-                    ));
-                }
-                Some(a)
-            };
-            AdminSettings { listen }
-        } else {
-            AdminSettings { listen: None }
+        let admin = match &raw.admin {
+            Some(a) => v.admin(a)?,
+            None => AdminSettings { listen: None },
         };
         let media = match &raw.media {
             Some(m) => Some(v.media(m)?),
@@ -473,24 +415,6 @@ impl Validator<'_> {
         t.map_or(Ok(Transport::Tls), Transport::parse)
             .map_err(|r| self.err(key, &r))
     }
-    fn side_listen(&self, key: &str, l: &raw::RawSideListen) -> Result<SideListen, ConfigError> {
-        let addr = |name: &str, s: &Option<String>| -> Result<Option<SocketAddr>, ConfigError> {
-            match s {
-                None => Ok(None),
-                Some(s) => s.parse().map(Some).map_err(|_| {
-                    self.err(
-                        &format!("{key}.{name}"),
-                        &format!("{s:?} is not an IP:port address"),
-                    )
-                }),
-            }
-        };
-        Ok(SideListen {
-            udp: addr("udp", &l.udp)?,
-            tcp: addr("tcp", &l.tcp)?,
-            tls: addr("tls", &l.tls)?,
-        })
-    }
 }
 
 /// Turns a toml error into a `ConfigError` with the line number of its span.
@@ -510,28 +434,6 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
 mod tests {
     use super::*;
     use crate::config::test_support::{err_of, lab, LAB};
-
-    #[test]
-    fn admin_listener_is_loopback_unless_allowed() {
-        assert_eq!(lab().admin.listen, Some("127.0.0.1:8080".parse().unwrap()));
-        let no_admin = LAB.replace("[admin]", "[unused]").replace(
-            "[unused]\n# The admin HTTP API (JSON, bearer token in <state_dir>/admin.token) and GET /metrics.\nlisten = \"127.0.0.1:8080\"",
-            "",
-        );
-        let c = Config::from_toml(Path::new("t.toml"), &no_admin).unwrap();
-        assert_eq!(c.admin.listen, None);
-        let remote = LAB.replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
-        let e = err_of(&remote);
-        assert_eq!(e.key, "admin.listen");
-        assert!(e.reason.contains("allow_remote"), "{e}");
-        let allowed = LAB.replace(
-            "listen = \"127.0.0.1:8080\"",
-            "listen = \"0.0.0.0:8080\"\nallow_remote = true",
-        );
-        assert!(Config::from_toml(Path::new("t.toml"), &allowed).is_ok());
-        let bad = LAB.replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"");
-        assert_eq!(err_of(&bad).key, "admin.listen");
-    }
 
     #[test]
     fn lab_config_loads_with_its_topology() {
@@ -611,12 +513,6 @@ mod tests {
         ));
         assert_eq!(e.key, "appliance.access_edge_fqdn");
         assert!(e.reason.contains("IP address"));
-    }
-
-    #[test]
-    fn listener_clash_is_refused() {
-        let e = err_of(&LAB.replace("udp = \"127.0.0.1:5062\"", "udp = \"127.0.0.1:5068\""));
-        assert_eq!(e.key, "listen.cloud.udp");
     }
 
     #[test]
