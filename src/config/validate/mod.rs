@@ -5,18 +5,17 @@
 
 mod listen;
 mod media;
+mod peers;
 mod tls;
 
-use std::collections::{BTreeMap, HashSet};
-use std::net::IpAddr;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::RawConfig;
 use super::{
-    AdminSettings, Appliance, CloudPeer, Config, ConfigError, Fqdn, Gateway, HostName, Limits,
-    MediationServer, RoutingSettings, SipSettings, Site, SrtpMode, Tenant, Transport, UserDecl,
-    VoiceRoutingPolicy,
+    AdminSettings, Appliance, Config, ConfigError, Fqdn, Limits, RoutingSettings, SipSettings,
+    SrtpMode, Tenant, Transport, UserDecl, VoiceRoutingPolicy,
 };
 
 impl Config {
@@ -85,133 +84,14 @@ impl Config {
             None => None,
         };
 
-        let cloud_peer = CloudPeer {
-            fqdn: v.fqdn("cloud_peer.fqdn", &raw.cloud_peer.fqdn)?,
-            port: v.port("cloud_peer.port", raw.cloud_peer.port, 5061)?,
-            transport: v.transport("cloud_peer.transport", raw.cloud_peer.transport.as_deref())?,
-            srtp: v.srtp(
-                "cloud_peer.srtp",
-                raw.cloud_peer.srtp.as_deref(),
-                SrtpMode::Required,
-            )?,
-        };
+        let cloud_peer = v.cloud_peer(&raw.cloud_peer)?;
 
-        let mut sites = Vec::new();
-        let mut site_names = HashSet::new();
-        for (i, s) in raw.sites.iter().enumerate() {
-            let key = format!("sites[{i}]");
-            if s.name.is_empty()
-                || !s
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(v.err(
-                    &format!("{key}.name"),
-                    "site names are letters, digits, '-' and '_'",
-                ));
-            }
-            if !site_names.insert(s.name.clone()) {
-                return Err(v.err(
-                    &format!("{key}.name"),
-                    &format!("site {:?} is defined twice", s.name),
-                ));
-            }
-            let mut servers = Vec::new();
-            for (j, m) in s.mediation_servers.iter().enumerate() {
-                let k = format!("{key}.mediation_servers[{j}]");
-                servers.push(MediationServer {
-                    fqdn: v.fqdn(&format!("{k}.fqdn"), &m.fqdn)?,
-                    port: v.port(&format!("{k}.port"), m.port, 5068)?,
-                    transport: v.transport(&format!("{k}.transport"), m.transport.as_deref())?,
-                });
-            }
-            sites.push(Site {
-                name: s.name.clone(),
-                access_edge_fqdn: v
-                    .fqdn(&format!("{key}.access_edge_fqdn"), &s.access_edge_fqdn)?,
-                mediation_servers: servers,
-            });
-        }
-        if !site_names.contains(&appliance.site) {
-            return Err(v.err(
-                "appliance.site",
-                &format!("site {:?} is not defined under [[sites]]", appliance.site),
-            ));
-        }
+        let (sites, site_names) = v.sites(&raw.sites, &appliance)?;
 
-        let mut gateways = Vec::new();
-        let mut gw_names = HashSet::new();
-        for (i, g) in raw.gateways.iter().enumerate() {
-            let key = format!("gateways[{i}]");
-            let name = HostName::parse(&g.name).map_err(|r| v.err(&format!("{key}.name"), &r))?;
-            if !gw_names.insert(name.clone()) {
-                return Err(v.err(
-                    &format!("{key}.name"),
-                    &format!("gateway {name} is defined twice"),
-                ));
-            }
-            if !site_names.contains(&g.site) {
-                return Err(v.err(
-                    &format!("{key}.site"),
-                    &format!("site {:?} is not defined", g.site),
-                ));
-            }
-            let weight = g.weight.unwrap_or(1);
-            if weight == 0 {
-                return Err(v.err(&format!("{key}.weight"), "weight must be at least 1"));
-            }
-            gateways.push(Gateway {
-                name,
-                port: v.port(&format!("{key}.port"), g.port, 5060)?,
-                transport: v.transport(&format!("{key}.transport"), g.transport.as_deref())?,
-                site: g.site.clone(),
-                priority: g.priority.unwrap_or(0),
-                weight,
-                max_sessions: g.max_sessions,
-                send_options: g.send_options.unwrap_or(true),
-                srtp: v.srtp(&format!("{key}.srtp"), g.srtp.as_deref(), SrtpMode::Off)?,
-                trust: g
-                    .trust
-                    .iter()
-                    .map(|t| {
-                        let p = PathBuf::from(t);
-                        if p.is_absolute() {
-                            p
-                        } else {
-                            base.join(p)
-                        }
-                    })
-                    .collect(),
-            });
-        }
+        let gateways = v.gateways(base, &raw.gateways, &site_names)?;
 
-        let mut hosts = BTreeMap::new();
-        for (name, ip) in &raw.hosts {
-            let key = format!("hosts.{name:?}");
-            let fqdn = v.fqdn(&key, name)?;
-            let ip: IpAddr = ip
-                .parse()
-                .map_err(|_| v.err(&key, &format!("{ip:?} is not an IP address")))?;
-            hosts.insert(fqdn, ip);
-        }
-        // No two gateways may resolve (statically) to the same IP: the source address names the
-        // gateway on the gateway side.
-        let mut gw_ips: BTreeMap<IpAddr, String> = BTreeMap::new();
-        for (i, g) in gateways.iter().enumerate() {
-            let ip = match &g.name {
-                HostName::Ip(ip) => Some(*ip),
-                HostName::Fqdn(f) => hosts.get(f).copied(),
-            };
-            if let Some(ip) = ip {
-                if let Some(prev) = gw_ips.insert(ip, g.name.to_string()) {
-                    return Err(v.err(
-                        &format!("gateways[{i}].name"),
-                        &format!("{} has the same address {ip} as gateway {prev}", g.name),
-                    ));
-                }
-            }
-        }
+        let hosts = v.hosts(&raw.hosts)?;
+        v.gateway_addresses(&gateways, &hosts)?;
 
         let mut users = Vec::new();
         let mut user_names = HashSet::new();
@@ -473,26 +353,6 @@ mod tests {
     }
 
     #[test]
-    fn gateway_of_undefined_site_is_refused() {
-        let text = LAB.replace("site = \"remote\"\n", "site = \"nowhere\"\n");
-        let e = err_of(&text);
-        assert_eq!(e.key, "gateways[2].site");
-        assert!(e.reason.contains("nowhere"));
-    }
-
-    #[test]
-    fn duplicate_gateway_and_duplicate_address_are_refused() {
-        let text = LAB.replace("name = \"gw2.lab.example\"", "name = \"gw1.lab.example\"");
-        assert_eq!(err_of(&text).key, "gateways[1].name");
-        let text = LAB.replace(
-            "\"gw2.lab.example\" = \"127.0.0.5\"",
-            "\"gw2.lab.example\" = \"127.0.0.2\"",
-        );
-        let e = err_of(&text);
-        assert!(e.reason.contains("same address 127.0.0.2"), "{e}");
-    }
-
-    #[test]
     fn bad_values_name_their_key() {
         let e = err_of(&LAB.replace("udp = \"127.0.0.1:5068\"", "udp = \"127.0.0.1\""));
         assert_eq!(e.key, "listen.gateway.udp");
@@ -519,27 +379,5 @@ mod tests {
     fn syntax_error_gives_a_line() {
         let e = err_of("[appliance\nsite = 1\n");
         assert_eq!(e.line, Some(1));
-    }
-
-    #[test]
-    fn gateway_trust_files_resolve_against_the_config_directory() {
-        let text = LAB.replace(
-            "name = \"gw2.lab.example\"\n",
-            "name = \"gw2.lab.example\"\ntrust = [\"vendor-ca.pem\", \"/etc/ssl/other.pem\"]\n",
-        );
-        let c = Config::from_toml(Path::new("config/sipedge.toml"), &text).unwrap();
-        let gw2 = c
-            .gateways
-            .iter()
-            .find(|g| g.name.to_string() == "gw2.lab.example")
-            .unwrap();
-        assert_eq!(
-            gw2.trust,
-            vec![
-                PathBuf::from("config/vendor-ca.pem"),
-                PathBuf::from("/etc/ssl/other.pem")
-            ]
-        );
-        assert!(c.gateways[0].trust.is_empty());
     }
 }
