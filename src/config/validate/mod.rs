@@ -6,16 +6,16 @@
 mod listen;
 mod media;
 mod peers;
+mod settings;
 mod tls;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::raw::RawConfig;
 use super::{
-    AdminSettings, Appliance, Config, ConfigError, Fqdn, Limits, RoutingSettings, SipSettings,
-    SrtpMode, Tenant, Transport, UserDecl, VoiceRoutingPolicy,
+    AdminSettings, Appliance, Config, ConfigError, Fqdn, SrtpMode, Tenant, Transport, UserDecl,
+    VoiceRoutingPolicy,
 };
 
 impl Config {
@@ -147,89 +147,9 @@ impl Config {
             });
         }
 
-        let ms = |key: &str, val: Option<u64>, default: u64, min: u64, max: u64| {
-            let x = val.unwrap_or(default);
-            if (min..=max).contains(&x) {
-                Ok(x)
-            } else {
-                Err(v.err(key, &format!("{x} is out of range {min}..={max}")))
-            }
-        };
-        let sip = SipSettings {
-            t1: Duration::from_millis(ms("sip.t1_ms", raw.sip.t1_ms, 500, 10, 60_000)?),
-            t2: Duration::from_millis(ms("sip.t2_ms", raw.sip.t2_ms, 4000, 10, 600_000)?),
-            t4: Duration::from_millis(ms("sip.t4_ms", raw.sip.t4_ms, 5000, 10, 600_000)?),
-            max_message_bytes: ms(
-                "sip.max_message_bytes",
-                raw.sip.max_message_bytes.map(|x| x as u64),
-                65536,
-                1500,
-                1 << 20,
-            )? as usize,
-        };
-        if sip.t2 < sip.t1 {
-            return Err(v.err("sip.t2_ms", "T2 must not be smaller than T1"));
-        }
-        let limits = Limits {
-            max_connections: ms(
-                "limits.max_connections",
-                raw.limits.max_connections.map(|x| x as u64),
-                4096,
-                1,
-                1_000_000,
-            )? as usize,
-            max_connections_per_ip: ms(
-                "limits.max_connections_per_ip",
-                raw.limits.max_connections_per_ip.map(|x| x as u64),
-                64,
-                1,
-                1_000_000,
-            )? as usize,
-            tcp_idle_timeout: Duration::from_secs(ms(
-                "limits.tcp_idle_timeout_s",
-                raw.limits.tcp_idle_timeout_s,
-                600,
-                1,
-                86_400,
-            )?),
-            drain_timeout: Duration::from_secs(ms(
-                "limits.drain_timeout_s",
-                raw.limits.drain_timeout_s,
-                32,
-                0,
-                3600,
-            )?),
-        };
-        let failover_codes = raw
-            .routing
-            .failover_codes
-            .clone()
-            .unwrap_or(vec![408, 503, 504]);
-        for (i, c) in failover_codes.iter().enumerate() {
-            if !(300..=699).contains(c) || *c == 603 {
-                return Err(v.err(
-                    &format!("routing.failover_codes[{i}]"),
-                    &format!("{c} cannot be a failover code (3xx-6xx, and 603 is never retried)"),
-                ));
-            }
-        }
-        let routing = RoutingSettings {
-            failover_timer: Duration::from_secs(ms(
-                "routing.failover_timer_s",
-                raw.routing.failover_timer_s,
-                10,
-                1,
-                180,
-            )?),
-            failover_codes,
-            options_interval: Duration::from_secs(ms(
-                "routing.options_interval_s",
-                raw.routing.options_interval_s,
-                60,
-                1,
-                3600,
-            )?),
-        };
+        let sip = v.sip(&raw.sip)?;
+        let limits = v.limits(&raw.limits)?;
+        let routing = v.routing(&raw.routing)?;
 
         let admin = match &raw.admin {
             Some(a) => v.admin(a)?,
