@@ -7,16 +7,13 @@ mod listen;
 mod media;
 mod peers;
 mod settings;
+mod tenant;
 mod tls;
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::raw::RawConfig;
-use super::{
-    AdminSettings, Appliance, Config, ConfigError, Fqdn, SrtpMode, Tenant, Transport, UserDecl,
-    VoiceRoutingPolicy,
-};
+use super::{AdminSettings, Config, ConfigError, Fqdn, SrtpMode, Transport};
 
 impl Config {
     /// Reads and validates a configuration file.
@@ -50,39 +47,11 @@ impl Config {
         let v = Validator { file: path };
         let base = path.parent().unwrap_or_else(|| Path::new("."));
 
-        let mediation_fqdn = v.fqdn("appliance.mediation_fqdn", &raw.appliance.mediation_fqdn)?;
-        let access_edge_fqdn = v.fqdn(
-            "appliance.access_edge_fqdn",
-            &raw.appliance.access_edge_fqdn,
-        )?;
-        let state_dir = {
-            let p = PathBuf::from(&raw.appliance.state_dir);
-            if p.is_absolute() {
-                p
-            } else {
-                base.join(p)
-            }
-        };
-        let appliance = Appliance {
-            site: raw.appliance.site.clone(),
-            mediation_fqdn,
-            access_edge_fqdn,
-            state_dir,
-        };
+        let appliance = v.appliance(base, &raw.appliance)?;
 
         let (gateway_listen, cloud_listen) = v.listen(&raw.listen)?;
 
-        if raw.tenant.sip_domains.is_empty() {
-            return Err(v.err("tenant.sip_domains", "at least one SIP domain is required"));
-        }
-        let mut sip_domains = Vec::new();
-        for (i, d) in raw.tenant.sip_domains.iter().enumerate() {
-            sip_domains.push(v.fqdn(&format!("tenant.sip_domains[{i}]"), d)?);
-        }
-        let peer_destination = match &raw.tenant.peer_destination {
-            Some(p) => Some(v.fqdn("tenant.peer_destination", p)?),
-            None => None,
-        };
+        let tenant = v.tenant(&raw.tenant)?;
 
         let cloud_peer = v.cloud_peer(&raw.cloud_peer)?;
 
@@ -93,59 +62,7 @@ impl Config {
         let hosts = v.hosts(&raw.hosts)?;
         v.gateway_addresses(&gateways, &hosts)?;
 
-        let mut users = Vec::new();
-        let mut user_names = HashSet::new();
-        for (i, u) in raw.users.iter().enumerate() {
-            let key = format!("users[{i}]");
-            let addr = u
-                .sip_address
-                .trim_start_matches("sip:")
-                .to_ascii_lowercase();
-            let valid = addr
-                .split_once('@')
-                .is_some_and(|(user, dom)| !user.is_empty() && Fqdn::parse(dom).is_ok());
-            if !valid {
-                return Err(v.err(&format!("{key}.sip_address"), "expected user@domain"));
-            }
-            if !user_names.insert(addr.clone()) {
-                return Err(v.err(
-                    &format!("{key}.sip_address"),
-                    &format!("user {addr} is declared twice"),
-                ));
-            }
-            if let Some(l) = &u.line_uri {
-                let ok = l
-                    .strip_prefix("tel:+")
-                    .map(|rest| rest.split(';').next().unwrap_or(""))
-                    .is_some_and(|d| {
-                        (1..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit())
-                    });
-                if !ok {
-                    return Err(v.err(&format!("{key}.line_uri"), "expected tel:+E.164[;ext=…]"));
-                }
-            }
-            if let Some(s) = &u.pstn_site {
-                if !site_names.contains(s) {
-                    return Err(v.err(
-                        &format!("{key}.pstn_site"),
-                        &format!("site {s:?} is not defined"),
-                    ));
-                }
-            }
-            let voice_routing_policy = match &u.voice_routing_policy {
-                Some(p) => VoiceRoutingPolicy::parse(p)
-                    .map_err(|r| v.err(&format!("{key}.voice_routing_policy"), &r))?,
-                None => VoiceRoutingPolicy::InternationalCallsDisallowed,
-            };
-            users.push(UserDecl {
-                sip_address: addr,
-                line_uri: u.line_uri.clone(),
-                enterprise_voice: u.enterprise_voice,
-                hosted_voicemail: u.hosted_voicemail,
-                voice_routing_policy,
-                pstn_site: u.pstn_site.clone(),
-            });
-        }
+        let users = v.users(&raw.users, &site_names)?;
 
         let sip = v.sip(&raw.sip)?;
         let limits = v.limits(&raw.limits)?;
@@ -166,10 +83,7 @@ impl Config {
             appliance,
             gateway_listen,
             cloud_listen,
-            tenant: Tenant {
-                sip_domains,
-                peer_destination,
-            },
+            tenant,
             cloud_peer,
             sites,
             gateways,
