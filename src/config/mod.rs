@@ -6,6 +6,23 @@
 //!
 //! This module is pure: it reads no clock and opens no socket. Name resolution of FQDNs that
 //! are not in `[hosts]` happens later, in the IO layer.
+//!
+//! # Layout
+//!
+//! A file flows `raw.rs` → `validate/` → `model.rs`:
+//!
+//! - `raw.rs`: the serde mirror of the file, `deny_unknown_fields` on every table; nothing in
+//!   it is trusted. Reading into it refuses syntax errors and unknown keys, with their key path
+//!   and line.
+//! - `validate/`: [`Config::load`] and [`Config::from_toml`], and the `Validator` that checks
+//!   the mirror table by table (one file per group of tables) and builds the model; the first
+//!   value refused is the error.
+//! - `model.rs`: the validated model, [`Config`] and its tables, with `Config`'s accessors.
+//! - `types.rs`: the validated newtypes and small enums ([`ConfigError`], [`Fqdn`],
+//!   [`HostName`], [`Transport`], [`Side`], [`SrtpMode`], [`VoiceRoutingPolicy`],
+//!   [`CertSource`]).
+//!
+//! Everything public is re-exported here: the rest of the crate names `config::X`, never a file.
 
 mod model;
 mod raw;

@@ -2,6 +2,16 @@
 //! mirror ([`super::raw`], unknown keys refused with their path and line), then the
 //! [`Validator`] turns each table into the validated model, naming the file and the key path
 //! of the first value it refuses.
+//!
+//! This file holds the entry points, the order in which the tables are checked and the
+//! Validator's shared helpers; each group of tables has its own file:
+//!
+//! - `tenant.rs`: `[appliance]`, `[tenant]`, `[[users]]`;
+//! - `listen.rs`: `[listen.gateway]`, `[listen.cloud]`, `[admin]`;
+//! - `peers.rs`: `[cloud_peer]`, `[[sites]]`, `[[gateways]]`, `[hosts]`;
+//! - `settings.rs`: `[sip]`, `[limits]`, `[routing]`;
+//! - `media.rs`: `[media]`;
+//! - `tls.rs`: `[tls]`.
 
 mod listen;
 mod media;
@@ -47,27 +57,19 @@ impl Config {
         let v = Validator { file: path };
         let base = path.parent().unwrap_or_else(|| Path::new("."));
 
+        // The tables in this order: the first value refused is the error reported.
         let appliance = v.appliance(base, &raw.appliance)?;
-
         let (gateway_listen, cloud_listen) = v.listen(&raw.listen)?;
-
         let tenant = v.tenant(&raw.tenant)?;
-
         let cloud_peer = v.cloud_peer(&raw.cloud_peer)?;
-
         let (sites, site_names) = v.sites(&raw.sites, &appliance)?;
-
         let gateways = v.gateways(base, &raw.gateways, &site_names)?;
-
         let hosts = v.hosts(&raw.hosts)?;
         v.gateway_addresses(&gateways, &hosts)?;
-
         let users = v.users(&raw.users, &site_names)?;
-
         let sip = v.sip(&raw.sip)?;
         let limits = v.limits(&raw.limits)?;
         let routing = v.routing(&raw.routing)?;
-
         let admin = match &raw.admin {
             Some(a) => v.admin(a)?,
             None => AdminSettings { listen: None },
@@ -99,6 +101,8 @@ impl Config {
     }
 }
 
+/// Turns the mirror into the model, one method per table (in the table's file); every error
+/// it returns names `file` and the key path.
 struct Validator<'a> {
     file: &'a Path,
 }
