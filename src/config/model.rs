@@ -1,0 +1,227 @@
+//! The validated model: [`Config`] and its tables as the rest of the crate reads them, and the
+//! accessors on `Config`. Only the validator builds these; every value in them has been checked.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::types::{CertSource, Fqdn, HostName, Side, SrtpMode, Transport, VoiceRoutingPolicy};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SideListen {
+    pub udp: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+}
+
+impl SideListen {
+    pub fn addr(&self, t: Transport) -> Option<SocketAddr> {
+        match t {
+            Transport::Udp => self.udp,
+            Transport::Tcp => self.tcp,
+            Transport::Tls => self.tls,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appliance {
+    pub site: String,
+    pub mediation_fqdn: Fqdn,
+    pub access_edge_fqdn: Fqdn,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub sip_domains: Vec<Fqdn>,
+    pub peer_destination: Option<Fqdn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudPeer {
+    pub fqdn: Fqdn,
+    pub port: u16,
+    pub transport: Transport,
+    /// SRTP on the cloud leg (default `required`, as Direct Routing demands).
+    pub srtp: SrtpMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediationServer {
+    pub fqdn: Fqdn,
+    pub port: u16,
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub name: String,
+    pub access_edge_fqdn: Fqdn,
+    pub mediation_servers: Vec<MediationServer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    pub name: HostName,
+    pub port: u16,
+    pub transport: Transport,
+    pub site: String,
+    pub priority: u8,
+    pub weight: u16,
+    pub max_sessions: Option<u32>,
+    pub send_options: bool,
+    /// SRTP on this gateway's leg (default `off`: PSTN gateways speak plain RTP).
+    pub srtp: SrtpMode,
+    /// Extra trust anchors for this gateway's certificate (a vendor's CA), besides our root.
+    pub trust: Vec<PathBuf>,
+}
+
+/// Default encodings allowed on each side (no transcoding: the offer is filtered).
+pub const DEFAULT_CODECS: &[&str] = &["PCMU", "PCMA", "G722", "G729", "opus", "SILK", "CN"];
+
+/// `[media]`: media anchoring. Absent: SDP passes untouched (signalling-only proxy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// Our media address, written into every rewritten `c=`.
+    pub ip: IpAddr,
+    /// RTP/RTCP port range (inclusive).
+    pub port_min: u16,
+    pub port_max: u16,
+    /// No RTP in either direction for this long (hold respected) → BYE to both legs.
+    pub media_timeout: Duration,
+    /// Relay worker threads (default: the number of CPUs).
+    pub relay_workers: Option<usize>,
+    /// Encoding names allowed toward/from the gateways.
+    pub gateway_codecs: Vec<String>,
+    /// Encoding names allowed toward/from the cloud peer.
+    pub cloud_codecs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserDecl {
+    /// `user@domain`, lower-cased.
+    pub sip_address: String,
+    /// `tel:+E.164[;ext=…]`
+    pub line_uri: Option<String>,
+    pub enterprise_voice: bool,
+    pub hosted_voicemail: bool,
+    pub voice_routing_policy: VoiceRoutingPolicy,
+    pub pstn_site: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSettings {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub tcp_idle_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingSettings {
+    pub failover_timer: Duration,
+    pub failover_codes: Vec<u16>,
+    pub options_interval: Duration,
+}
+
+/// `[tls]`: our certificates (issued from the built-in CA at start when absent), extra trust
+/// anchors, the CRL and the handshake limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Our certificate toward gateways; `None`: issued from the built-in CA for the mediation
+    /// FQDN.
+    pub gateway_side: Option<CertSource>,
+    /// Our certificate toward the cloud peer; `None`: issued from the built-in CA for the
+    /// access edge FQDN with `sip.<domain>` SANs.
+    pub cloud_side: Option<CertSource>,
+    /// Trust anchors in addition to the built-in CA's root (PEM files).
+    pub trust: Vec<PathBuf>,
+    /// CRL file (PEM); default: the built-in CA's CRL when it exists.
+    pub crl: Option<PathBuf>,
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once (both sides, inbound and outbound).
+    pub max_handshakes: usize,
+    /// Names the cloud peer's certificate must carry (default: its FQDN).
+    pub cloud_peer_names: Vec<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub file: PathBuf,
+    pub appliance: Appliance,
+    pub gateway_listen: SideListen,
+    pub cloud_listen: SideListen,
+    pub tenant: Tenant,
+    pub cloud_peer: CloudPeer,
+    pub sites: Vec<Site>,
+    pub gateways: Vec<Gateway>,
+    /// Static host entries; they take precedence over the system resolver.
+    pub hosts: BTreeMap<Fqdn, IpAddr>,
+    pub users: Vec<UserDecl>,
+    pub sip: SipSettings,
+    pub limits: Limits,
+    pub routing: RoutingSettings,
+    /// Media anchoring; `None` when the file has no `[media]` table.
+    pub media: Option<MediaSettings>,
+    pub tls: TlsSettings,
+    pub admin: AdminSettings,
+}
+
+/// The admin HTTP API listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `None`: no admin listener (`listen = ""`).
+    pub listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Is TLS in use anywhere (a listener, the cloud peer or a gateway)?
+    pub fn uses_tls(&self) -> bool {
+        self.gateway_listen.tls.is_some()
+            || self.cloud_listen.tls.is_some()
+            || self.cloud_peer.transport == Transport::Tls
+            || self.gateways.iter().any(|g| g.transport == Transport::Tls)
+    }
+
+    /// This appliance's own site.
+    pub fn own_site(&self) -> Option<&Site> {
+        self.sites.iter().find(|s| s.name == self.appliance.site)
+    }
+
+    /// Our FQDN as seen from one side: the mediation FQDN toward gateways, the access edge FQDN
+    /// toward the cloud peer.
+    pub fn fqdn_for(&self, side: Side) -> &Fqdn {
+        match side {
+            Side::Gateway => &self.appliance.mediation_fqdn,
+            Side::Cloud => &self.appliance.access_edge_fqdn,
+        }
+    }
+
+    pub fn listen(&self, side: Side) -> &SideListen {
+        match side {
+            Side::Gateway => &self.gateway_listen,
+            Side::Cloud => &self.cloud_listen,
+        }
+    }
+
+    /// Static lookup: an IP literal, or a `[hosts]` entry.
+    pub fn static_host(&self, name: &str) -> Option<IpAddr> {
+        let unbracketed = name.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = unbracketed.parse() {
+            return Some(ip);
+        }
+        let f = Fqdn::parse(name).ok()?;
+        self.hosts.get(&f).copied()
+    }
+}
