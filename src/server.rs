@@ -123,6 +123,7 @@ pub async fn run(
         transports,
         published,
         drain_timeout: cfg.limits.drain_timeout,
+        records: None,
     };
     Ok(driver::run(core, io, shutdown).await)
 }

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use super::Core;
+use crate::cdr::CallRecord;
 use crate::flow::Inbound;
 use crate::stats::{ProxyStats, Published};
 use crate::transport::Transports;
@@ -32,6 +33,8 @@ pub struct Io {
     pub published: Arc<ArcSwap<Published>>,
     /// Longest graceful drain.
     pub drain_timeout: Duration,
+    /// Where records of ended calls go (the call-record writer); `None`: nowhere.
+    pub records: Option<mpsc::Sender<CallRecord>>,
 }
 
 /// Runs `core` until `shutdown` turns true and the drain ends; returns its final counters.
@@ -95,6 +98,13 @@ pub async fn run(mut core: Core, mut io: Io, mut shutdown: watch::Receiver<bool>
                 }
                 let _ = tx.send(Inbound::Resolved { host, ip }).await;
             });
+        }
+        while let Some(r) = core.poll_call_record() {
+            if let Some(tx) = &io.records {
+                if tx.try_send(r).is_err() {
+                    warn!("call record dropped: the writer is behind");
+                }
+            }
         }
         while let Some(t) = core.poll_transmit() {
             if let Err(e) = io.transports.send(t.side, t.transport, t.remote, t.data) {

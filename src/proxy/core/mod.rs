@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::anchor::Anchor;
+use crate::cdr::CallRecord;
 use crate::config::{Config, Side, Transport};
 use crate::flow::{Flow, Inbound, Transmit};
 use crate::routing::{Directory, Live, NextHop, RoutingTable};
@@ -173,6 +174,8 @@ pub struct Core {
     sessions: HashMap<String, u32>,
     /// Media anchoring (`[media]`); `None`: SDP passes untouched.
     anchor: Option<Anchor>,
+    /// Records of calls that ended, for the driver.
+    records: VecDeque<CallRecord>,
 }
 
 /// A request waiting for its next hop's name to resolve.
@@ -244,6 +247,7 @@ impl Core {
             draining: false,
             stats: ProxyStats::default(),
             anchor: None,
+            records: VecDeque::new(),
         };
         let at = core.health.next_probe();
         core.reschedule(None, Some(at), TimerSlot::Probe);
@@ -296,6 +300,11 @@ impl Core {
     /// Replaces the routing table (configuration reload); transactions in flight keep theirs.
     pub fn set_table(&mut self, table: RoutingTable) {
         self.table = table;
+    }
+
+    /// The record of a call that ended, for the call-record writer.
+    pub fn poll_call_record(&mut self) -> Option<CallRecord> {
+        self.records.pop_front()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
