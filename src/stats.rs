@@ -28,6 +28,15 @@ pub struct ProxyStats {
     pub rejects_by_status: BTreeMap<u16, u64>,
     /// OPTIONS probes sent.
     pub probes_sent: u64,
+    /// Requests (and malformed messages) from addresses that are no peer: no state, at most
+    /// a rate-limited stateless 403.
+    pub unknown_senders: u64,
+    /// Requests shed by overload control, by reason (`peer_rate`, `call_rate`, `calls`,
+    /// `transactions`).
+    pub shed: BTreeMap<&'static str, u64>,
+    /// Responses from another address or identity than their request's hop (dropped; also
+    /// counted as stray).
+    pub foreign_responses: u64,
 }
 
 /// Counters of the media anchor.

@@ -132,7 +132,6 @@ fn proxy_forwards_what_only_a_uas_would_refuse() {
         "rfc4475/semantic/sdp01.dat",
         "rfc4475/valid/intmeth.dat",
         "rfc4475/valid/esc02.dat",
-        "rfc4475/valid/mpart01.dat",
     ] {
         let mut c = core();
         let out = gw(&mut c, f);
@@ -152,6 +151,18 @@ fn proxy_forwards_what_only_a_uas_would_refuse() {
             );
         }
     }
+}
+
+#[test]
+fn a_preloaded_route_is_refused_never_followed() {
+    // mpart01 (RFC 4475 §3.1.1.11) is a well-formed initial MESSAGE with a preloaded
+    // `Route: <sip:127.0.0.1:5080>`: initial requests are routed by policy only, so the
+    // preloaded route is refused (403, as Kamailio's default configuration does), and nothing
+    // reaches the peer or 127.0.0.1:5080.
+    let mut c = core();
+    let out = gw(&mut c, "rfc4475/valid/mpart01.dat");
+    assert_eq!(statuses_to(&out, "127.0.0.2"), vec![403], "{out:?}");
+    assert!(out.iter().all(|t| t.remote.ip().to_string() == "127.0.0.2"));
 }
 
 #[test]

@@ -350,12 +350,43 @@ fn strict_router_request_uri_is_replaced_by_the_last_route() {
     // §16.4: the previous hop strict-routed, putting our Record-Route value in the
     // Request-URI and the remote target last in Route.
     let mut s = Sim::new();
-    let bye = format!(
-        "BYE sip:mediation.lab.example:5068;transport=udp SIP/2.0\r\nVia: SIP/2.0/UDP {GW1};branch=z9hG4bK-strict;rport\r\n\
-         Route: <sip:callee@127.0.0.3:5060>\r\nMax-Forwards: 70\r\nFrom: <sip:caller@{GW1}>;tag=a9\r\n\
-         To: <sip:+14255550100@mediation.lab.example>;tag=uas\r\nCall-ID: call-9\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    let out = s.send(
+        Side::Gateway,
+        GW1,
+        &invite(9, "sip:+14255550100@mediation.lab.example", GW1),
     );
-    let out = s.send(Side::Gateway, GW1, &bye);
+    let fwd = to(&out, PEER).pop().unwrap();
+    let out = s.send(
+        Side::Cloud,
+        PEER,
+        &answer(&fwd, 200, "OK", "sip:callee@127.0.0.3:5060"),
+    );
+    let ok = to(&out, GW1)
+        .into_iter()
+        .find(|m| m.status() == Some(200))
+        .unwrap();
+    // Our gateway-side Record-Route value (the bottom one), as a strict router would use it.
+    let ours = ok
+        .record_routes()
+        .last()
+        .map(|r| String::from_utf8_lossy(r.uri().raw()).into_owned())
+        .unwrap();
+    let strict = |ruri: &str, branch: &str| {
+        format!(
+            "BYE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {GW1};branch=z9hG4bK-{branch};rport\r\n\
+             Route: <sip:callee@127.0.0.3:5060>\r\nMax-Forwards: 70\r\nFrom: <sip:caller@{GW1}>;tag=a9\r\n\
+             To: <sip:+14255550100@mediation.lab.example>;tag=uas\r\nCall-ID: call-9\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    // Without our token in the Request-URI it is no dialog of ours: refused, nothing resolved.
+    let out = s.send(
+        Side::Gateway,
+        GW1,
+        &strict("sip:mediation.lab.example:5068;transport=udp", "strict0"),
+    );
+    assert_eq!(status(&to(&out, GW1)), vec![403]);
+    assert!(to(&out, PEER).is_empty());
+    let out = s.send(Side::Gateway, GW1, &strict(&ours, "strict1"));
     let fwd = to(&out, PEER).pop().expect("forwarded to the last Route");
     assert_eq!(
         fwd.request_uri().unwrap().raw(),

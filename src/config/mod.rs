@@ -38,5 +38,6 @@ pub use types::{
 
 pub use model::{
     AdminSettings, Appliance, CloudPeer, Config, Gateway, Limits, MediaSettings, MediationServer,
-    RoutingSettings, SideListen, SipSettings, Site, Tenant, TlsSettings, UserDecl, DEFAULT_CODECS,
+    OverloadSettings, RoutingSettings, SideListen, SipSettings, Site, Tenant, TlsSettings,
+    UnknownSenders, UserDecl, DEFAULT_CODECS,
 };

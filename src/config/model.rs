@@ -176,6 +176,33 @@ pub struct Config {
     pub media: Option<MediaSettings>,
     pub tls: TlsSettings,
     pub admin: AdminSettings,
+    pub overload: OverloadSettings,
+}
+
+/// What requests from addresses that are no peer get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownSenders {
+    /// One stateless 403 per source per interval, nothing else.
+    Reject,
+    /// Nothing at all.
+    Silent,
+}
+
+/// `[overload]`: per-peer request rates (out-of-dialog requests; bursts of twice the rate),
+/// the appliance-wide rate of new calls and caps, what shed requests and unknown senders get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverloadSettings {
+    pub peer_requests_per_second: u32,
+    pub cloud_peer_requests_per_second: u32,
+    /// Overrides by peer name (a gateway's name, the cloud peer's FQDN), lower-case.
+    pub peers: BTreeMap<String, u32>,
+    pub calls_per_second: u32,
+    pub max_calls: usize,
+    pub max_transactions: usize,
+    pub refusals_per_second: u32,
+    pub retry_after: Duration,
+    pub unknown_senders: UnknownSenders,
+    pub unknown_sender_interval: Duration,
 }
 
 /// The admin HTTP API listener.

@@ -32,6 +32,26 @@ pub struct RawConfig {
     pub media: Option<RawMedia>,
     #[serde(default)]
     pub tls: RawTls,
+    #[serde(default)]
+    pub overload: RawOverload,
+}
+
+/// `[overload]`: rates and caps applied before any state is kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverload {
+    pub peer_requests_per_second: Option<u32>,
+    pub cloud_peer_requests_per_second: Option<u32>,
+    pub calls_per_second: Option<u32>,
+    pub max_calls: Option<usize>,
+    pub max_transactions: Option<usize>,
+    pub refusals_per_second: Option<u32>,
+    pub retry_after_s: Option<u64>,
+    pub unknown_senders: Option<String>,
+    pub unknown_sender_interval_s: Option<u64>,
+    /// Per-peer request rates: gateway name (or the cloud peer's FQDN) → requests per second.
+    #[serde(default)]
+    pub peers: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,8 @@ pub enum Decision {
         rewrite_host: bool,
         /// `Some(uri)`: the Request-URI becomes `uri` (inbound calls: the user's SIP address).
         request_uri: Option<String>,
+        /// The tenant user of the call (the called user inbound, the caller outbound).
+        user: Option<String>,
     },
     Reject {
         status: u16,
@@ -254,6 +256,7 @@ fn non_call(
                     targets: vec![table.cloud_peer.clone()],
                     rewrite_host: true,
                     request_uri: None,
+                    user: None,
                 },
                 trace,
             }
@@ -323,6 +326,7 @@ fn inbound(
             targets: vec![table.cloud_peer.clone()],
             rewrite_host: false,
             request_uri: Some(ruri),
+            user: Some(user.sip_address.clone()),
         },
         trace,
     }
@@ -497,7 +501,11 @@ fn outbound(
             trace,
         );
     }
-    to_site(&site, table, live, spread, trace)
+    let mut routed = to_site(&site, table, live, spread, trace);
+    if let Decision::Forward { user: u, .. } = &mut routed.decision {
+        *u = Some(user.sip_address.clone());
+    }
+    routed
 }
 
 /// Routes to the PSTN through `site`: its gateways when it is ours, else its mediation servers.
@@ -523,6 +531,7 @@ fn to_site(
                 targets: gws.into_iter().map(|g| g.hop.clone()).collect(),
                 rewrite_host: true,
                 request_uri: None,
+                user: None,
             },
             trace,
         };
@@ -562,6 +571,7 @@ fn to_site(
             targets,
             rewrite_host: true,
             request_uri: None,
+            user: None,
         },
         trace,
     }

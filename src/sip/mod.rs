@@ -36,6 +36,7 @@ mod grammar;
 mod message;
 #[cfg(test)]
 mod proptests;
+mod status;
 mod uri;
 mod via;
 
@@ -43,6 +44,7 @@ pub use addr::NameAddr;
 pub use editor::{build_error_response, build_response, Editor};
 pub use framer::{Frame, FramingError, StreamFramer, DEFAULT_MAX_MESSAGE};
 pub use message::{CSeq, HeaderField, Message};
+pub use status::reason_phrase;
 pub use uri::{Scheme, Uri};
 pub use via::Via;
 

@@ -216,7 +216,7 @@ impl ServerKey {
     /// A stable branch for the `index`-th target forwarded from the
     /// transaction with this key (§16.6 step 8): retransmissions of the
     /// incoming request map to the same key and hence the same branch.
-    pub fn branch_for_target(&self, index: u32) -> String {
+    pub fn branch_for_target(&self, key: &BranchKey, index: u32) -> String {
         let mut seed = Vec::with_capacity(128);
         let mut field = |b: &[u8]| {
             // length-prefixed so that field boundaries cannot shift
@@ -253,38 +253,67 @@ impl ServerKey {
                 method.encode(&mut seed);
             }
         }
-        branch_for(&seed, index)
+        branch_for(key, &seed, index)
     }
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-/// Offset basis of the second round (an arbitrary odd constant), so the two
-/// 64-bit halves are independent functions of the input.
-const FNV_OFFSET_2: u64 = 0x6c62_272e_07bb_0142;
 
+/// FNV-1a 64 (the key of extension methods: cheap, not a secret).
 fn fnv1a64(basis: u64, data: &[u8]) -> u64 {
     data.iter()
         .fold(basis, |h, &b| (h ^ u64::from(b)).wrapping_mul(FNV_PRIME))
 }
 
-/// Generates an RFC 3261 branch: `z9hG4bK` followed by 32 lowercase hex
-/// digits of a 128-bit FNV-1a hash (two 64-bit rounds with different offset
-/// bases, the second also folding in the first) of `seed` and `index`.
-///
-/// The output depends only on the inputs (not on the build, the process or
-/// the clock), which a stateless or restarting proxy needs for §16.6 step 8.
-/// FNV is not cryptographic: uniqueness across space and time (§8.1.1.7)
-/// comes from the seed, which must contain the incoming transaction's key.
-pub fn branch_for(seed: &[u8], index: u32) -> String {
-    let idx = index.to_be_bytes();
-    let h1 = fnv1a64(fnv1a64(FNV_OFFSET, seed), &idx);
-    let h2 = fnv1a64(
-        fnv1a64(fnv1a64(FNV_OFFSET_2, &h1.to_be_bytes()), seed),
-        &idx,
-    );
-    format!("z9hG4bK{h1:016x}{h2:016x}")
+/// The secret our branches are derived with (§16.6 step 8): HMAC-SHA256 under a key of this
+/// process, so that nobody who sees an upstream branch can predict the branch we use
+/// downstream (and forge a response to it from another address).
+pub struct BranchKey(aws_lc_rs::hmac::Key);
+
+impl std::fmt::Debug for BranchKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BranchKey(..)")
+    }
 }
+
+impl BranchKey {
+    /// A key from secret bytes.
+    pub fn new(secret: &[u8]) -> BranchKey {
+        BranchKey(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            secret,
+        ))
+    }
+
+    /// A fresh random key (one per process).
+    pub fn random() -> BranchKey {
+        let secret: [u8; 32] = rand::random();
+        BranchKey::new(&secret)
+    }
+}
+
+/// Generates an RFC 3261 branch: `z9hG4bK` followed by 32 lowercase hex digits, the first 128
+/// bits of HMAC-SHA256(`key`, `seed` ‖ `index`). Stable for one key and seed (retransmissions
+/// of a request map to the same branch), unpredictable without the key; uniqueness across
+/// space and time (§8.1.1.7) comes from the seed, which must contain the incoming
+/// transaction's key.
+pub fn branch_for(key: &BranchKey, seed: &[u8], index: u32) -> String {
+    let mut ctx = aws_lc_rs::hmac::Context::with_key(&key.0);
+    ctx.update(seed);
+    ctx.update(&index.to_be_bytes());
+    let tag = ctx.sign();
+    let mut out = String::with_capacity(7 + 32);
+    out.push_str(MAGIC_COOKIE_STR);
+    for b in tag.as_ref().iter().take(16) {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+const MAGIC_COOKIE_STR: &str = "z9hG4bK";
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests {
@@ -307,17 +336,28 @@ mod tests {
     const BR: &[u8] = b"z9hG4bK776asdhds";
 
     #[test]
-    fn branch_for_is_stable_and_prefixed() {
-        let a = branch_for(b"seed", 0);
-        assert_eq!(a, branch_for(b"seed", 0));
+    fn branch_for_is_stable_per_key_and_prefixed() {
+        let k = BranchKey::new(b"0123456789abcdef0123456789abcdef");
+        let a = branch_for(&k, b"seed", 0);
+        assert_eq!(a, branch_for(&k, b"seed", 0));
         assert!(a.starts_with("z9hG4bK"));
         assert_eq!(a.len(), 7 + 32);
         assert!(a[7..]
             .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        // Pinned value: the hash must not change across builds or releases,
-        // or a restarted proxy would mis-match retransmissions.
-        assert_eq!(a, "z9hG4bKfc6fa4a4775528eccbdcc1cefabc810e");
+        // Another process (another key) derives another branch from the same seed: nobody can
+        // predict our downstream branch from the upstream one.
+        assert_ne!(a, branch_for(&BranchKey::random(), b"seed", 0));
+        // HMAC-SHA256 test vector (RFC 4231 case 2), first 128 bits: "what do ya want for
+        // nothing?" under "Jefe"; the index is appended as 4 big-endian bytes, so split it off.
+        let jefe = BranchKey::new(b"Jefe");
+        let msg = b"what do ya want for nothing?";
+        let (seed, idx) = msg.split_at(msg.len() - 4);
+        let idx = u32::from_be_bytes([idx[0], idx[1], idx[2], idx[3]]);
+        assert_eq!(
+            branch_for(&jefe, seed, idx),
+            "z9hG4bK5bdcc146bf60754e6a042426089575c7"
+        );
     }
 
     #[test]
@@ -330,13 +370,14 @@ mod tests {
 
     #[test]
     fn branch_for_distinct_per_index_and_seed() {
+        let k = BranchKey::random();
         let mut seen = std::collections::HashSet::new();
         for i in 0..1000 {
-            assert!(seen.insert(branch_for(b"seed", i)));
+            assert!(seen.insert(branch_for(&k, b"seed", i)));
         }
-        assert!(seen.insert(branch_for(b"seed2", 0)));
-        assert!(seen.insert(branch_for(b"", 0)));
-        assert_ne!(branch_for(b"ab", 1), branch_for(b"a", 1));
+        assert!(seen.insert(branch_for(&k, b"seed2", 0)));
+        assert!(seen.insert(branch_for(&k, b"", 0)));
+        assert_ne!(branch_for(&k, b"ab", 1), branch_for(&k, b"a", 1));
     }
 
     #[test]
@@ -477,18 +518,19 @@ mod tests {
 
     #[test]
     fn branch_for_target_stable_per_key() {
+        let bk = BranchKey::random();
         let k = ServerKey::for_request(&facts(b"INVITE", Some(BR)));
         let again = ServerKey::for_request(&facts(b"INVITE", Some(BR)));
-        assert_eq!(k.branch_for_target(0), again.branch_for_target(0));
-        assert_ne!(k.branch_for_target(0), k.branch_for_target(1));
+        assert_eq!(k.branch_for_target(&bk, 0), again.branch_for_target(&bk, 0));
+        assert_ne!(k.branch_for_target(&bk, 0), k.branch_for_target(&bk, 1));
         let mut f = facts(b"INVITE", Some(BR));
         f.sent_by = b"gw2.example.com";
         assert_ne!(
-            ServerKey::for_request(&f).branch_for_target(0),
-            k.branch_for_target(0)
+            ServerKey::for_request(&f).branch_for_target(&bk, 0),
+            k.branch_for_target(&bk, 0)
         );
         let k2543 = ServerKey::for_request(&facts(b"INVITE", None));
-        assert!(k2543.branch_for_target(0).starts_with("z9hG4bK"));
-        assert_ne!(k2543.branch_for_target(0), k.branch_for_target(0));
+        assert!(k2543.branch_for_target(&bk, 0).starts_with("z9hG4bK"));
+        assert_ne!(k2543.branch_for_target(&bk, 0), k.branch_for_target(&bk, 0));
     }
 }

@@ -105,7 +105,7 @@ mod timer;
 use std::time::Duration;
 
 pub use client::{ClientEvent, ClientTxn};
-pub use key::{branch_for, ClientKey, RequestFacts, ServerKey, TxnMethod, MAGIC_COOKIE};
+pub use key::{branch_for, BranchKey, ClientKey, RequestFacts, ServerKey, TxnMethod, MAGIC_COOKIE};
 pub use server::{ServerEvent, ServerTxn};
 pub use timer::{Timer, TimerTable};
 

@@ -15,6 +15,7 @@
 
 mod listen;
 mod media;
+mod overload;
 mod peers;
 mod settings;
 mod tenant;
@@ -79,6 +80,7 @@ impl Config {
             None => None,
         };
         let tls = v.tls(base, &raw.tls, &cloud_peer)?;
+        let overload = v.overload(&raw.overload, &gateways, cloud_peer.fqdn.as_str())?;
 
         Ok(Config {
             file: path.to_owned(),
@@ -97,6 +99,7 @@ impl Config {
             admin,
             media,
             tls,
+            overload,
         })
     }
 }

@@ -119,7 +119,3 @@ pub(super) fn with_body(msg: &Message, body: &[u8]) -> Option<Message> {
     ed.set_body(None, body);
     Message::parse(ed.finish()).ok()
 }
-
-pub(super) fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}

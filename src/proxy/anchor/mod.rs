@@ -22,7 +22,7 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `mod.rs` | the anchor's state (calls by Call-ID) and its entry points for the core |
+//! | `mod.rs` | the anchor's state (calls by [`CallKey`]: peer and Call-ID) and its entry points for the core |
 //! | `body.rs` | SDP body glue: finding the SDP in a message, endpoints, crypto choice |
 //! | `offer_answer.rs` | RFC 3264 per leg: an offer or answer from one side rewritten for the other |
 //! | `supervision.rs` | media timeout: idle calls released and handed back with their BYEs |
@@ -40,7 +40,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
-use self::body::{idx, is_opaque_body, leg_of, sdp_body, text, with_body};
+use self::body::{idx, is_opaque_body, leg_of, sdp_body, with_body};
 use self::offer_answer::process;
 use self::supervision::sweep_interval;
 use crate::config::{Config, MediaSettings, Side, SrtpMode};
@@ -48,6 +48,7 @@ use crate::media::{
     generate_key_salt, BackendStats, Leg, LegConfig, LocalPorts, MediaBackend, MediaError,
     MediaUpdate, SessionId, SessionSnapshot, KEY_SALT_LEN,
 };
+use crate::proxy::CallKey;
 use crate::sdp::{self, Carrier, CodecPolicy, Negotiation, SdpError};
 use crate::sip::{Message, Method};
 pub use crate::stats::AnchorStats;
@@ -112,8 +113,12 @@ pub struct DialogInfo {
 /// A call ended by media supervision: released already; the core sends these BYEs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimedOut {
+    pub key: CallKey,
+    /// The session's final counters.
+    pub media: Option<SessionSnapshot>,
     pub call_id: String,
-    pub byes: [ByeSpec; 2],
+    /// One per leg; none when the dialog gave no Contact to address them to.
+    pub byes: Vec<ByeSpec>,
 }
 
 /// Reason header of the BYEs sent on media timeout (RFC 3326).
@@ -161,7 +166,7 @@ pub struct Anchor {
     gateways: Vec<(String, Option<IpAddr>, SrtpMode)>,
     policies: [CodecPolicy; 2],
     media: Box<dyn MediaBackend>,
-    calls: HashMap<String, Call>,
+    calls: HashMap<CallKey, Call>,
     /// Counters of the sessions released so far, per leg.
     released: [LegTotals; 2],
     next_sweep: Option<Instant>,
@@ -254,13 +259,13 @@ impl Anchor {
     }
 
     /// The counters and state of a call's media session.
-    pub fn session(&self, call_id: &str) -> Option<SessionSnapshot> {
-        self.media.session(self.calls.get(call_id)?.session)
+    pub fn session(&self, call: &CallKey) -> Option<SessionSnapshot> {
+        self.media.session(self.calls.get(call)?.session)
     }
 
     /// Our local media addresses of a call's leg (what the SDP toward that leg carries).
-    pub fn local(&self, call_id: &str, leg: Leg) -> Option<LocalPorts> {
-        Some(self.calls.get(call_id)?.local[leg.index()])
+    pub fn local(&self, call: &CallKey, leg: Leg) -> Option<LocalPorts> {
+        Some(self.calls.get(call)?.local[leg.index()])
     }
 
     /// The anchor's state for metrics: counters, ports, and per leg the packets and bytes of
@@ -286,10 +291,12 @@ impl Anchor {
     }
 
     /// Hands the media updates of an offer/answer step to the backend.
-    fn apply(&mut self, call_id: &str, updates: Vec<MediaUpdate>, now: Instant) {
-        let Some(id) = self.calls.get(call_id).map(|c| c.session) else {
+    fn apply(&mut self, key: &CallKey, updates: Vec<MediaUpdate>, now: Instant) {
+        let Some(id) = self.calls.get(key).map(|c| c.session) else {
             return;
         };
+        let call_id = key.call_id_str();
+        let call_id = call_id.as_ref();
         for u in updates {
             let srtp = match &u {
                 MediaUpdate::Srtp { leg, .. } => Some(*leg),
@@ -321,11 +328,11 @@ impl Anchor {
         now: Instant,
         req: &Message,
         hop: Hop<'_>,
+        key: &CallKey,
     ) -> Result<Option<Message>, Refuse> {
         let Some(method) = req.method() else {
             return Ok(None);
         };
-        let call_id = text(req.call_id().unwrap_or_default());
         let initial = req.to_hdr().and_then(|t| t.tag()).is_none();
         if matches!(method, Method::Invite | Method::Update | Method::Prack) && is_opaque_body(req)
         {
@@ -336,20 +343,18 @@ impl Anchor {
             });
         }
         if *method == Method::Invite && initial {
-            return self.on_initial_invite(now, req, hop, call_id);
+            return self.on_initial_invite(now, req, hop, key.clone());
         }
         let carrier = match method {
             Method::Invite => Carrier::Invite,
             Method::Update => Carrier::Update,
             Method::Prack => Carrier::Prack,
             Method::Ack => Carrier::Ack,
-            Method::Bye => {
-                self.release(&call_id, "BYE");
-                return Ok(None);
-            }
+            // A BYE ends the call: the core releases the session with the call's record.
+            Method::Bye => return Ok(None),
             _ => return Ok(None),
         };
-        let Some(call) = self.calls.get_mut(&call_id) else {
+        let Some(call) = self.calls.get_mut(key) else {
             return Ok(None);
         };
         if let Some(c) = req.cseq() {
@@ -377,7 +382,7 @@ impl Anchor {
         let policies = &self.policies;
         match process(call, ip, policies, hop.from, carrier, body) {
             Ok((out, updates)) => {
-                self.apply(&call_id, updates, now);
+                self.apply(key, updates, now);
                 Ok(with_body(req, &out))
             }
             Err(e) => {
@@ -397,10 +402,12 @@ impl Anchor {
         now: Instant,
         req: &Message,
         hop: Hop<'_>,
-        call_id: String,
+        key: CallKey,
     ) -> Result<Option<Message>, Refuse> {
-        // A new INVITE reusing a Call-ID (after a 401/407, or a retry) starts over.
-        self.release(&call_id, "new initial INVITE");
+        // A new INVITE of the same peer reusing a Call-ID (after a 401/407, or a retry) starts
+        // over; another peer's call with that Call-ID is another key, untouched.
+        self.release(&key, "new initial INVITE");
+        let call_id = key.call_id_str().into_owned();
         let body = match sdp_body(req) {
             Some(Err(e)) => {
                 self.stats.sdp_refused += 1;
@@ -482,8 +489,8 @@ impl Anchor {
         self.stats.sessions_created += 1;
         let (a, b) = (call.local[0].rtp, call.local[1].rtp);
         info!(call_id = %call_id, leg_a = %a, leg_b = %b, gw_srtp = gw_mode.as_str(), "media session allocated");
-        self.calls.insert(call_id.clone(), call);
-        self.apply(&call_id, updates, now);
+        self.calls.insert(key.clone(), call);
+        self.apply(&key, updates, now);
         Ok(out.and_then(|o| with_body(req, &o)))
     }
 
@@ -499,14 +506,15 @@ impl Anchor {
         resp: &Message,
         from: Side,
         dialog: Option<DialogInfo>,
+        key: &CallKey,
     ) -> Option<Message> {
         let status = resp.status()?;
         let method = resp.cseq()?.method;
-        let call_id = text(resp.call_id().unwrap_or_default());
+        let call_id = key.call_id_str().into_owned();
         let initial_invite =
             method == Method::Invite && request.to_hdr().and_then(|t| t.tag()).is_none();
         if status >= 300 {
-            self.on_error_response(&call_id, initial_invite, &method, from, status);
+            self.on_error_response(key, initial_invite, &method, from, status);
             return None;
         }
         let carrier = match method {
@@ -514,7 +522,7 @@ impl Anchor {
             Method::Invite | Method::Update | Method::Prack => Carrier::Success,
             _ => return None,
         };
-        let call = self.calls.get_mut(&call_id)?;
+        let call = self.calls.get_mut(key)?;
         if initial_invite && status >= 200 {
             if let Some(d) = dialog {
                 call.dialog = Some(d);
@@ -545,7 +553,7 @@ impl Anchor {
         };
         match out {
             Ok((body, updates)) => {
-                self.apply(&call_id, updates, now);
+                self.apply(key, updates, now);
                 with_body(resp, &body)
             }
             Err(e) => {
@@ -559,55 +567,57 @@ impl Anchor {
 
     fn on_error_response(
         &mut self,
-        call_id: &str,
+        key: &CallKey,
         initial_invite: bool,
         method: &Method,
         from: Side,
         status: u16,
     ) {
         if initial_invite {
-            self.release(call_id, "final error response");
+            self.release(key, "final error response");
             return;
         }
         if matches!(method, Method::Invite | Method::Update | Method::Prack) {
-            if let Some(call) = self.calls.get_mut(call_id) {
+            if let Some(call) = self.calls.get_mut(key) {
                 // RFC 3261 §14.1: a failed re-offer leaves the session as it was.
                 let role = call.role(from);
                 for n in &mut call.neg {
                     let _ = n.on_message(role, Carrier::Failure, None);
                 }
-                debug!(call_id, status, "re-offer failed: session unchanged");
+                debug!(call_id = %key.call_id_str(), status, "re-offer failed: session unchanged");
             }
         }
     }
 
     /// A final response the proxy generated itself for `request` (received from `from`'s
     /// other side): an error to an initial INVITE releases its session.
-    pub fn on_local_final(&mut self, request: &Message, status: u16, responder: Side) {
+    pub fn on_local_final(
+        &mut self,
+        request: &Message,
+        status: u16,
+        responder: Side,
+        key: &CallKey,
+    ) {
         if status < 300 {
             return;
         }
         let Some(method) = request.method() else {
             return;
         };
-        let call_id = text(request.call_id().unwrap_or_default());
         let initial_invite =
             *method == Method::Invite && request.to_hdr().and_then(|t| t.tag()).is_none();
-        self.on_error_response(&call_id, initial_invite, method, responder, status);
+        self.on_error_response(key, initial_invite, method, responder, status);
     }
 
-    /// Releases the session of a call (exactly once; later calls are no-ops).
-    pub fn release(&mut self, call_id: &str, why: &str) -> bool {
-        let Some(call) = self.calls.remove(call_id) else {
-            return false;
-        };
-        let Some(snap) = self.media.release(call.session) else {
-            return false;
-        };
+    /// Releases the session of a call, exactly once: its final counters the first time,
+    /// `None` after.
+    pub fn release(&mut self, key: &CallKey, why: &str) -> Option<SessionSnapshot> {
+        let call = self.calls.remove(key)?;
+        let snap = self.media.release(call.session)?;
         self.stats.sessions_released += 1;
         let ports = self.media.stats();
         info!(
-            call_id,
+            call_id = %key.call_id_str(),
             reason = why,
             a_rx = snap.a.counters.rx_packets,
             a_fwd = snap.a.counters.forwarded,
@@ -622,7 +632,7 @@ impl Anchor {
         for (t, leg) in self.released.iter_mut().zip([&snap.a, &snap.b]) {
             t.add(&LegTotals::from(&leg.counters));
         }
-        true
+        Some(snap)
     }
 }
 
@@ -635,6 +645,55 @@ mod tests {
     use std::time::Duration;
 
     const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// The anchor's tests name calls by Call-ID alone (one peer for all of them).
+    fn k(call_id: &str) -> CallKey {
+        CallKey::new("peer", Bytes::copy_from_slice(call_id.as_bytes()))
+    }
+
+    fn key_of(m: &Message) -> CallKey {
+        k(&String::from_utf8_lossy(m.call_id().unwrap_or_default()))
+    }
+
+    /// The entry points with the call key taken from the message.
+    trait ByCallId {
+        fn on_request_t(
+            &mut self,
+            now: Instant,
+            req: &Message,
+            hop: Hop<'_>,
+        ) -> Result<Option<Message>, Refuse>;
+        fn on_response_t(
+            &mut self,
+            now: Instant,
+            request: &Message,
+            resp: &Message,
+            from: Side,
+            dialog: Option<DialogInfo>,
+        ) -> Option<Message>;
+    }
+
+    impl ByCallId for Anchor {
+        fn on_request_t(
+            &mut self,
+            now: Instant,
+            req: &Message,
+            hop: Hop<'_>,
+        ) -> Result<Option<Message>, Refuse> {
+            self.on_request(now, req, hop, &key_of(req))
+        }
+        fn on_response_t(
+            &mut self,
+            now: Instant,
+            request: &Message,
+            resp: &Message,
+            from: Side,
+            dialog: Option<DialogInfo>,
+        ) -> Option<Message> {
+            self.on_response(now, request, resp, from, dialog, &key_of(resp))
+        }
+    }
+
     const KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
     const KEY2: &str = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk";
 
@@ -777,7 +836,7 @@ mod tests {
     /// An established gateway → cloud call; returns the INVITE.
     fn establish(a: &mut Anchor, call: &str, now: Instant) -> Message {
         let inv = invite(call, Some(&gw_offer(20000)));
-        a.on_request(now, &inv, from_gw())
+        a.on_request_t(now, &inv, from_gw())
             .expect("offer")
             .expect("rewritten");
         let ok = resp(
@@ -786,7 +845,7 @@ mod tests {
             "1 INVITE",
             Some(&cloud_sdp(30000, "RTP/AVP", KEY, "")),
         );
-        a.on_response(now, &inv, &ok, Side::Cloud, Some(dialog()))
+        a.on_response_t(now, &inv, &ok, Side::Cloud, Some(dialog()))
             .expect("answer rewritten");
         inv
     }
@@ -796,10 +855,10 @@ mod tests {
         let mut a = anchor(42000, 42099, SrtpMode::Optional);
         let now = Instant::now();
         let inv = invite("c-1", Some(&gw_offer(20000)));
-        let out = a.on_request(now, &inv, from_gw()).unwrap().unwrap();
+        let out = a.on_request_t(now, &inv, from_gw()).unwrap().unwrap();
         let (la, lb) = (
-            a.local("c-1", Leg::A).unwrap(),
-            a.local("c-1", Leg::B).unwrap(),
+            a.local(&k("c-1"), Leg::A).unwrap(),
+            a.local(&k("c-1"), Leg::B).unwrap(),
         );
         let body = body_of(&out);
         assert!(body.contains("c=IN IP4 127.0.0.1\r\n"), "{body}");
@@ -830,7 +889,7 @@ mod tests {
             Some(&cloud_sdp(30000, "RTP/AVP", KEY, "a=rtcp-mux\r\n")),
         );
         let back = a
-            .on_response(now, &inv, &ok, Side::Cloud, Some(dialog()))
+            .on_response_t(now, &inv, &ok, Side::Cloud, Some(dialog()))
             .unwrap();
         let body = body_of(&back);
         assert!(
@@ -846,11 +905,11 @@ mod tests {
             "ICE stripped: {body}"
         );
         assert!(!body.contains("127.0.0.3"), "{body}");
-        let snap = a.session("c-1").unwrap();
+        let snap = a.session(&k("c-1")).unwrap();
         assert!(snap.b.srtp && !snap.a.srtp, "SRTP on the cloud leg only");
         assert_eq!(snap.a.remote_rtp, Some("127.0.0.2:20000".parse().unwrap()));
         assert_eq!(snap.b.remote_rtp, Some("127.0.0.3:30000".parse().unwrap()));
-        assert_eq!(a.session("c-1").unwrap().state, SessionState::Active);
+        assert_eq!(a.session(&k("c-1")).unwrap().state, SessionState::Active);
     }
 
     #[test]
@@ -858,11 +917,11 @@ mod tests {
         let mut a = anchor(42100, 42199, SrtpMode::Optional);
         let now = Instant::now();
         let inv = invite("c-2", Some(&gw_offer(20000)));
-        a.on_request(now, &inv, from_gw()).unwrap().unwrap();
+        a.on_request_t(now, &inv, from_gw()).unwrap().unwrap();
         let plain = sdp("127.0.0.3", 30000, "RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n");
         let ok = resp("200 OK", "c-2", "1 INVITE", Some(&plain));
-        a.on_response(now, &inv, &ok, Side::Cloud, None).unwrap();
-        assert!(!a.session("c-2").unwrap().b.srtp);
+        a.on_response_t(now, &inv, &ok, Side::Cloud, None).unwrap();
+        assert!(!a.session(&k("c-2")).unwrap().b.srtp);
     }
 
     #[test]
@@ -870,7 +929,7 @@ mod tests {
         let mut a = anchor(42200, 42299, SrtpMode::Required);
         let now = Instant::now();
         let inv = invite("c-3", Some(&gw_offer(20000)));
-        let out = a.on_request(now, &inv, from_gw()).unwrap().unwrap();
+        let out = a.on_request_t(now, &inv, from_gw()).unwrap().unwrap();
         assert!(
             body_of(&out).contains(" RTP/SAVP 0 8 101\r\n"),
             "{}",
@@ -882,13 +941,13 @@ mod tests {
             "1 INVITE",
             Some(&cloud_sdp(30000, "RTP/SAVP", KEY, "")),
         );
-        a.on_response(now, &inv, &ok, Side::Cloud, None).unwrap();
-        assert!(a.session("c-3").unwrap().b.srtp);
+        a.on_response_t(now, &inv, &ok, Side::Cloud, None).unwrap();
+        assert!(a.session(&k("c-3")).unwrap().b.srtp);
         // The cloud calling in with plain RTP: 488, and its ports go back at once.
         let full = a.ports().ports_available;
         let plain = sdp("127.0.0.3", 30000, "RTP/AVP 0\r\n");
         let inv = invite("c-4", Some(&plain));
-        let e = a.on_request(now, &inv, from_cloud()).unwrap_err();
+        let e = a.on_request_t(now, &inv, from_cloud()).unwrap_err();
         assert_eq!(e.status, 488);
         assert_eq!(a.ports().ports_available, full);
     }
@@ -899,7 +958,7 @@ mod tests {
         let now = Instant::now();
         let offer = cloud_sdp(30000, "RTP/SAVP", KEY, "");
         let inv = invite("c-5", Some(&offer));
-        let out = a.on_request(now, &inv, from_cloud()).unwrap().unwrap();
+        let out = a.on_request_t(now, &inv, from_cloud()).unwrap().unwrap();
         let body = body_of(&out);
         assert!(
             body.contains(" RTP/AVP 0 101\r\n") && !body.contains("crypto"),
@@ -911,7 +970,9 @@ mod tests {
             "1 INVITE",
             Some(&sdp("127.0.0.2", 20000, "RTP/AVP 0\r\n")),
         );
-        let back = a.on_response(now, &inv, &ok, Side::Gateway, None).unwrap();
+        let back = a
+            .on_response_t(now, &inv, &ok, Side::Gateway, None)
+            .unwrap();
         let body = body_of(&back);
         assert!(body.contains(" RTP/SAVP 0\r\n"), "{body}");
         assert!(
@@ -919,7 +980,7 @@ mod tests {
             "{body}"
         );
         assert!(!body.contains(KEY), "our own key, not theirs: {body}");
-        assert!(a.session("c-5").unwrap().b.srtp);
+        assert!(a.session(&k("c-5")).unwrap().b.srtp);
     }
 
     #[test]
@@ -933,7 +994,7 @@ mod tests {
             "RTP/AVP 18 101\r\na=rtpmap:101 telephone-event/8000\r\n",
         );
         let e = a
-            .on_request(now, &invite("c-6", Some(&g729)), from_gw())
+            .on_request_t(now, &invite("c-6", Some(&g729)), from_gw())
             .unwrap_err();
         assert_eq!(e.status, 488);
         let mki = sdp(
@@ -942,7 +1003,7 @@ mod tests {
             &format!("RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^20|1:4\r\n"),
         );
         let e = a
-            .on_request(now, &invite("c-7", Some(&mki)), from_cloud())
+            .on_request_t(now, &invite("c-7", Some(&mki)), from_cloud())
             .unwrap_err();
         assert_eq!(e.status, 488);
         assert_eq!(
@@ -966,7 +1027,7 @@ mod tests {
             "Content-Type: multipart/mixed;boundary=b1",
         );
         let inv = Message::parse(Bytes::from(text)).unwrap();
-        let e = a.on_request(Instant::now(), &inv, from_gw()).unwrap_err();
+        let e = a.on_request_t(Instant::now(), &inv, from_gw()).unwrap_err();
         assert_eq!(e.status, 415);
         assert_eq!(a.active_calls(), 0);
     }
@@ -978,11 +1039,14 @@ mod tests {
         let now = Instant::now();
         establish(&mut a, "c-8", now);
         let e = a
-            .on_request(now, &invite("c-9", Some(&gw_offer(20002))), from_gw())
+            .on_request_t(now, &invite("c-9", Some(&gw_offer(20002))), from_gw())
             .unwrap_err();
         assert_eq!(e.status, 503);
         assert_eq!(a.stats.ports_exhausted, 1);
-        assert!(a.session("c-8").is_some(), "the existing call is untouched");
+        assert!(
+            a.session(&k("c-8")).is_some(),
+            "the existing call is untouched"
+        );
     }
 
     #[test]
@@ -990,8 +1054,11 @@ mod tests {
         let mut a = anchor(42600, 42699, SrtpMode::Optional);
         let now = Instant::now();
         let inv = invite("c-10", None);
-        assert!(a.on_request(now, &inv, from_gw()).unwrap().is_none());
-        assert!(a.session("c-10").is_some(), "ports held from the INVITE");
+        assert!(a.on_request_t(now, &inv, from_gw()).unwrap().is_none());
+        assert!(
+            a.session(&k("c-10")).is_some(),
+            "ports held from the INVITE"
+        );
         let ok = resp(
             "200 OK",
             "c-10",
@@ -999,10 +1066,10 @@ mod tests {
             Some(&cloud_sdp(30000, "RTP/AVP", KEY, "")),
         );
         let out = a
-            .on_response(now, &inv, &ok, Side::Cloud, Some(dialog()))
+            .on_response_t(now, &inv, &ok, Side::Cloud, Some(dialog()))
             .unwrap();
-        let lb = a.local("c-10", Leg::B).unwrap().rtp.port();
-        let la = a.local("c-10", Leg::A).unwrap().rtp.port();
+        let lb = a.local(&k("c-10"), Leg::B).unwrap().rtp.port();
+        let la = a.local(&k("c-10"), Leg::A).unwrap().rtp.port();
         let body = body_of(&out);
         assert!(
             body.contains(&format!("m=audio {la} RTP/AVP 0 101")) && !body.contains("crypto"),
@@ -1016,14 +1083,14 @@ mod tests {
             "1 ACK",
             Some(&sdp("127.0.0.2", 20000, "RTP/AVP 0\r\n")),
         );
-        let out = a.on_request(now, &ack, from_gw()).unwrap().unwrap();
+        let out = a.on_request_t(now, &ack, from_gw()).unwrap().unwrap();
         let body = body_of(&out);
         assert!(body.contains(&format!("m=audio {lb} RTP/AVP 0")), "{body}");
         assert!(
             body.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
             "{body}"
         );
-        let snap = a.session("c-10").unwrap();
+        let snap = a.session(&k("c-10")).unwrap();
         assert!(snap.b.srtp);
         assert_eq!(snap.a.remote_rtp, Some("127.0.0.2:20000".parse().unwrap()));
     }
@@ -1048,7 +1115,7 @@ mod tests {
             .replace("a=fmtp:101 0-15\r\n", "a=fmtp:101 0-15\r\na=sendonly\r\n")
             .replace("o=ua 1 1", "o=ua 1 2");
         let r = reinv(&hold, 2);
-        let out = a.on_request(now, &r, from_gw()).unwrap().unwrap();
+        let out = a.on_request_t(now, &r, from_gw()).unwrap().unwrap();
         assert!(body_of(&out).contains("a=sendonly"), "{}", body_of(&out));
         let ok = resp(
             "200 OK",
@@ -1056,35 +1123,35 @@ mod tests {
             "2 INVITE",
             Some(&cloud_sdp(30000, "RTP/AVP", KEY, "a=recvonly\r\n")),
         );
-        let back = a.on_response(now, &r, &ok, Side::Cloud, None).unwrap();
+        let back = a.on_response_t(now, &r, &ok, Side::Cloud, None).unwrap();
         assert!(body_of(&back).contains("a=recvonly"));
-        let snap = a.session("c-11").unwrap();
+        let snap = a.session(&k("c-11")).unwrap();
         assert!(snap.b.on_hold && !snap.a.on_hold, "{snap:?}");
         // Resume with a new port and a new key from the cloud.
         let r = reinv(&gw_offer(20000).replace("o=ua 1 1", "o=ua 1 3"), 3);
-        a.on_request(now, &r, from_gw()).unwrap().unwrap();
+        a.on_request_t(now, &r, from_gw()).unwrap().unwrap();
         let ok = resp(
             "200 OK",
             "c-11",
             "3 INVITE",
             Some(&cloud_sdp(30010, "RTP/AVP", KEY2, "")),
         );
-        a.on_response(now, &r, &ok, Side::Cloud, None).unwrap();
-        let snap = a.session("c-11").unwrap();
+        a.on_response_t(now, &r, &ok, Side::Cloud, None).unwrap();
+        let snap = a.session(&k("c-11")).unwrap();
         assert!(!snap.b.on_hold && snap.b.srtp);
         assert_eq!(snap.b.remote_rtp, Some("127.0.0.3:30010".parse().unwrap()));
         // A failed re-offer leaves the session as it was.
         let r = reinv(&gw_offer(20020).replace("o=ua 1 1", "o=ua 1 4"), 4);
-        a.on_request(now, &r, from_gw()).unwrap().unwrap();
+        a.on_request_t(now, &r, from_gw()).unwrap().unwrap();
         let busy = resp("488 Not Acceptable Here", "c-11", "4 INVITE", None);
-        assert!(a.on_response(now, &r, &busy, Side::Cloud, None).is_none());
+        assert!(a.on_response_t(now, &r, &busy, Side::Cloud, None).is_none());
         assert!(
-            a.session("c-11").is_some(),
+            a.session(&k("c-11")).is_some(),
             "a failed re-INVITE keeps the call"
         );
         let r = reinv(&gw_offer(20000).replace("o=ua 1 1", "o=ua 1 5"), 5);
         assert!(
-            a.on_request(now, &r, from_gw()).unwrap().is_some(),
+            a.on_request_t(now, &r, from_gw()).unwrap().is_some(),
             "no offer left pending"
         );
     }
@@ -1107,7 +1174,9 @@ mod tests {
                         "2 BYE",
                         None,
                     );
-                    a.on_request(now, &bye, from_gw()).unwrap();
+                    a.on_request_t(now, &bye, from_gw()).unwrap();
+                    // The core releases the session with the call's record.
+                    assert!(a.release(&k(&call), "BYE").is_some());
                     // The 200 to the BYE, or a second BYE from the other side: nothing left.
                     let bye2 = msg(
                         "BYE sip:ua@127.0.0.2 SIP/2.0",
@@ -1117,28 +1186,32 @@ mod tests {
                         "1 BYE",
                         None,
                     );
-                    a.on_request(now, &bye2, from_cloud()).unwrap();
+                    a.on_request_t(now, &bye2, from_cloud()).unwrap();
+                    assert!(a.release(&k(&call), "BYE").is_none());
                 }
                 1 => {
                     // Refused before answer (a new call reusing nothing).
                     let c2 = format!("busy-{i}");
-                    a.release(&call, "test");
+                    a.release(&k(&call), "test");
                     let inv2 = invite(&c2, Some(&gw_offer(20000)));
-                    a.on_request(now, &inv2, from_gw()).unwrap();
+                    a.on_request_t(now, &inv2, from_gw()).unwrap();
                     let busy = resp("486 Busy Here", &c2, "1 INVITE", None);
-                    a.on_response(now, &inv2, &busy, Side::Cloud, None);
+                    a.on_response_t(now, &inv2, &busy, Side::Cloud, None);
                 }
                 2 => {
                     // CANCEL: the proxy answers 487 itself.
-                    a.release(&call, "test");
+                    a.release(&k(&call), "test");
                     let c2 = format!("cancel-{i}");
                     let inv2 = invite(&c2, Some(&gw_offer(20000)));
-                    a.on_request(now, &inv2, from_gw()).unwrap();
-                    a.on_local_final(&inv2, 487, Side::Cloud);
+                    a.on_request_t(now, &inv2, from_gw()).unwrap();
+                    a.on_local_final(&inv2, 487, Side::Cloud, &k(&c2));
                 }
                 _ => {
-                    assert!(a.release(&call, "test"));
-                    assert!(!a.release(&call, "test"), "second release is a no-op");
+                    assert!(a.release(&k(&call), "test").is_some());
+                    assert!(
+                        a.release(&k(&call), "test").is_none(),
+                        "second release is a no-op"
+                    );
                     let _ = inv;
                 }
             }
@@ -1156,7 +1229,7 @@ mod tests {
         let t0 = Instant::now();
         establish(&mut a, "c-12", t0);
         // Another call still ringing is not supervised.
-        a.on_request(t0, &invite("c-13", Some(&gw_offer(20000))), from_gw())
+        a.on_request_t(t0, &invite("c-13", Some(&gw_offer(20000))), from_gw())
             .unwrap();
         let first = a.next_deadline().expect("supervision scheduled");
         assert!(first <= t0 + Duration::from_secs(1));
@@ -1165,7 +1238,9 @@ mod tests {
         assert_eq!(out.len(), 1);
         let t = &out[0];
         assert_eq!(t.call_id, "c-12");
-        let [to_callee, to_caller] = &t.byes;
+        let [to_callee, to_caller] = &t.byes[..] else {
+            panic!("one BYE per leg: {:?}", t.byes);
+        };
         assert_eq!(to_callee.side, Side::Cloud);
         assert_eq!(to_callee.request_uri, "sip:peer@127.0.0.3:5060");
         assert_eq!(to_callee.cseq, 2, "above the caller's INVITE CSeq");
@@ -1174,13 +1249,13 @@ mod tests {
         assert_eq!(to_caller.request_uri, "sip:ua@127.0.0.2:5060");
         assert!(to_caller.from.contains("tag=u2") && to_caller.to.contains("tag=c1"));
         assert_eq!(a.stats.media_timeouts, 1);
-        assert!(a.session("c-12").is_none());
+        assert!(a.session(&k("c-12")).is_none());
         assert!(
             a.sweep(t0 + Duration::from_secs(200)).is_empty(),
             "exactly once"
         );
         assert_eq!(a.stats.media_timeouts, 1);
-        a.release("c-13", "test");
+        a.release(&k("c-13"), "test");
         assert_eq!(a.ports().ports_available, capacity);
     }
 
@@ -1201,16 +1276,16 @@ mod tests {
                     .replace("a=fmtp:101 0-15\r\n", "a=fmtp:101 0-15\r\na=inactive\r\n"),
             ),
         );
-        a.on_request(t0, &r, from_gw()).unwrap().unwrap();
+        a.on_request_t(t0, &r, from_gw()).unwrap().unwrap();
         let ok = resp(
             "200 OK",
             "c-14",
             "2 INVITE",
             Some(&cloud_sdp(30000, "RTP/AVP", KEY, "a=inactive\r\n")),
         );
-        a.on_response(t0, &r, &ok, Side::Cloud, None).unwrap();
+        a.on_response_t(t0, &r, &ok, Side::Cloud, None).unwrap();
         assert!(a.sweep(t0 + Duration::from_secs(600)).is_empty());
-        assert!(a.session("c-14").is_some());
+        assert!(a.session(&k("c-14")).is_some());
     }
 
     #[test]
@@ -1218,21 +1293,23 @@ mod tests {
         let mut a = anchor(43200, 43299, SrtpMode::Optional);
         let now = Instant::now();
         let inv = invite("c-20", Some(&gw_offer(20000)));
-        a.on_request(now, &inv, from_gw()).unwrap().unwrap();
+        a.on_request_t(now, &inv, from_gw()).unwrap().unwrap();
         let answer = cloud_sdp(30000, "RTP/AVP", KEY, "");
         let early = resp("183 Session Progress", "c-20", "1 INVITE", Some(&answer));
-        let e = a.on_response(now, &inv, &early, Side::Cloud, None).unwrap();
+        let e = a
+            .on_response_t(now, &inv, &early, Side::Cloud, None)
+            .unwrap();
         // Early media is relayed before the 2xx, but not supervised yet.
-        let s = a.session("c-20").unwrap();
+        let s = a.session(&k("c-20")).unwrap();
         assert!(s.b.srtp);
         assert_eq!(s.idle_since, None);
         let ok = resp("200 OK", "c-20", "1 INVITE", Some(&answer));
         let f = a
-            .on_response(now, &inv, &ok, Side::Cloud, Some(dialog()))
+            .on_response_t(now, &inv, &ok, Side::Cloud, Some(dialog()))
             .unwrap();
         assert_eq!(e.body(), f.body(), "the same answer, the same rewrite");
         assert!(
-            a.session("c-20").unwrap().idle_since.is_some(),
+            a.session(&k("c-20")).unwrap().idle_since.is_some(),
             "supervised from the 2xx"
         );
     }
@@ -1242,8 +1319,8 @@ mod tests {
         let mut a = anchor(43300, 43399, SrtpMode::Optional);
         let now = Instant::now();
         establish(&mut a, "c-21", now);
-        let la = a.local("c-21", Leg::A).unwrap().rtp.port();
-        let lb = a.local("c-21", Leg::B).unwrap().rtp.port();
+        let la = a.local(&k("c-21"), Leg::A).unwrap().rtp.port();
+        let lb = a.local(&k("c-21"), Leg::B).unwrap().rtp.port();
         let offer = cloud_sdp(31000, "RTP/AVP", KEY, "").replace("o=ua 1 1", "o=ua 1 2");
         let upd = msg(
             "UPDATE sip:gw@127.0.0.2:5060 SIP/2.0",
@@ -1253,7 +1330,7 @@ mod tests {
             "1 UPDATE",
             Some(&offer),
         );
-        let out = a.on_request(now, &upd, from_cloud()).unwrap().unwrap();
+        let out = a.on_request_t(now, &upd, from_cloud()).unwrap().unwrap();
         let body = body_of(&out);
         assert!(
             body.contains(&format!("m=audio {la} RTP/AVP 0 101")),
@@ -1268,14 +1345,16 @@ mod tests {
             "1 UPDATE",
             Some(&sdp("127.0.0.2", 20000, "RTP/AVP 0\r\n").replace("o=ua 1 1", "o=ua 1 2")),
         );
-        let back = a.on_response(now, &upd, &ok, Side::Gateway, None).unwrap();
+        let back = a
+            .on_response_t(now, &upd, &ok, Side::Gateway, None)
+            .unwrap();
         let body = body_of(&back);
         assert!(body.contains(&format!("m=audio {lb} RTP/AVP 0")), "{body}");
         assert!(
             body.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
             "{body}"
         );
-        let snap = a.session("c-21").unwrap();
+        let snap = a.session(&k("c-21")).unwrap();
         assert_eq!(snap.b.remote_rtp, Some("127.0.0.3:31000".parse().unwrap()));
         assert!(snap.b.srtp);
         // A crossing offer while this one is pending would be 491; here a new UPDATE is fine.
@@ -1287,7 +1366,7 @@ mod tests {
             "2 UPDATE",
             Some(&offer.replace("o=ua 1 2", "o=ua 1 3")),
         );
-        a.on_request(now, &upd2, from_cloud()).unwrap().unwrap();
+        a.on_request_t(now, &upd2, from_cloud()).unwrap().unwrap();
         let glare = msg(
             "UPDATE sip:peer@127.0.0.3 SIP/2.0",
             "c-21",
@@ -1297,7 +1376,7 @@ mod tests {
             Some(&gw_offer(20000).replace("o=ua 1 1", "o=ua 1 3")),
         );
         assert_eq!(
-            a.on_request(now, &glare, from_gw()).unwrap_err().status,
+            a.on_request_t(now, &glare, from_gw()).unwrap_err().status,
             491
         );
     }
@@ -1322,7 +1401,7 @@ mod tests {
         let now = Instant::now();
         let plain = sdp("127.0.0.3", 30000, "RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n");
         let inv = invite("c-22", Some(&plain));
-        let out = a.on_request(now, &inv, from_cloud()).unwrap().unwrap();
+        let out = a.on_request_t(now, &inv, from_cloud()).unwrap().unwrap();
         let body = body_of(&out);
         assert!(
             body.contains(" RTP/SAVP 0\r\n") && body.contains("a=crypto:1 "),
@@ -1334,17 +1413,19 @@ mod tests {
             &format!("RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\r\n"),
         );
         let ok = resp("200 OK", "c-22", "1 INVITE", Some(&ans));
-        let back = a.on_response(now, &inv, &ok, Side::Gateway, None).unwrap();
+        let back = a
+            .on_response_t(now, &inv, &ok, Side::Gateway, None)
+            .unwrap();
         let body = body_of(&back);
         assert!(
             body.contains(" RTP/AVP 0\r\n") && !body.contains("crypto"),
             "{body}"
         );
-        let snap = a.session("c-22").unwrap();
+        let snap = a.session(&k("c-22")).unwrap();
         assert!(snap.a.srtp && !snap.b.srtp, "SRTP on the gateway leg only");
         // A gateway with "required" offering plain RTP is refused.
         let e = a
-            .on_request(now, &invite("c-23", Some(&gw_offer(20000))), from_gw())
+            .on_request_t(now, &invite("c-23", Some(&gw_offer(20000))), from_gw())
             .unwrap_err();
         assert_eq!(e.status, 488);
     }

@@ -8,6 +8,7 @@ use tracing::warn;
 
 use super::body::{idx, leg_of};
 use super::{Anchor, ByeSpec, TimedOut};
+use crate::proxy::CallKey;
 
 impl Anchor {
     /// When [`Anchor::sweep`] wants to run next.
@@ -24,22 +25,29 @@ impl Anchor {
         }
         let timeout = self.settings.media_timeout;
         let idle_sessions = self.media.idle(now, timeout);
-        let idle: Vec<String> = self
+        let idle: Vec<CallKey> = self
             .calls
             .iter()
             .filter(|(_, c)| c.committed && idle_sessions.contains(&c.session))
             .map(|(k, _)| k.clone())
             .collect();
         let mut out = Vec::with_capacity(idle.len());
-        for call_id in idle {
-            let Some(call) = self.calls.get(&call_id) else {
+        for key in idle {
+            let Some(call) = self.calls.get(&key) else {
                 continue;
             };
+            let call_id = key.call_id_str().into_owned();
             let Some(d) = call.dialog.clone() else {
                 // A 2xx without Contact: nothing to address a BYE to; free the ports anyway.
                 warn!(call_id = %call_id, "media timeout on a dialog without Contact: released without BYE");
                 self.stats.media_timeouts += 1;
-                self.release(&call_id, "media timeout");
+                let media = self.release(&key, "media timeout");
+                out.push(TimedOut {
+                    key,
+                    media,
+                    call_id,
+                    byes: Vec::new(),
+                });
                 continue;
             };
             let caller = call.caller;
@@ -53,9 +61,11 @@ impl Anchor {
                 media_timeouts = self.stats.media_timeouts,
                 "media timeout: no RTP in either direction, sending BYE to both legs"
             );
-            self.release(&call_id, "media timeout");
+            let media = self.release(&key, "media timeout");
             out.push(TimedOut {
-                byes: [
+                key,
+                media,
+                byes: vec![
                     ByeSpec {
                         side: callee,
                         request_uri: d.callee_contact.clone(),

@@ -7,8 +7,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::{info, info_span};
 
+use super::dialog_token::PARAM as TOKEN_PARAM;
 use super::route::rewrite_uri_host;
 use super::{ClientEntry, Core, Target};
+use crate::config::Side;
 use crate::flow::Flow;
 use crate::sip::{HeaderName, Message, Method};
 use crate::txn::{ClientKey, ClientTxn, ServerKey};
@@ -21,6 +23,8 @@ impl Core {
             return;
         };
         let flow = e.flow;
+        let peer = e.peer.clone();
+        let call = e.call.clone();
         let Some(ctx) = e.ctx.as_mut() else { return };
         let Some(target) = ctx.remaining.pop_front() else {
             // Nothing left to try: send the best response we have (§16.7 step 6).
@@ -29,9 +33,9 @@ impl Core {
         let idx = ctx.branch_index;
         ctx.branch_index += 1;
         let mut req = ctx.request.clone();
-        if idx == 0 {
+        if let (0, Some(call)) = (idx, &call) {
             // Media anchoring: the SDP is rewritten once; failover targets get the same copy.
-            match self.anchor_request(now, &req, &flow, &target) {
+            match self.anchor_request(now, &req, &flow, &target, call) {
                 Ok(None) => {}
                 Ok(Some(r)) => {
                     if let Some(ctx) = self.servers.get_mut(key).and_then(|e| e.ctx.as_mut()) {
@@ -41,17 +45,33 @@ impl Core {
                 }
                 Err(r) => {
                     self.stats.rejected += 1;
-                    return self.respond(now, key, &req, r.status, &r.reason, &[]);
+                    tracing::info!(status = r.status, reason = %r.reason, "media anchoring refused");
+                    return self.respond(now, key, &req, r.status, &[]);
                 }
             }
         }
-        let branch = key.branch_for_target(idx);
+        let branch = key.branch_for_target(&self.branch_key, idx);
         let is_invite = req.method() == Some(&Method::Invite);
-        let Some(data) = self.build_forward(&req, &flow, &target, &branch, is_invite) else {
-            return self.respond(now, key, &req, 500, "Server Internal Error", &[]);
+        let initial = req.to_hdr().and_then(|t| t.tag()).is_none();
+        let dialog_forming =
+            is_invite || initial && matches!(req.method(), Some(Method::Subscribe | Method::Refer));
+        // Our Record-Route token binds the dialog to its gateway-side peer: the sender when it
+        // came from the gateway side, else the gateway it goes to.
+        let token = dialog_forming.then(|| {
+            let gateway = if flow.side == Side::Gateway {
+                &*peer
+            } else {
+                target.hop.name.as_str()
+            };
+            let call_id = req.call_id().unwrap_or_default();
+            let caller_tag = req.from_hdr().and_then(|f| f.tag()).unwrap_or_default();
+            self.dialog_key.token(call_id, caller_tag, gateway)
+        });
+        let Some(data) = self.build_forward(&req, &flow, &target, &branch, token.as_deref()) else {
+            return self.respond(now, key, &req, 500, &[]);
         };
         let Ok(sent) = Message::parse(data.clone()) else {
-            return self.respond(now, key, &req, 500, "Server Internal Error", &[]);
+            return self.respond(now, key, &req, 500, &[]);
         };
         let ckey = ClientKey::new(
             branch.as_bytes(),
@@ -67,6 +87,11 @@ impl Core {
             &self.timers,
         );
         let deadline = is_invite.then(|| now + self.cfg.routing.failover_timer);
+        // An INVITE branch toward a gateway counts in its load until its final response.
+        let counted = (is_invite && target.hop.side == Side::Gateway).then(|| {
+            self.calls.branch(&target.hop.name, true);
+            target.hop.name.clone()
+        });
         self.clients.insert(
             ckey.clone(),
             ClientEntry {
@@ -80,6 +105,7 @@ impl Core {
                 cancel_pending: false,
                 branch_deadline: deadline,
                 abandoned: false,
+                counted,
             },
         );
         if let Some(ctx) = self.servers.get_mut(key).and_then(|e| e.ctx.as_mut()) {
@@ -89,14 +115,14 @@ impl Core {
     }
 
     /// Builds the forwarded copy of `req` for `target` (§16.6): Request-URI, Route pop,
-    /// Max-Forwards, Record-Route, Via.
+    /// Max-Forwards, Record-Route (with `token`, for dialog-forming requests), Via.
     pub(super) fn build_forward(
         &self,
         req: &Message,
         flow: &Flow,
         target: &Target,
         branch: &str,
-        record_route: bool,
+        token: Option<&str>,
     ) -> Option<Bytes> {
         let mut ed = req.edit();
         // Our own Route entries go (§16.4).
@@ -132,20 +158,17 @@ impl Core {
             .local
             .get(&(out_side, out_t))
             .map_or(5060, |a| a.port());
-        let dialog_forming = record_route
-            || matches!(req.method(), Some(Method::Subscribe | Method::Refer))
-                && req.to_hdr().and_then(|t| t.tag()).is_none();
-        if dialog_forming {
+        if let Some(token) = token {
             // RFC 5658 double Record-Route: the inbound interface first, then the outbound one on
             // top, so each side's route set starts with the interface it reaches us on.
             let rr_in = format!(
-                "<sip:{}:{};transport={};lr>",
+                "<sip:{}:{};transport={};lr;{TOKEN_PARAM}={token}>",
                 self.cfg.fqdn_for(flow.side),
                 flow.local.port(),
                 flow.transport.uri_param()
             );
             let rr_out = format!(
-                "<sip:{}:{};transport={};lr>",
+                "<sip:{}:{};transport={};lr;{TOKEN_PARAM}={token}>",
                 self.cfg.fqdn_for(out_side),
                 out_port,
                 out_t.uri_param()

@@ -9,29 +9,34 @@ use tracing::{info, info_span};
 
 use super::{Core, ResponseContext};
 use crate::flow::{Flow, Transmit};
-use crate::sip::{build_response, Message};
+use crate::sip::{build_response, reason_phrase, Message};
 use crate::txn::ServerKey;
 
 impl Core {
-    /// Sends a locally generated response through the server transaction.
+    /// Sends a locally generated response through the server transaction. The reason phrase
+    /// is the status code's standard one: why we answered so goes to the log, never to the
+    /// peer (it could name a user, an address or our configuration).
     pub(super) fn respond(
         &mut self,
         now: Instant,
         key: &ServerKey,
         req: &Message,
         status: u16,
-        reason: &str,
         extra: &[(&str, &[u8])],
     ) {
-        let tag =
-            (status > 100 && req.to_hdr().and_then(|t| t.tag()).is_none()).then(|| local_tag(key));
+        let tag = (status > 100 && req.to_hdr().and_then(|t| t.tag()).is_none())
+            .then(|| self.local_tag(key));
         let data = build_response(
             req,
             status,
-            reason,
+            reason_phrase(status),
             tag.as_deref().map(str::as_bytes),
             extra,
         );
+        if status >= 300 {
+            // A call refused or failed here ends with its final response.
+            self.call_progress(now, key, status);
+        }
         if status >= 300 {
             *self.stats.rejects_by_status.entry(status).or_insert(0) += 1;
         }
@@ -47,12 +52,11 @@ impl Core {
             }
         }
         let responder = e.flow.side.other();
+        let call = e.call.clone();
         e.txn.send_response(now, status, data);
         self.drain_server(now, key);
-        if status >= 300 {
-            if let Some(a) = self.anchor.as_mut() {
-                a.on_local_final(req, status, responder);
-            }
+        if let (true, Some(a), Some(call)) = (status >= 300, self.anchor.as_mut(), call) {
+            a.on_local_final(req, status, responder, &call);
         }
     }
 
@@ -97,11 +101,4 @@ pub(super) fn response_addr(flow: &Flow, rport: bool, via_port: Option<u16>) -> 
     } else {
         SocketAddr::new(flow.remote.ip(), via_port.unwrap_or(5060))
     }
-}
-
-/// A To tag for responses we generate, stable for the transaction (retransmissions of the
-/// request get the same tag).
-pub(super) fn local_tag(key: &ServerKey) -> String {
-    let b = key.branch_for_target(u32::MAX - 1);
-    b.get(7..19).unwrap_or("sipedge").to_owned()
 }

@@ -4,9 +4,11 @@
 use std::time::Instant;
 
 use super::{Core, Target};
+use crate::cdr::EndedBy;
 use crate::flow::Flow;
 use crate::proxy::anchor;
 use crate::proxy::anchor::DialogInfo;
+use crate::proxy::CallKey;
 use crate::sip::{HeaderName, Message, Method, NameAddr};
 use crate::txn::ServerKey;
 
@@ -18,6 +20,7 @@ impl Core {
         req: &Message,
         flow: &Flow,
         target: &Target,
+        call: &CallKey,
     ) -> Result<Option<Message>, anchor::Refuse> {
         if target.hop.side == flow.side {
             return Ok(None);
@@ -31,7 +34,7 @@ impl Core {
             to_name: &target.hop.name,
             to_ip: target.hop.addr.ip(),
         };
-        a.on_request(now, req, hop)
+        a.on_request(now, req, hop, call)
     }
 
     /// Lets the anchor rewrite a response about to go upstream on `key`'s server transaction.
@@ -44,6 +47,7 @@ impl Core {
     ) -> Option<Message> {
         self.anchor.as_ref()?;
         let e = self.servers.get(key)?;
+        let call = e.call.clone()?;
         let from = e.flow.side.other();
         let request = e.ctx.as_ref()?.request.clone();
         let dialog = ((200..300).contains(&code)
@@ -53,7 +57,7 @@ impl Core {
         .flatten();
         self.anchor
             .as_mut()?
-            .on_response(now, &request, resp, from, dialog)
+            .on_response(now, &request, resp, from, dialog, &call)
     }
 
     /// What a BYE of ours needs, from the initial INVITE and its 2xx (§12.1: remote targets
@@ -96,6 +100,14 @@ impl Core {
             for bye in &t.byes {
                 self.send_bye(now, bye);
             }
+            self.finish_call(
+                now,
+                &t.key,
+                200,
+                "media timeout",
+                EndedBy::MediaTimeout,
+                t.media,
+            );
         }
     }
 }

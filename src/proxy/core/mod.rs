@@ -26,15 +26,20 @@
 //! | `probes.rs` | OPTIONS health probes and per-gateway session counts |
 
 mod admit;
+mod calls;
+mod dialog_token;
 mod forward;
+mod lifecycle;
 mod local;
 mod media;
+mod overload;
 mod own;
 mod probes;
 mod resolve;
 mod response;
 mod route;
 mod txns;
+mod unknown;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -42,7 +47,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use self::calls::Calls;
+use self::dialog_token::DialogKey;
+use self::overload::{Limits as OverloadLimits, Overload};
+use self::unknown::UnknownSenders;
 use super::anchor::Anchor;
+use super::CallKey;
 use crate::cdr::CallRecord;
 use crate::config::{Config, Side, Transport};
 use crate::flow::{Flow, Inbound, Transmit};
@@ -51,7 +61,7 @@ use crate::sip::Message;
 use crate::stats::{ProxyStats, Published};
 
 use super::health::Health;
-use crate::txn::{ClientKey, ClientTxn, ServerKey, ServerTxn, State, TimerConfig};
+use crate::txn::{BranchKey, ClientKey, ClientTxn, ServerKey, ServerTxn, State, TimerConfig};
 
 /// The methods we allow (OPTIONS answers carry them).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO, UPDATE, PRACK";
@@ -113,6 +123,11 @@ struct ServerEntry {
     txn: ServerTxn,
     slot: Option<(u64, Instant)>,
     flow: Flow,
+    /// The peer that sent it (a gateway's name, another site's mediation server, the cloud
+    /// peer's FQDN): retransmissions and a CANCEL are taken from that peer only.
+    peer: Arc<str>,
+    /// The call it belongs to, when it is an INVITE, a BYE or another request of a call.
+    call: Option<CallKey>,
     /// The top Via carried `rport` (RFC 3581): answer to the source port.
     rport: bool,
     via_port: Option<u16>,
@@ -136,6 +151,8 @@ struct ClientEntry {
     /// The branch was abandoned (failed over or cancelled); its late answers are not used for
     /// failover decisions.
     abandoned: bool,
+    /// An INVITE branch to this gateway, counted in its load until its final response.
+    counted: Option<String>,
 }
 
 /// The proxy state machine.
@@ -168,10 +185,16 @@ pub struct Core {
     probes: HashMap<ClientKey, String>,
     probe_seed: u64,
     probe_count: u64,
-    /// Established calls through a gateway: Call-ID → gateway name (for session caps).
-    calls: HashMap<Vec<u8>, String>,
-    /// Established calls per gateway name.
-    sessions: HashMap<String, u32>,
+    /// The calls we routed, with the counts kept with them.
+    calls: Calls,
+    /// Branch identifiers are keyed with a secret of this process (§16.6 step 8).
+    branch_key: BranchKey,
+    /// Our Record-Route tokens are keyed with a secret of this appliance.
+    dialog_key: DialogKey,
+    /// Rates and caps before any state is kept.
+    overload: Overload,
+    /// When each unknown source was last answered.
+    unknown: UnknownSenders,
     /// Media anchoring (`[media]`); `None`: SDP passes untouched.
     anchor: Option<Anchor>,
     /// Records of calls that ended, for the driver.
@@ -204,7 +227,12 @@ enum TimerSlot {
     Server(ServerKey),
     Client(ClientKey),
     Probe,
+    /// Calls past their longest life are dropped from the counts.
+    CallAge,
 }
+
+/// How often calls past their longest life are looked for.
+const CALL_AGE_SWEEP: Duration = Duration::from_secs(600);
 
 impl Core {
     /// `dir` is the directory handle the store watcher swaps; `now` starts the OPTIONS
@@ -222,14 +250,22 @@ impl Core {
             t4: cfg.sip.t4,
         };
         let health = Health::new(now, &table, cfg.routing.options_interval);
+        let overload = Overload::new(overload_limits(&cfg, &table));
+        let unknown = UnknownSenders::new(
+            cfg.overload.unknown_senders,
+            cfg.overload.unknown_sender_interval,
+        );
         let mut core = Core {
             dir,
             health,
             probes: HashMap::new(),
             probe_seed: rand::random::<u64>(),
             probe_count: 0,
-            calls: HashMap::new(),
-            sessions: HashMap::new(),
+            calls: Calls::default(),
+            branch_key: BranchKey::random(),
+            dialog_key: DialogKey::random(),
+            overload,
+            unknown,
             cfg,
             table,
             timers,
@@ -251,7 +287,14 @@ impl Core {
         };
         let at = core.health.next_probe();
         core.reschedule(None, Some(at), TimerSlot::Probe);
+        core.reschedule(None, Some(now + CALL_AGE_SWEEP), TimerSlot::CallAge);
         core
+    }
+
+    /// The secret of our Record-Route tokens (kept in the state directory, so that dialogs
+    /// survive a restart); a random one until this is called.
+    pub fn set_dialog_secret(&mut self, secret: &[u8]) {
+        self.dialog_key = DialogKey::new(secret);
     }
 
     /// Health of every probed target by name (true: healthy), for metrics and `route explain`.
@@ -262,20 +305,15 @@ impl Core {
     /// Live state for routing: demoted targets, and sessions per gateway — calls established
     /// through it plus INVITE branches to it still waiting for a final response.
     pub fn live(&self) -> Live {
-        let mut sessions = self.sessions.clone();
-        for c in self.clients.values() {
-            let pending = c.is_invite
-                && !c.abandoned
-                && c.hop.side == Side::Gateway
-                && matches!(c.txn.state(), State::Calling | State::Proceeding);
-            if pending {
-                *sessions.entry(c.hop.name.clone()).or_insert(0) += 1;
-            }
-        }
         Live {
             demoted: self.health.demoted().clone(),
-            sessions,
+            sessions: self.calls.load().clone(),
         }
+    }
+
+    /// Calls in progress or established.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
     }
 
     /// What the driver publishes for metrics and `route explain`.
@@ -299,6 +337,7 @@ impl Core {
 
     /// Replaces the routing table (configuration reload); transactions in flight keep theirs.
     pub fn set_table(&mut self, table: RoutingTable) {
+        self.overload.set_limits(overload_limits(&self.cfg, &table));
         self.table = table;
     }
 
@@ -364,7 +403,7 @@ impl Core {
                 bytes,
                 response,
                 reason,
-            } => self.on_malformed(flow, &bytes, response, &reason),
+            } => self.on_malformed(now, flow, &bytes, response, &reason),
             Inbound::Resolved { host, ip } => self.handle_resolved(now, host, ip),
             Inbound::SendFailed {
                 side,
@@ -392,6 +431,10 @@ impl Core {
                     self.drain_server(now, &key);
                 }
                 TimerSlot::Probe => self.send_probes(now),
+                TimerSlot::CallAge => {
+                    self.expire_calls(now);
+                    self.reschedule(None, Some(now + CALL_AGE_SWEEP), TimerSlot::CallAge);
+                }
                 TimerSlot::Client(key) => {
                     self.client_branch_timer(now, &key);
                     if let Some(e) = self.clients.get_mut(&key) {
@@ -431,4 +474,28 @@ impl Core {
     // ---------------------------------------------------------------- route
 
     // ---------------------------------------------------------------- relay response
+}
+
+/// The overload limits of `cfg` (per-peer overrides by the names the table uses).
+fn overload_limits(cfg: &Config, table: &RoutingTable) -> OverloadLimits {
+    let o = &cfg.overload;
+    let pair = |r: u32| (f64::from(r), 2.0 * f64::from(r));
+    let mut peer_overrides: HashMap<String, (f64, f64)> = HashMap::new();
+    peer_overrides.insert(
+        table.cloud_peer.name.to_ascii_lowercase(),
+        pair(o.cloud_peer_requests_per_second),
+    );
+    for (name, r) in &o.peers {
+        peer_overrides.insert(name.clone(), pair(*r));
+    }
+    OverloadLimits {
+        peer_rate: f64::from(o.peer_requests_per_second),
+        peer_burst: 2.0 * f64::from(o.peer_requests_per_second),
+        peer_overrides,
+        calls_per_second: f64::from(o.calls_per_second),
+        max_calls: o.max_calls,
+        max_transactions: o.max_transactions,
+        refusals_per_second: f64::from(o.refusals_per_second),
+        retry_after: o.retry_after,
+    }
 }

@@ -69,6 +69,7 @@ impl Core {
                 branch_deadline: None,
                 // Without a parent, nothing is relayed or failed over from it.
                 abandoned: false,
+                counted: None,
             },
         );
         self.drain_client(now, &ckey);
@@ -101,7 +102,7 @@ impl Core {
             .get(&(b.side, hop.transport))
             .map_or(5060, |a| a.port());
         let seed = format!("{}|{}", b.call_id, b.side.as_str());
-        let branch = crate::txn::branch_for(seed.as_bytes(), u32::MAX - 3);
+        let branch = crate::txn::branch_for(&self.branch_key, seed.as_bytes(), u32::MAX - 3);
         let mut s = format!(
             "BYE {} SIP/2.0\r\nVia: SIP/2.0/{} {}:{};branch={};rport\r\n",
             b.request_uri,

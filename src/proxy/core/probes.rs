@@ -1,14 +1,12 @@
-//! OPTIONS health probes of the targets, and the per-gateway session counts behind
-//! `max_sessions`.
+//! OPTIONS health probes of the targets (gateways, the cloud peer): one round every
+//! `options_interval`, answers consumed by the core and never relayed.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::{Core, TimerSlot, ALLOW};
-use crate::config::Side;
 use crate::routing::NextHop;
-use crate::sip::Message;
 use crate::txn::ClientKey;
 
 impl Core {
@@ -58,34 +56,6 @@ impl Core {
         if self.start_own_request(now, ckey.clone(), hop, data) {
             self.stats.probes_sent += 1;
             self.probes.insert(ckey, name);
-        }
-    }
-
-    /// A 2xx to an INVITE sent to a gateway: one more established call on it.
-    pub(super) fn count_session(&mut self, key: &ClientKey, resp: &Message) {
-        let Some(c) = self.clients.get(key) else {
-            return;
-        };
-        if !c.is_invite || c.hop.side != Side::Gateway {
-            return;
-        }
-        let Some(call_id) = resp.call_id() else {
-            return;
-        };
-        let name = c.hop.name.clone();
-        if self.calls.contains_key(call_id) {
-            return;
-        }
-        self.calls.insert(call_id.to_vec(), name.clone());
-        *self.sessions.entry(name).or_insert(0) += 1;
-    }
-
-    /// A BYE ends the call with this Call-ID.
-    pub(super) fn end_session(&mut self, call_id: &[u8]) {
-        if let Some(name) = self.calls.remove(call_id) {
-            if let Some(n) = self.sessions.get_mut(&name) {
-                *n = n.saturating_sub(1);
-            }
         }
     }
 }

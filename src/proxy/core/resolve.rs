@@ -23,11 +23,22 @@ impl Core {
         self.dns.insert(host.clone(), (ip, now + ttl));
         for p in self.parked.remove(&host).unwrap_or_default() {
             match p {
-                Parked::Request { key, flow, req } => self.route_and_forward(now, key, flow, req),
+                Parked::Request { key, flow, req } => {
+                    // The peer was identified before it was parked; a reload may have
+                    // removed it since.
+                    match self.peer_of(&flow) {
+                        Some((sender, peer)) => {
+                            self.route_and_forward(now, key, flow, req, sender, peer)
+                        }
+                        None => self.respond(now, &key, &req, 403, &[]),
+                    }
+                }
                 Parked::Ack { flow, req } => {
-                    if let Some(facts) = request_facts(&req) {
+                    if let (Some(facts), Some((_, peer))) =
+                        (request_facts(&req), self.peer_of(&flow))
+                    {
                         let key = ServerKey::for_request(&facts);
-                        self.on_ack(now, flow, req.clone(), key);
+                        self.on_ack(now, flow, req.clone(), key, &peer);
                     }
                 }
             }

@@ -10,7 +10,9 @@ use tracing::{debug, info, info_span, warn};
 use super::local::log_outcome;
 use super::own::build_ack;
 use super::{Core, TIMER_C};
+use crate::config::{Side, Transport};
 use crate::flow::Flow;
+use crate::routing::NextHop;
 use crate::sip::Message;
 use crate::txn::{ClientEvent, ClientKey, ServerKey};
 
@@ -33,6 +35,14 @@ impl Core {
             debug!(status, "stray response dropped");
             return;
         };
+        // A response counts only from where its request went: the hop's side, and its address
+        // (UDP, TCP) or its verified certificate (TLS). Anything else is forged or lost.
+        if !from_hop(&flow, &c.hop) {
+            self.stats.stray_responses += 1;
+            self.stats.foreign_responses += 1;
+            debug!(status, remote = %flow.remote, hop = %c.hop.addr, "response from elsewhere than its hop: dropped");
+            return;
+        }
         if let Some(name) = self.probes.get(&key) {
             // An answer to our OPTIONS: the target is alive; consumed here, never relayed.
             self.health.on_answer(now, name);
@@ -114,7 +124,7 @@ impl Core {
             ClientEvent::Final(code) if (200..300).contains(&code) => {
                 // 2xx are forwarded at once, every one of them (§16.7 step 5, RFC 6026).
                 if let Some(r) = resp {
-                    self.count_session(key, r);
+                    self.call_answered(now, &parent, key);
                     if let Some(ctx) = self.servers.get_mut(&parent).and_then(|e| e.ctx.as_mut()) {
                         ctx.final_sent = true;
                         ctx.remaining.clear();
@@ -228,26 +238,21 @@ impl Core {
                         key,
                         &req,
                         500,
-                        "Server Internal Error",
                         &[("Reason", b"SIP;cause=503;text=\"next hop unavailable\"")],
                     );
                 } else {
                     self.relay_upstream(now, key, &r, code);
                 }
             }
-            None if cancelled => self.respond(now, key, &req, 487, "Request Terminated", &[]),
+            None if cancelled => self.respond(now, key, &req, 487, &[]),
             None => {
-                let (code, reason) = if fallback == 503 {
-                    (503, "Service Unavailable")
-                } else {
-                    (408, "Request Timeout")
-                };
+                let code = if fallback == 503 { 503 } else { 408 };
                 let retry_after: &[(&str, &[u8])] = if code == 503 {
                     &[("Retry-After", b"30")]
                 } else {
                     &[]
                 };
-                self.respond(now, key, &req, code, reason, retry_after);
+                self.respond(now, key, &req, code, retry_after);
             }
         }
     }
@@ -260,6 +265,7 @@ impl Core {
         resp: &Message,
         code: u16,
     ) {
+        self.call_progress(now, key, code);
         let anchored = self.anchor_response(now, key, resp, code);
         let resp = anchored.as_ref().unwrap_or(resp);
         let mut ed = resp.edit();
@@ -290,5 +296,28 @@ pub(super) fn rank(code: u16) -> u16 {
         300..=399 => 2,
         400..=499 => 3,
         _ => 4,
+    }
+}
+
+/// Did a response on `flow` come from `hop`, where its request went? Over TLS the verified
+/// identity decides (on the cloud side every verified connection is the cloud peer's), else the
+/// source address.
+fn from_hop(flow: &Flow, hop: &NextHop) -> bool {
+    if flow.side != hop.side {
+        return false;
+    }
+    match (flow.transport, flow.identity) {
+        (Transport::Tls, Some(_)) if flow.side == Side::Cloud => true,
+        (Transport::Tls, Some(id)) => {
+            let name = hop.name.trim_end_matches('.');
+            match (
+                name.parse::<std::net::IpAddr>(),
+                id.parse::<std::net::IpAddr>(),
+            ) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => name.eq_ignore_ascii_case(id.as_str()),
+            }
+        }
+        _ => flow.remote.ip() == hop.addr.ip(),
     }
 }

@@ -1,19 +1,36 @@
-//! **route**: where a request goes. A Route set naming us is popped and followed (§16.4, with
-//! the strict-router case); a mid-dialog request that does not name us is refused; otherwise the
-//! routing policy decides over the directory snapshot and live health and load.
+//! **route**: where a request goes. Initial requests (no To tag) are routed by the policy
+//! alone: our own Route entries are removed, any other Route header is refused (403, as
+//! Kamailio's default configuration refuses preloaded routes) and the Request-URI's host is
+//! never followed. Inside a dialog, a Route set naming us is followed (§16.4, with the
+//! strict-router case) only when our Record-Route token proves the dialog is one we created
+//! with this very peer (see [`super::dialog_token`]); then, and only then, names from the Route
+//! set may be resolved. Everything else gets a 403 and no lookup.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{debug, info, info_span};
 
+use super::calls::Call;
+use super::dialog_token::PARAM as TOKEN_PARAM;
 use super::{Core, Parked, ResponseContext, RouteError, Target};
+use crate::cdr::{Direction, EndedBy};
 use crate::config::{Side, Transport};
 use crate::flow::Flow;
+use crate::proxy::CallKey;
 use crate::routing;
 use crate::routing::{Decision, NextHop, Sender};
 use crate::sip::{Message, Method, NameAddr, Scheme, Uri};
 use crate::txn::ServerKey;
+
+/// What the Route set says.
+pub(super) enum Routing {
+    /// No Route to follow: the routing policy decides (an initial request).
+    Policy,
+    /// Inside a dialog of ours: this next hop; `gateway` is the dialog's gateway-side peer.
+    Follow { target: Target, gateway: String },
+}
 
 impl Core {
     pub(super) fn route_and_forward(
@@ -22,29 +39,46 @@ impl Core {
         key: ServerKey,
         flow: Flow,
         req: Message,
+        sender: Sender,
+        peer: Arc<str>,
     ) {
         let span = info_span!("route");
         let _g = span.enter();
-        let targets: Vec<Target> = match self.route_by_route_set(&flow, &req) {
-            Some(Ok(t)) => vec![t],
-            Some(Err(RouteError::Refuse(status, reason))) => {
+        let targets: Vec<Target> = match self.route_by_route_set(&flow, &sender, &req) {
+            Ok(Routing::Follow { target, gateway }) => {
+                // A request of a call: a BYE ends it here, whatever its own fate downstream.
+                if let Some(call) = self.call_of(&req, &gateway) {
+                    if req.method() == Some(&Method::Bye) {
+                        let caller_side = match self.calls.get(&call).map(|c| c.direction) {
+                            Some(Direction::Inbound) => Side::Gateway,
+                            _ => Side::Cloud,
+                        };
+                        let by = if flow.side == caller_side {
+                            EndedBy::Caller
+                        } else {
+                            EndedBy::Callee
+                        };
+                        self.end_call(now, &call, 200, "BYE", by);
+                    }
+                    if let Some(e) = self.servers.get_mut(&key) {
+                        e.call = Some(call);
+                    }
+                }
+                vec![target]
+            }
+            Err(RouteError::Refuse(status, reason)) => {
                 self.stats.rejected += 1;
                 info!(status, %reason, "route set refused");
-                return self.respond(now, &key, &req, status, &reason, &[]);
+                return self.respond(now, &key, &req, status, &[]);
             }
-            Some(Err(RouteError::Unresolved(host))) => {
+            Err(RouteError::Unresolved(host)) => {
                 debug!(%host, "resolving next hop");
                 return self.park(host, Parked::Request { key, flow, req });
             }
-            None => {
-                let Some(sender) =
-                    self.table
-                        .identify_flow(flow.side, flow.remote.ip(), flow.identity.as_deref())
-                else {
-                    return self.respond(now, &key, &req, 403, "Forbidden", &[]);
-                };
+            Ok(Routing::Policy) => {
                 self.spread = self.spread.wrapping_add(1);
-                if req.method() == Some(&Method::Invite) {
+                let is_invite = req.method() == Some(&Method::Invite);
+                if is_invite {
                     self.stats.calls += 1;
                 }
                 let dir = self.dir.load();
@@ -61,17 +95,21 @@ impl Core {
                     } => {
                         self.stats.rejected += 1;
                         info!(status, %reason, trace = ?routed.trace, "routing refused");
+                        if is_invite {
+                            self.start_call(now, &key, &req, &sender, &peer, None);
+                        }
                         let extra: Vec<(&str, &[u8])> =
                             headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
-                        return self.respond(now, &key, &req, status, &reason, &extra);
+                        return self.respond(now, &key, &req, status, &extra);
                     }
                     Decision::Forward {
                         targets,
                         rewrite_host,
                         request_uri,
+                        user,
                     } => {
-                        if let Sender::Gateway { name, .. } = &sender {
-                            debug!(gateway = %name, "inbound call from gateway");
+                        if is_invite {
+                            self.start_call(now, &key, &req, &sender, &peer, user);
                         }
                         targets
                             .into_iter()
@@ -101,95 +139,200 @@ impl Core {
         self.forward_next(now, &key);
     }
 
-    /// Routes by the Route header set (§16.4, §16.6 steps 6-7). `None`: no Route set to
-    /// follow (an initial request for the routing policy).
+    /// A new call from `peer`: its entry in the call table, bound to its server transaction.
+    fn start_call(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        req: &Message,
+        sender: &Sender,
+        peer: &str,
+        user: Option<String>,
+    ) {
+        let Some(call_id) = req.call_id() else { return };
+        let call = CallKey::new(peer, bytes::Bytes::copy_from_slice(call_id));
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let (direction, gateway) = match sender {
+            Sender::Gateway { name, .. } => (Direction::Inbound, Some(name.clone())),
+            Sender::CloudPeer => (Direction::Outbound, None),
+        };
+        self.calls.start(
+            call.clone(),
+            Call {
+                direction,
+                caller: req
+                    .from_hdr()
+                    .map(|f| text(f.uri().raw()))
+                    .unwrap_or_default(),
+                callee: req.request_uri().map(|u| text(u.raw())).unwrap_or_default(),
+                user,
+                gateway,
+                start: now,
+                ringing: None,
+                answer: None,
+                session_of: None,
+            },
+        );
+        if let Some(e) = self.servers.get_mut(key) {
+            e.call = Some(call);
+        }
+    }
+
+    /// The call an in-dialog request belongs to: started by its gateway-side peer, or by the
+    /// cloud peer.
+    pub(super) fn call_of(&self, req: &Message, gateway: &str) -> Option<CallKey> {
+        let call_id = bytes::Bytes::copy_from_slice(req.call_id()?);
+        [gateway, self.table.cloud_peer.name.as_str()]
+            .into_iter()
+            .map(|p| CallKey::new(p, call_id.clone()))
+            .find(|k| self.calls.contains(k))
+    }
+
+    /// Routes by the Route header set (§16.4, §16.6 steps 6-7).
     pub(super) fn route_by_route_set(
         &self,
         flow: &Flow,
+        sender: &Sender,
         req: &Message,
-    ) -> Option<Result<Target, RouteError>> {
-        let mut routes: Vec<NameAddr<'_>> = req.routes().collect();
-        // Our own entries (one or two: the double Record-Route of RFC 5658) are popped.
+    ) -> Result<Routing, RouteError> {
+        let routes: Vec<NameAddr<'_>> = req.routes().collect();
+        // Our own entries (one or two: the double Record-Route of RFC 5658) lead the set.
         let ours = routes
             .iter()
             .take_while(|r| self.is_us_uri(Some(r.uri())))
             .count();
-        routes.drain(..ours);
-        let in_dialog = req.to_hdr().and_then(|t| t.tag()).is_some();
-        // §16.4: a strict router before us put our Record-Route value into the Request-URI;
-        // the real target is the last Route value.
-        if ours == 0 && in_dialog {
-            let ruri = req.request_uri()?;
-            if self.is_us_uri(Some(ruri)) && ruri.user().is_none() {
-                let Some(last) = routes.last() else {
-                    return Some(Err(RouteError::Refuse(
-                        404,
-                        "Not Found: Request-URI is this proxy".into(),
-                    )));
-                };
-                let uri = last.uri();
-                let new_ruri = String::from_utf8_lossy(uri.raw()).into_owned();
-                return Some(self.uri_target(flow.side.other(), &uri).map(|hop| Target {
-                    hop,
-                    rewrite_host: false,
-                    request_uri: None,
-                    strict_route: Some(new_ruri),
-                }));
-            }
-        }
-        if ours == 0 {
-            if in_dialog {
-                // A mid-dialog request that was not record-routed through us: following its
-                // Route or Request-URI to any host would make us an open relay.
-                return Some(Err(RouteError::Refuse(
+        let to_tag = req.to_hdr().and_then(|t| t.tag());
+        let Some(to_tag) = to_tag else {
+            // An initial request: the policy decides, and nobody preloads a route through us.
+            if let Some(foreign) = routes.get(ours) {
+                return Err(RouteError::Refuse(
                     403,
-                    "Forbidden: dialog not routed through this proxy".into(),
-                )));
+                    format!(
+                        "preloaded Route {} refused: initial requests are routed by policy",
+                        String::from_utf8_lossy(foreign.raw())
+                    ),
+                ));
             }
-            // An initial request: the routing policy decides (a preloaded foreign Route is
-            // left in place for the next hop).
-            return None;
-        }
-        let uri = if let Some(next) = routes.first() {
-            next.uri()
-        } else {
-            let ruri = req.request_uri()?;
-            if self.is_us_uri(Some(ruri)) {
-                if !in_dialog {
-                    // Our Route, then us again: an initial request for the policy.
-                    return None;
-                }
-                return Some(Err(RouteError::Refuse(
-                    404,
-                    "Not Found: Request-URI is this proxy".into(),
-                )));
-            }
-            ruri
+            return Ok(Routing::Policy);
         };
-        Some(self.uri_target(flow.side.other(), &uri).map(|hop| Target {
-            hop,
-            rewrite_host: false,
-            request_uri: None,
-            strict_route: None,
-        }))
+        let ruri = req
+            .request_uri()
+            .ok_or_else(|| RouteError::Refuse(400, "no Request-URI".into()))?;
+        // Where our token is, and what comes next: the Route after ours, else the Request-URI;
+        // or (§16.4) a strict router before us put our Record-Route value into the
+        // Request-URI, and the real target is the last Route value.
+        let (token_uri, next, strict) = if ours > 0 {
+            let token_uri = routes.first().map(|r| r.uri());
+            match routes.get(ours) {
+                Some(n) => (token_uri, Some(n.uri()), false),
+                None if self.is_us_uri(Some(ruri)) => {
+                    return Err(RouteError::Refuse(404, "Request-URI is this proxy".into()))
+                }
+                None => (token_uri, Some(ruri), false),
+            }
+        } else if self.is_us_uri(Some(ruri)) && ruri.user().is_none() {
+            (Some(ruri), routes.last().map(|r| r.uri()), true)
+        } else {
+            // A mid-dialog request that was not record-routed through us: following its Route
+            // or Request-URI to any host would make us an open relay.
+            return Err(RouteError::Refuse(
+                403,
+                "in-dialog request not routed through this proxy".into(),
+            ));
+        };
+        let Some(next) = next else {
+            return Err(RouteError::Refuse(404, "Request-URI is this proxy".into()));
+        };
+        let token = token_uri
+            .and_then(|u| u.param(TOKEN_PARAM).flatten())
+            .unwrap_or_default();
+        let call_id = req.call_id().unwrap_or_default();
+        let from_tag = req.from_hdr().and_then(|f| f.tag()).unwrap_or_default();
+        let tags = [from_tag, to_tag];
+        // The dialog's gateway-side peer: the sender when it comes from the gateway side; when
+        // it comes from the cloud, the gateway the Route set leads to — a configured one, found
+        // without any lookup.
+        let (gateway, hop) = match (flow.side, sender) {
+            (Side::Gateway, Sender::Gateway { name, .. }) => {
+                if !self.dialog_key.verify(token, call_id, tags, name) {
+                    return Err(RouteError::Refuse(
+                        403,
+                        "no dialog of ours with this peer".into(),
+                    ));
+                }
+                // Verified: names from the Route set may be resolved now.
+                (name.clone(), self.uri_target(Side::Cloud, &next)?)
+            }
+            (Side::Cloud, Sender::CloudPeer) => {
+                let Some(hop) = self.gateway_for_uri(&next) else {
+                    return Err(RouteError::Refuse(
+                        403,
+                        "in-dialog request toward no configured gateway".into(),
+                    ));
+                };
+                if !self.dialog_key.verify(token, call_id, tags, &hop.name) {
+                    return Err(RouteError::Refuse(
+                        403,
+                        "no dialog of ours with this peer".into(),
+                    ));
+                }
+                (hop.name.clone(), hop)
+            }
+            _ => return Err(RouteError::Refuse(403, "sender on the wrong side".into())),
+        };
+        let strict_route = strict.then(|| String::from_utf8_lossy(next.raw()).into_owned());
+        Ok(Routing::Follow {
+            target: Target {
+                hop,
+                rewrite_host: false,
+                request_uri: None,
+                strict_route,
+            },
+            gateway,
+        })
+    }
+
+    /// The configured gateway a URI names (by its configured name or its address), as the next
+    /// hop: the URI's port and transport, the gateway's own address. No name is resolved.
+    fn gateway_for_uri(&self, uri: &Uri<'_>) -> Option<NextHop> {
+        let host = std::str::from_utf8(uri.host()).ok()?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip = host.parse::<IpAddr>().ok();
+        let gw = self.table.gateways.iter().find(|g| {
+            g.name
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(host.trim_end_matches('.'))
+                || ip == Some(g.hop.addr.ip())
+        })?;
+        let transport = match uri_transport(uri) {
+            Ok(Some(t)) => t,
+            Ok(None) => gw.hop.transport,
+            Err(_) => return None,
+        };
+        let port = uri.port().unwrap_or(gw.hop.addr.port());
+        Some(NextHop {
+            name: gw.name.clone(),
+            addr: SocketAddr::new(gw.hop.addr.ip(), port),
+            transport,
+            side: Side::Gateway,
+        })
     }
 
     /// Resolves a URI (from a Route or the Request-URI) into a next hop on `side`.
+    /// `maddr` is not honoured: the next hop is the URI's host (§19.1.1 allows a proxy to
+    /// ignore it; honouring it would let a peer aim us anywhere).
     pub(super) fn uri_target(&self, side: Side, uri: &Uri<'_>) -> Result<NextHop, RouteError> {
-        let maddr = uri.param("maddr").flatten();
-        let host = String::from_utf8_lossy(maddr.unwrap_or(uri.host())).into_owned();
-        let transport = match uri.param("transport").flatten() {
-            Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
-            Some(t) if t.eq_ignore_ascii_case(b"tls") => Transport::Tls,
-            Some(t) if t.eq_ignore_ascii_case(b"udp") => Transport::Udp,
-            Some(_) => {
+        let host = String::from_utf8_lossy(uri.host()).into_owned();
+        let transport = match uri_transport(uri) {
+            Ok(Some(t)) => t,
+            Ok(None) if uri.scheme() == Scheme::Sips => Transport::Tls,
+            Ok(None) => Transport::Udp,
+            Err(()) => {
                 return Err(RouteError::Refuse(
                     503,
                     "unsupported transport in route".into(),
                 ))
             }
-            None if uri.scheme() == Scheme::Sips => Transport::Tls,
-            None => Transport::Udp,
         };
         let port = uri.port().unwrap_or(if transport == Transport::Tls {
             5061
@@ -250,6 +393,17 @@ impl Core {
                 .any(|a| a.ip() == ip && a.port() == port),
             Err(_) => false,
         }
+    }
+}
+
+/// The `transport` parameter of a URI: `Ok(None)` when absent, `Err` when unsupported.
+fn uri_transport(uri: &Uri<'_>) -> Result<Option<Transport>, ()> {
+    match uri.param("transport").flatten() {
+        Some(t) if t.eq_ignore_ascii_case(b"tcp") => Ok(Some(Transport::Tcp)),
+        Some(t) if t.eq_ignore_ascii_case(b"tls") => Ok(Some(Transport::Tls)),
+        Some(t) if t.eq_ignore_ascii_case(b"udp") => Ok(Some(Transport::Udp)),
+        Some(_) => Err(()),
+        None => Ok(None),
     }
 }
 

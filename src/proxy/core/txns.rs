@@ -10,7 +10,7 @@ use super::local::response_addr;
 use super::{Core, TimerSlot};
 use crate::flow::Transmit;
 use crate::sip::Message;
-use crate::txn::{ClientKey, ServerEvent, ServerKey};
+use crate::txn::{ClientKey, ServerEvent, ServerKey, State};
 
 impl Core {
     pub(super) fn drain_client(&mut self, now: Instant, key: &ClientKey) {
@@ -44,6 +44,17 @@ impl Core {
         }
         for ev in events {
             self.client_event(now, key, ev, resp);
+        }
+        let Some(c) = self.clients.get_mut(key) else {
+            return;
+        };
+        // An INVITE branch leaves its gateway's load with its final response (or when it is
+        // abandoned); a 2xx has made the call an established session of that gateway already.
+        let pending = matches!(c.txn.state(), State::Calling | State::Proceeding);
+        if !pending || c.abandoned {
+            if let Some(gw) = c.counted.take() {
+                self.calls.branch(&gw, false);
+            }
         }
         let Some(c) = self.clients.get_mut(key) else {
             return;
