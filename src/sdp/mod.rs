@@ -11,6 +11,7 @@
 //!   types, RFC 4733 telephone-event always kept).
 //! * [`Negotiation`] is the per-dialog RFC 3264 offer/answer state.
 
+mod address;
 mod base64;
 mod codec;
 mod crypto;
@@ -18,13 +19,13 @@ mod negotiation;
 mod parse;
 mod rewrite;
 
+pub use address::{AddrType, ConnAddr, Connection, Origin};
 pub use base64::{decode as base64_decode, encode as base64_encode};
 pub use codec::{filter_offer, CodecPolicy};
 pub use crypto::{CryptoLine, CryptoSuite, KeyParam, Lifetime, Mki};
 pub use negotiation::{Carrier, Endpoint, Exchange, NegotiatedStream, Negotiation, SdpRole, Side};
 pub use parse::{
-    static_payload_type, AddrType, Candidate, ConnAddr, Connection, Direction, Fmtp, Ice, Media,
-    Origin, Proto, RtcpAttr, Rtpmap, Sdp,
+    static_payload_type, Candidate, Direction, Fmtp, Ice, Media, Proto, RtcpAttr, Rtpmap, Sdp,
 };
 pub use rewrite::{rewrite, MediaRewrite, OriginRewrite, Profile, Rewrite};
 
