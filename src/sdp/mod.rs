@@ -15,6 +15,7 @@ mod address;
 mod base64;
 mod codec;
 mod crypto;
+mod ice;
 mod negotiation;
 mod parse;
 mod rewrite;
@@ -23,10 +24,9 @@ pub use address::{AddrType, ConnAddr, Connection, Origin};
 pub use base64::{decode as base64_decode, encode as base64_encode};
 pub use codec::{filter_offer, CodecPolicy};
 pub use crypto::{CryptoLine, CryptoSuite, KeyParam, Lifetime, Mki};
+pub use ice::{Candidate, Ice};
 pub use negotiation::{Carrier, Endpoint, Exchange, NegotiatedStream, Negotiation, SdpRole, Side};
-pub use parse::{
-    static_payload_type, Candidate, Direction, Fmtp, Ice, Media, Proto, RtcpAttr, Rtpmap, Sdp,
-};
+pub use parse::{static_payload_type, Direction, Fmtp, Media, Proto, RtcpAttr, Rtpmap, Sdp};
 pub use rewrite::{rewrite, MediaRewrite, OriginRewrite, Profile, Rewrite};
 
 /// Everything that can go wrong with an SDP body or an offer/answer exchange.

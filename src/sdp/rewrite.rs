@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use super::parse::{is_ice_attr, split_attr, Eol};
+use super::ice::is_ice_attr;
+use super::parse::{split_attr, Eol};
 use super::{AddrType, CryptoLine, Media, Proto, Sdp, SdpError};
 
 /// The RTP profile family toward the side the SDP is sent to.
