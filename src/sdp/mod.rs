@@ -12,6 +12,7 @@
 //! * [`Negotiation`] is the per-dialog RFC 3264 offer/answer state.
 
 mod address;
+mod attributes;
 mod base64;
 mod codec;
 mod crypto;
@@ -21,12 +22,13 @@ mod parse;
 mod rewrite;
 
 pub use address::{AddrType, ConnAddr, Connection, Origin};
+pub use attributes::{Direction, Fmtp, RtcpAttr, Rtpmap};
 pub use base64::{decode as base64_decode, encode as base64_encode};
 pub use codec::{filter_offer, CodecPolicy};
 pub use crypto::{CryptoLine, CryptoSuite, KeyParam, Lifetime, Mki};
 pub use ice::{Candidate, Ice};
 pub use negotiation::{Carrier, Endpoint, Exchange, NegotiatedStream, Negotiation, SdpRole, Side};
-pub use parse::{static_payload_type, Direction, Fmtp, Media, Proto, RtcpAttr, Rtpmap, Sdp};
+pub use parse::{static_payload_type, Media, Proto, Sdp};
 pub use rewrite::{rewrite, MediaRewrite, OriginRewrite, Profile, Rewrite};
 
 /// Everything that can go wrong with an SDP body or an offer/answer exchange.

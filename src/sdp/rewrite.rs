@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
+use super::attributes::split_attr;
 use super::ice::is_ice_attr;
-use super::parse::{split_attr, Eol};
+use super::parse::Eol;
 use super::{AddrType, CryptoLine, Media, Proto, Sdp, SdpError};
 
 /// The RTP profile family toward the side the SDP is sent to.
