@@ -17,6 +17,7 @@ mod base64;
 mod codec;
 mod crypto;
 mod ice;
+mod media;
 mod negotiation;
 mod parse;
 mod rewrite;
@@ -27,8 +28,9 @@ pub use base64::{decode as base64_decode, encode as base64_encode};
 pub use codec::{filter_offer, CodecPolicy};
 pub use crypto::{CryptoLine, CryptoSuite, KeyParam, Lifetime, Mki};
 pub use ice::{Candidate, Ice};
+pub use media::{static_payload_type, Media, Proto};
 pub use negotiation::{Carrier, Endpoint, Exchange, NegotiatedStream, Negotiation, SdpRole, Side};
-pub use parse::{static_payload_type, Media, Proto, Sdp};
+pub use parse::Sdp;
 pub use rewrite::{rewrite, MediaRewrite, OriginRewrite, Profile, Rewrite};
 
 /// Everything that can go wrong with an SDP body or an offer/answer exchange.
