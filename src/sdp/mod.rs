@@ -13,7 +13,6 @@
 
 mod address;
 mod attributes;
-mod base64;
 mod codec;
 mod crypto;
 mod ice;
@@ -24,9 +23,8 @@ mod rewrite;
 
 pub use address::{AddrType, ConnAddr, Connection, Origin};
 pub use attributes::{Direction, Fmtp, RtcpAttr, Rtpmap};
-pub use base64::{decode as base64_decode, encode as base64_encode};
 pub use codec::{filter_offer, CodecPolicy};
-pub use crypto::{CryptoLine, CryptoSuite, KeyParam, Lifetime, Mki};
+pub use crypto::{base64_decode, base64_encode, CryptoLine, CryptoSuite, KeyParam, Lifetime, Mki};
 pub use ice::{Candidate, Ice};
 pub use media::{static_payload_type, Media, Proto};
 pub use negotiation::{Carrier, Endpoint, Exchange, NegotiatedStream, Negotiation, SdpRole, Side};
