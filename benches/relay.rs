@@ -26,9 +26,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sipedge::media::{
-    generate_key_salt, new_context, IoMode, Leg, LegConfig, MediaSession, PortPool, Relay,
-    RelayConfig, SrtpParams, SrtpSuite, SrtpTransform,
+    generate_key_salt, IoMode, Leg, LegConfig, MediaSession, PortPool, Relay, RelayConfig,
+    SrtpParams, SrtpSuite, SrtpTransform,
 };
+
+#[path = "../tests/common/srtp_oracle.rs"]
+mod srtp_oracle;
+use srtp_oracle::new_context;
 
 struct Counting;
 

@@ -5,14 +5,17 @@
 //! from the SDP it saw.
 
 mod common;
+#[path = "common/srtp_oracle.rs"]
+mod srtp_oracle;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::{header, Agent, Lab};
 use rtc_srtp::context::Context;
-use sipedge::media::{new_context, SrtpSuite};
+use sipedge::media::SrtpSuite;
 use sipedge::sdp::{base64_encode, CryptoLine};
+use srtp_oracle::new_context;
 
 const GW_SIDE: &str = "127.0.0.1:5068";
 const CLOUD_SIDE: &str = "127.0.0.1:5062";

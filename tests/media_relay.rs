@@ -5,11 +5,15 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+#[path = "common/srtp_oracle.rs"]
+mod srtp_oracle;
+
 use rtc_srtp::context::Context;
 use sipedge::media::{
-    generate_key_salt, new_context, IoMode, Leg, LegConfig, MediaError, MediaSession, PortPool,
-    Relay, RelayConfig, SessionState, SrtpParams, SrtpSuite,
+    generate_key_salt, IoMode, Leg, LegConfig, MediaError, MediaSession, PortPool, Relay,
+    RelayConfig, SessionState, SrtpParams, SrtpSuite,
 };
+use srtp_oracle::new_context;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

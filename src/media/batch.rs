@@ -8,8 +8,10 @@
 
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::RawFd;
+
+use socket2::{SockAddr, SockAddrStorage};
 
 use super::Leg;
 
@@ -17,71 +19,20 @@ use super::Leg;
 /// fits with room to spare.
 pub(crate) const SLOT: usize = 2048;
 
-/// Converts a kernel socket address to std.
-pub(crate) fn from_sockaddr(
-    ss: &libc::sockaddr_storage,
-    len: libc::socklen_t,
-) -> Option<SocketAddr> {
-    let len = usize::try_from(len).ok()?;
-    match libc::c_int::from(ss.ss_family) {
-        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in, and
-            // sockaddr_storage is large and aligned enough for it.
-            let sin =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 =
-                unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+/// The source address the kernel wrote into `storage` (`len` bytes), or
+/// `None` for a family other than IPv4/IPv6. Leaves `storage` zeroed for
+/// the next receive.
+fn take_source(storage: &mut SockAddrStorage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let storage = mem::replace(storage, SockAddrStorage::zeroed());
+    // SAFETY: the storage was zeroed before the receive, and the kernel wrote
+    // a complete address of the socket's family (AF_INET or AF_INET6 for our
+    // UDP sockets) and its length; an unknown family reads as `None`.
+    unsafe { SockAddr::new(storage, len) }.as_socket()
 }
 
-/// Writes `addr` into `ss`; returns the length to pass to the kernel.
-pub(crate) fn to_sockaddr(addr: &SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    // SAFETY: an all-zero sockaddr_storage is a valid value.
-    *ss = unsafe { mem::zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for a
-            // sockaddr_in; we own it exclusively.
-            let sin =
-                unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr {
-                s_addr: u32::from(*a.ip()).to_be(),
-            };
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 =
-                unsafe { &mut *(ss as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_flowinfo = a.flowinfo();
-            sin6.sin6_addr = libc::in6_addr {
-                s6_addr: a.ip().octets(),
-            };
-            sin6.sin6_scope_id = a.scope_id();
-            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
-    }
+/// A placeholder destination for unused send slots.
+fn unspecified() -> SockAddr {
+    SockAddr::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -94,7 +45,8 @@ fn would_block(e: &io::Error) -> bool {
 /// A batch of received datagrams.
 pub(crate) struct RxBatch {
     bufs: Box<[[u8; SLOT]]>,
-    addrs: Box<[libc::sockaddr_storage]>,
+    /// Source addresses, written by the kernel.
+    addrs: Box<[SockAddrStorage]>,
     /// Only the kernel reads these (through `hdrs`); kept alive here.
     #[allow(dead_code)]
     iovs: Box<[libc::iovec]>,
@@ -108,16 +60,14 @@ impl RxBatch {
     pub(crate) fn new(cap: usize) -> Self {
         let cap = cap.max(1);
         let mut bufs = vec![[0u8; SLOT]; cap].into_boxed_slice();
-        // SAFETY: all-zero is a valid sockaddr_storage / iovec / mmsghdr
-        // (null pointers, zero lengths); the pointers are set below.
-        let mut addrs =
-            vec![unsafe { mem::zeroed::<libc::sockaddr_storage>() }; cap].into_boxed_slice();
+        let addrs = (0..cap).map(|_| SockAddrStorage::zeroed()).collect();
+        // SAFETY: all-zero is a valid iovec / mmsghdr (null pointers, zero
+        // lengths); the pointers are set below and in `recv_mmsg`.
         let mut iovs = vec![unsafe { mem::zeroed::<libc::iovec>() }; cap].into_boxed_slice();
         let mut hdrs = vec![unsafe { mem::zeroed::<libc::mmsghdr>() }; cap].into_boxed_slice();
         for i in 0..cap {
             iovs[i].iov_base = bufs[i].as_mut_ptr().cast();
             iovs[i].iov_len = SLOT;
-            hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }
@@ -150,8 +100,9 @@ impl RxBatch {
     /// count (0 when nothing is pending).
     pub(crate) fn recv_mmsg(&mut self, fd: RawFd) -> io::Result<usize> {
         let cap = self.capacity();
-        for h in self.hdrs.iter_mut() {
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        for (h, a) in self.hdrs.iter_mut().zip(self.addrs.iter_mut()) {
+            h.msg_hdr.msg_name = (a as *mut SockAddrStorage).cast();
+            h.msg_hdr.msg_namelen = a.size_of();
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
         }
@@ -180,7 +131,7 @@ impl RxBatch {
             } else {
                 h.msg_len as usize
             };
-            self.meta[i] = (len, from_sockaddr(&self.addrs[i], h.msg_hdr.msg_namelen));
+            self.meta[i] = (len, take_source(&mut self.addrs[i], h.msg_hdr.msg_namelen));
         }
         self.n = n;
         Ok(n)
@@ -191,7 +142,8 @@ impl RxBatch {
         let cap = self.capacity();
         let mut n = 0;
         while n < cap {
-            let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let addr = &mut self.addrs[n];
+            let mut len = addr.size_of();
             // SAFETY: the buffer and address storage are owned by self and
             // sized as passed.
             let r = unsafe {
@@ -200,7 +152,7 @@ impl RxBatch {
                     self.bufs[n].as_mut_ptr().cast(),
                     SLOT,
                     libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                    (&mut self.addrs[n] as *mut libc::sockaddr_storage).cast(),
+                    (addr as *mut SockAddrStorage).cast(),
                     &mut len,
                 )
             };
@@ -214,7 +166,7 @@ impl RxBatch {
             }
             // With MSG_TRUNC the real datagram length is returned.
             let got = usize::try_from(r).unwrap_or(0);
-            self.meta[n] = (got, from_sockaddr(&self.addrs[n], len));
+            self.meta[n] = (got, take_source(&mut self.addrs[n], len));
             n += 1;
         }
         self.n = n;
@@ -238,7 +190,8 @@ pub(crate) struct TxItem {
 /// A batch of datagrams to send.
 pub(crate) struct TxBatch {
     bufs: Box<[[u8; SLOT]]>,
-    addrs: Box<[libc::sockaddr_storage]>,
+    /// Destinations of the queued items, read by the kernel.
+    addrs: Box<[SockAddr]>,
     iovs: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
     items: Box<[Option<TxItem>]>,
@@ -251,7 +204,7 @@ impl TxBatch {
         // SAFETY: all-zero values are valid for these C structs.
         TxBatch {
             bufs: vec![[0u8; SLOT]; cap].into_boxed_slice(),
-            addrs: vec![unsafe { mem::zeroed::<libc::sockaddr_storage>() }; cap].into_boxed_slice(),
+            addrs: vec![unspecified(); cap].into_boxed_slice(),
             iovs: vec![unsafe { mem::zeroed::<libc::iovec>() }; cap].into_boxed_slice(),
             hdrs: vec![unsafe { mem::zeroed::<libc::mmsghdr>() }; cap].into_boxed_slice(),
             items: vec![None; cap].into_boxed_slice(),
@@ -299,12 +252,14 @@ impl TxBatch {
         for i in 0..n {
             let Some(item) = self.items[i] else { continue };
             let ptr = self.data_ptr(&item, rx);
-            let namelen = to_sockaddr(&item.dest, &mut self.addrs[i]);
+            let dest = &mut self.addrs[i];
+            *dest = SockAddr::from(item.dest);
             self.iovs[i].iov_base = ptr.map_or(std::ptr::null_mut(), |p| p.cast_mut().cast());
             self.iovs[i].iov_len = if ptr.is_some() { item.len } else { 0 };
             let h = &mut self.hdrs[i];
-            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen = namelen;
+            // The kernel only reads the name of a datagram it sends.
+            h.msg_hdr.msg_name = dest.as_ptr().cast_mut().cast();
+            h.msg_hdr.msg_namelen = dest.len();
             h.msg_hdr.msg_iov = &mut self.iovs[i];
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = std::ptr::null_mut();
@@ -366,20 +321,17 @@ impl TxBatch {
         let Some(ptr) = self.data_ptr(&item, rx) else {
             return false;
         };
-        let Some(ss) = self.addrs.get_mut(i) else {
-            return false;
-        };
-        let namelen = to_sockaddr(&item.dest, ss);
+        let dest = SockAddr::from(item.dest);
         // SAFETY: ptr points to item.len initialised bytes owned by self or
-        // rx; the address storage is ours.
+        // rx; `dest` holds an address of `dest.len()` bytes.
         let r = unsafe {
             libc::sendto(
                 item.fd,
                 ptr.cast(),
                 item.len,
                 libc::MSG_DONTWAIT,
-                (ss as *const libc::sockaddr_storage).cast(),
-                namelen,
+                dest.as_ptr().cast(),
+                dest.len(),
             )
         };
         r >= 0
@@ -406,17 +358,17 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     #[test]
-    fn sockaddr_round_trip() {
+    fn source_address_round_trip() {
         for s in ["127.0.0.1:5004", "[::1]:6000", "[fe80::1%2]:7"] {
             let a: SocketAddr = s.parse().expect("addr");
-            // SAFETY: zeroed storage is valid.
-            let mut ss = unsafe { mem::zeroed() };
-            let len = to_sockaddr(&a, &mut ss);
-            assert_eq!(from_sockaddr(&ss, len), Some(a));
+            let written = SockAddr::from(a);
+            let len = written.len();
+            let mut storage = written.as_storage();
+            assert_eq!(take_source(&mut storage, len), Some(a));
+            // The slot is left zeroed: nothing stale is read next time.
+            assert_eq!(take_source(&mut storage, len), None);
         }
-        // SAFETY: zeroed storage is valid.
-        let ss: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        assert_eq!(from_sockaddr(&ss, 0), None);
+        assert_eq!(take_source(&mut SockAddrStorage::zeroed(), 0), None);
     }
 
     fn exchange(batched: bool) {

@@ -34,7 +34,7 @@ pub use latch::{Admit, Latch};
 pub use pool::{PortPair, PortPool, DEFAULT_PORT_RANGE};
 pub use relay::{IoMode, Relay, RelayConfig};
 pub use session::{LegConfig, LocalPorts, MediaSession, SessionSnapshot, SessionState};
-pub use srtp::{generate_key_salt, new_context, SrtpParams, SrtpSuite, KEY_SALT_LEN};
+pub use srtp::{generate_key_salt, SrtpParams, SrtpSuite, KEY_SALT_LEN};
 pub use srtp_transform::{SrtpError, SrtpTransform, MAX_SSRCS};
 pub use stats::{Drops, LegCounters, LegSnapshot, SeqTracker};
 pub use supervision::{Activity, DEFAULT_MEDIA_TIMEOUT};

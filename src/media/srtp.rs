@@ -1,6 +1,6 @@
 //! SRTP/SRTCP for one leg (RFC 3711), with our in-place transform
-//! (`srtp_transform`); rtc-srtp contexts remain available through
-//! [`new_context`] as the interop oracle for tests and benches.
+//! (`srtp_transform`). rtc-srtp, the interop oracle, is a dev-dependency:
+//! tests and benches build its contexts themselves.
 //!
 //! Keys come from SDES (RFC 4568 `a=crypto` inline key||salt, 30 bytes for
 //! the AES_CM_128 suites): the relay *protects* what it sends on the leg with
@@ -10,20 +10,12 @@
 use std::fmt;
 
 use rand::RngCore;
-use rtc_srtp::context::Context;
-use rtc_srtp::crypto::providers::AwsLcRsCrypto;
-use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
-use rtc_srtp::protection_profile::ProtectionProfile;
 
 use super::srtp_transform::{SrtpError, SrtpTransform, SRTCP_TAG_LEN};
 use super::MediaError;
 
 /// Length of an AES_CM_128 master key plus master salt (16 + 14).
 pub const KEY_SALT_LEN: usize = 30;
-const KEY_LEN: usize = 16;
-
-/// Replay window in packets; RFC 3711 §3.3.2 requires at least 64.
-const REPLAY_WINDOW: usize = 128;
 
 /// The SDES crypto suites supported (RFC 4568 §6.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,13 +28,6 @@ pub enum SrtpSuite {
 }
 
 impl SrtpSuite {
-    fn profile(self) -> ProtectionProfile {
-        match self {
-            SrtpSuite::Aes128CmSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
-            SrtpSuite::Aes128CmSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
-        }
-    }
-
     /// Bytes SRTP adds to an RTP packet (the auth tag).
     pub fn rtp_overhead(self) -> usize {
         match self {
@@ -83,33 +68,6 @@ pub fn generate_key_salt() -> [u8; KEY_SALT_LEN] {
     let mut k = [0u8; KEY_SALT_LEN];
     rand::rng().fill_bytes(&mut k);
     k
-}
-
-/// Builds a one-direction rtc-srtp context from a 30-byte key||salt.
-/// `inbound` contexts get replay protection.
-pub fn new_context(
-    suite: SrtpSuite,
-    key_salt: &[u8; KEY_SALT_LEN],
-    inbound: bool,
-) -> Result<Context, MediaError> {
-    let (key, salt) = key_salt.split_at(KEY_LEN);
-    let (rtp_opt, rtcp_opt) = if inbound {
-        (
-            Some(srtp_replay_protection(REPLAY_WINDOW)),
-            Some(srtcp_replay_protection(REPLAY_WINDOW)),
-        )
-    } else {
-        (None, None)
-    };
-    Context::new(
-        key,
-        salt,
-        suite.profile(),
-        rtp_opt,
-        rtcp_opt,
-        &AwsLcRsCrypto,
-    )
-    .map_err(|e| MediaError::Srtp(e.to_string()))
 }
 
 /// Why a packet failed SRTP processing (auth / replay / malformed); the

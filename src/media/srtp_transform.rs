@@ -516,8 +516,10 @@ impl SrtpTransform {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::srtp::new_context;
     use rtc_srtp::context::Context;
+    use rtc_srtp::crypto::providers::AwsLcRsCrypto;
+    use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
+    use rtc_srtp::protection_profile::ProtectionProfile;
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
@@ -631,8 +633,24 @@ mod tests {
         assert_eq!(w.check(1000), Err(SrtpError::Replay));
     }
 
+    /// An rtc-srtp context (the independent implementation, a
+    /// dev-dependency) keyed like ours; `inbound` ones check replay.
     fn oracle(suite: SrtpSuite, k: &[u8; KEY_SALT_LEN], inbound: bool) -> Context {
-        new_context(suite, k, inbound).expect("rtc-srtp")
+        let profile = match suite {
+            SrtpSuite::Aes128CmSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+            SrtpSuite::Aes128CmSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
+        };
+        let (key, salt) = k.split_at(KEY_LEN);
+        let window = WINDOW as usize;
+        let (rtp_opt, rtcp_opt) = if inbound {
+            (
+                Some(srtp_replay_protection(window)),
+                Some(srtcp_replay_protection(window)),
+            )
+        } else {
+            (None, None)
+        };
+        Context::new(key, salt, profile, rtp_opt, rtcp_opt, &AwsLcRsCrypto).expect("rtc-srtp")
     }
 
     /// Sequence numbers across the ROC wrap, and the order they are

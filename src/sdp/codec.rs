@@ -1,7 +1,6 @@
 //! Codec policy over an offer: which payload types each m-line keeps.
 
-use super::parse::Sdp;
-use super::SdpError;
+use super::{Sdp, SdpError};
 
 /// Encoding names allowed through (case-insensitive: `PCMU`, `PCMA`, `G729`,
 /// `G722`, `opus`, `CN`, … and for non-RTP m-lines their format, e.g. `t38`).

@@ -8,8 +8,29 @@
 
 use std::fmt;
 
-use super::base64;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::Engine as _;
+
 use super::SdpError;
+
+/// Encodes `input` as standard base64 (RFC 4648 §4) with `=` padding, as
+/// the SDES `inline:` key-salt of RFC 4568 §6.1 is written.
+pub fn base64_encode(input: &[u8]) -> String {
+    STANDARD.encode(input)
+}
+
+/// Decodes standard base64. Padding is optional (some SDES implementations
+/// omit the padding of 46-byte AES-256 keys) but, if present, must be
+/// complete; characters outside the alphabet and non-canonical trailing
+/// bits are rejected.
+pub fn base64_decode(input: &str) -> Result<Vec<u8>, SdpError> {
+    let engine = if input.ends_with('=') {
+        &STANDARD
+    } else {
+        &STANDARD_NO_PAD
+    };
+    engine.decode(input).map_err(|_| SdpError::InvalidBase64)
+}
 
 /// An SRTP crypto-suite name (RFC 4568 §6.2, RFC 6188, RFC 7714).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -170,7 +191,7 @@ fn parse_key_param(s: &str) -> Result<KeyParam, SdpError> {
     let rest = s.strip_prefix("inline:").ok_or(SdpError::InvalidCrypto)?;
     let mut parts = rest.split('|');
     let key_salt =
-        base64::decode(parts.next().unwrap_or("")).map_err(|_| SdpError::InvalidCrypto)?;
+        base64_decode(parts.next().unwrap_or("")).map_err(|_| SdpError::InvalidCrypto)?;
     if key_salt.is_empty() {
         return Err(SdpError::InvalidCrypto);
     }
@@ -304,7 +325,7 @@ impl fmt::Display for CryptoLine {
             if i > 0 {
                 f.write_str(";")?;
             }
-            write!(f, "inline:{}", base64::encode(&key.key_salt))?;
+            write!(f, "inline:{}", base64_encode(&key.key_salt))?;
             if let Some(lifetime) = key.lifetime {
                 match lifetime {
                     Lifetime::Power(n) => write!(f, "|2^{n}")?,
@@ -327,6 +348,75 @@ mod tests {
     use super::*;
 
     const RFC4568_KEY: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+    #[test]
+    fn base64_rfc4648_test_vectors() {
+        // RFC 4648 §10.
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, enc) in vectors {
+            assert_eq!(base64_encode(plain.as_bytes()), enc);
+            assert_eq!(base64_decode(enc).unwrap(), plain.as_bytes());
+        }
+    }
+
+    #[test]
+    fn base64_unpadded_input_is_accepted() {
+        assert_eq!(base64_decode("Zm9vYg").unwrap(), b"foob");
+        assert_eq!(base64_decode("Zm9vYmE").unwrap(), b"fooba");
+    }
+
+    #[test]
+    fn base64_invalid_input_is_rejected() {
+        // Outside the alphabet, a lone symbol, partial or misplaced padding,
+        // non-canonical trailing bits, whitespace.
+        for bad in [
+            "Zm9v!", "Z", "Zm9vY", "Zg=", "=Zg=", "Zm=v", "Zh==", "Zm9=", "Zm 9v",
+        ] {
+            assert_eq!(base64_decode(bad), Err(SdpError::InvalidBase64), "{bad}");
+        }
+    }
+
+    #[test]
+    fn base64_round_trip_all_lengths() {
+        let data: Vec<u8> = (0u8..=255).collect();
+        for len in 0..64 {
+            let slice = &data[..len];
+            assert_eq!(base64_decode(&base64_encode(slice)).unwrap(), slice);
+        }
+    }
+
+    #[test]
+    fn rfc4568_example_key_decodes_to_30_bytes() {
+        let key = base64_decode(RFC4568_KEY).unwrap();
+        assert_eq!(key.len(), 30);
+        assert_eq!(base64_encode(&key), RFC4568_KEY);
+    }
+
+    #[test]
+    fn unpadded_aes256_key_is_accepted() {
+        // A 46-byte AES_256_CM key-salt is 62 symbols + "==", often sent
+        // without the padding.
+        let key: Vec<u8> = (0u8..46).collect();
+        let padded = base64_encode(&key);
+        assert!(padded.ends_with("=="));
+        let v = format!(
+            "1 AES_256_CM_HMAC_SHA1_80 inline:{}",
+            padded.trim_end_matches('=')
+        );
+        let c = CryptoLine::parse(&v).unwrap();
+        assert_eq!(c.master_key_salt(), key.as_slice());
+        assert!(c.is_usable());
+        // We always write the padding.
+        assert!(c.to_string().ends_with("=="));
+    }
 
     #[test]
     fn parses_rfc4568_example_with_lifetime_and_mki() {

@@ -11,21 +11,24 @@
 //!   types, RFC 4733 telephone-event always kept).
 //! * [`Negotiation`] is the per-dialog RFC 3264 offer/answer state.
 
-mod base64;
+mod address;
+mod attributes;
 mod codec;
 mod crypto;
+mod ice;
+mod media;
 mod negotiation;
 mod parse;
 mod rewrite;
 
-pub use base64::{decode as base64_decode, encode as base64_encode};
+pub use address::{AddrType, ConnAddr, Connection, Origin};
+pub use attributes::{Direction, Fmtp, RtcpAttr, Rtpmap};
 pub use codec::{filter_offer, CodecPolicy};
-pub use crypto::{CryptoLine, CryptoSuite, KeyParam, Lifetime, Mki};
+pub use crypto::{base64_decode, base64_encode, CryptoLine, CryptoSuite, KeyParam, Lifetime, Mki};
+pub use ice::{Candidate, Ice};
+pub use media::{static_payload_type, Media, Proto};
 pub use negotiation::{Carrier, Endpoint, Exchange, NegotiatedStream, Negotiation, SdpRole, Side};
-pub use parse::{
-    static_payload_type, AddrType, Candidate, ConnAddr, Connection, Direction, Fmtp, Ice, Media,
-    Origin, Proto, RtcpAttr, Rtpmap, Sdp,
-};
+pub use parse::Sdp;
 pub use rewrite::{rewrite, MediaRewrite, OriginRewrite, Profile, Rewrite};
 
 /// Everything that can go wrong with an SDP body or an offer/answer exchange.

@@ -9,9 +9,7 @@
 //! the anchor sends that leg's media. Fed with both originals instead, the
 //! endpoints are still each UA's addresses and crypto.
 
-use super::crypto::CryptoLine;
-use super::parse::{ConnAddr, Direction, Proto, Sdp};
-use super::SdpError;
+use super::{ConnAddr, CryptoLine, Direction, Proto, Sdp, SdpError};
 
 /// The two ends of the dialog, named after the initial INVITE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -4,9 +4,10 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use super::crypto::CryptoLine;
-use super::parse::{is_ice_attr, split_attr, AddrType, Eol, Media, Proto, Sdp};
-use super::SdpError;
+use super::attributes::split_attr;
+use super::ice::is_ice_attr;
+use super::parse::Eol;
+use super::{AddrType, CryptoLine, Media, Proto, Sdp, SdpError};
 
 /// The RTP profile family toward the side the SDP is sent to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -344,7 +345,7 @@ fn attr_value(sdp: &Sdp, idx: usize) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::crypto::CryptoSuite;
+    use super::super::CryptoSuite;
     use super::*;
 
     fn mr(port: u16) -> MediaRewrite {
