@@ -5,6 +5,7 @@
 //! A timed loop with a fixed count (criterion's statistics add little for a
 //! figure dominated by public-key operations). Run:
 //! `cargo bench --bench handshake` (optionally `-- <count> <concurrency>`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,6 +1,7 @@
 //! Parser benchmarks on a realistic gateway INVITE with SDP (~960 bytes).
 //!
 //! Run: `cargo bench --bench parse -- --warm-up-time 1 --measurement-time 3`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

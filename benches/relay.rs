@@ -17,6 +17,8 @@
 //! (`pthread_getcpuclockid`), which is independent of how the 2-core
 //! machine schedules the load generator. Allocations are counted by a
 //! counting global allocator over the measured window, all threads.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
+#![allow(unsafe_code)] // the counting allocator implements the unsafe allocator trait
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};

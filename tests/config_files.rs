@@ -1,5 +1,6 @@
 //! Every shipped configuration file loads, and an injected unknown key in any of its tables is
 //! refused with the file, the key path and the line (the hickory-dns practice).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 use std::path::Path;
 

@@ -2,6 +2,7 @@
 //! — INVITE with SDP, 200 with SDP, ACK, BYE — crosses `Core::handle_inbound` without opening a
 //! socket or starting a thread, and the media backend is asked for exactly what the call needs.
 //! (One test in this binary, so nothing else changes the process's descriptors or threads.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! * invalid ones are refused with the status the manifest expects (or
 //!   dropped silently for responses);
 //! * semantic ones are checked as far as a parser reaches.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The appliance on the lab configuration, driven by small SIP agents on loopback: OPTIONS,
 //! admission rules (403, 483, 420, 416), malformed input, TCP framing, and the graceful drain.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! and one as the cloud peer (127.0.0.3:5060, answering with `a=crypto`, so the cloud leg is
 //! SRTP). The agents send real RTP through the relay; the peer keys its own rtc-srtp contexts
 //! from the SDP it saw.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 #[path = "common/srtp_oracle.rs"]

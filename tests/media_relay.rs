@@ -1,6 +1,7 @@
 //! End-to-end relay tests on 127.0.0.1 with real UDP sockets: a "gateway"
 //! socket on leg A (plain RTP) and a "peer" socket on leg B (SRTP), the peer
 //! owning its own rtc-srtp contexts built from the signalled keys.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

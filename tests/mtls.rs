@@ -1,5 +1,6 @@
 //! Real tokio-rustls handshakes on 127.0.0.1 against the gateway-side server
 //! configuration, with every certificate minted by our CA inside the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

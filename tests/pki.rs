@@ -1,5 +1,6 @@
 //! CA life cycle in a temporary state directory, cross-checked with the
 //! `openssl` command line and x509-parser.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

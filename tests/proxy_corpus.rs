@@ -2,6 +2,7 @@
 //! cases get the response the manifest expects, as far as a proxy reaches. Each message
 //! arrives on the gateway side from gw1 (127.0.0.2), so that admission passes and the rule
 //! under test decides.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 use std::net::SocketAddr;
 

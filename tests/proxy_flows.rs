@@ -1,5 +1,6 @@
 //! Call flows through the proxy core on a virtual clock (no sockets): CANCEL, busy, failover,
 //! in-dialog requests along the Record-Route set, timeouts.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

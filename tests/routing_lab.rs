@@ -4,6 +4,7 @@
 //!
 //! Rust UDP agents play gw1 (127.0.0.2:5060), gw2 (127.0.0.5:5060), the cloud peer
 //! (127.0.0.3:5060) and the remote site's mediation server (127.0.0.4:5068).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! SDP over the RFC 4317 corpus and gateway/cloud-style bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! on 127.0.0.1:5068; sipp as the cloud peer (127.0.0.3:5060) answers. Cloud → gateway: sipp
 //! as the cloud peer calls via 127.0.0.1:5062; gw1 and gw2 (127.0.0.2 / 127.0.0.5) answer.
 //! Each load run is 1,000 calls at 100 calls/s and must end with 0 failed calls.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

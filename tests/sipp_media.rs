@@ -3,6 +3,7 @@
 //! answer — the appliance's relay — and a sipp cloud peer (127.0.0.3) with `-rtp_echo` sends it
 //! back. 50 calls at once; the relay's per-call counters (the "media session released" log
 //! lines) count the packets in both directions.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

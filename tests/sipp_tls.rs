@@ -8,6 +8,7 @@
 //!
 //! The gateway's source address as seen by the appliance is stunnel's (127.0.0.1): the identity
 //! comes from the certificate, which is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! over TLS end to end (gateway → 5067 → proxy → cloud peer over TLS), and a certificate
 //! replaced while a call is up. Every certificate is issued in the test by our `pki` module,
 //! from the CA the appliance created in its state directory at start.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is a failed test
 
 mod common;
 

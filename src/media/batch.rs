@@ -5,6 +5,7 @@
 //! The structures hold raw pointers into their own boxed buffers (which
 //! never move once allocated), so they are `!Send` and live on the worker
 //! thread that created them.
+#![allow(unsafe_code)] // the kernel interface of the relay: syscalls on our own buffers
 
 use std::io;
 use std::mem;

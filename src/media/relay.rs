@@ -14,6 +14,7 @@
 //! RTP is not parsed beyond its fixed header (RFC 3550 §5.1): version,
 //! payload type (to tell RTCP apart under rtcp-mux, RFC 5761 §4), sequence
 //! number and SSRC for the loss estimate.
+#![allow(unsafe_code)] // the kernel interface of the relay: syscalls on our own buffers
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};

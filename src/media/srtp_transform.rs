@@ -923,6 +923,9 @@ mod tests {
         }
     }
 
+    // A counting allocator (a test of "no allocation per packet") must implement the unsafe
+    // allocator trait.
+    #[allow(unsafe_code)]
     mod alloc_count {
         use std::alloc::{GlobalAlloc, Layout, System};
         use std::cell::Cell;

@@ -21,16 +21,14 @@ pub struct MachineLock(std::fs::File);
 
 impl MachineLock {
     pub fn acquire() -> MachineLock {
-        use std::os::fd::AsRawFd;
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(LAB_LOCK_FILE)
             .expect("open lab lock file");
-        // SAFETY: flock on a descriptor we own; released when the file closes.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock {LAB_LOCK_FILE}");
+        // An OS advisory lock: released when the file closes, or the process dies.
+        f.lock().expect("lock the lab lock file");
         MachineLock(f)
     }
 }
