@@ -23,6 +23,7 @@
 //! | [`pki`] | IO | the built-in root CA (issue, sign, export, revoke) and the TLS verifiers |
 //! | [`admin`] | IO | cmdlet-like CLI, admin HTTP API, metrics exposition |
 //! | [`server`] | IO | the composition root: wires all of the above and runs them |
+//! | [`state`] | IO | secrets kept in the state directory (0600) |
 //!
 //! Pure modules import no tokio, no socket and no clock: time is passed in.
 
@@ -38,6 +39,7 @@ pub mod routing;
 pub mod sdp;
 pub mod server;
 pub mod sip;
+pub mod state;
 pub mod stats;
 pub mod transport;
 pub mod txn;

@@ -108,6 +108,9 @@ pub async fn run(
         }
     }
     let mut core = Core::new(Instant::now(), cfg.clone(), table, local, dir);
+    // Our Record-Route tokens outlive the process: dialogs survive a restart.
+    let dialog_secret = crate::state::secret(&cfg.appliance.state_dir, "dialog.key")?;
+    core.set_dialog_secret(dialog_secret.as_bytes());
     if let Some(anchor) = media_anchor(&cfg)? {
         core.set_anchor(anchor);
     }

@@ -19,7 +19,6 @@
 //! | `GET /mediation-servers`, `PUT /mediation-servers/{identity}` `{"fqdn", "access_proxy_external_fqdn"}` | Set-CsHybridMediationServer |
 //! | `GET /route/explain?from=…&to=…` | (route explain, with live health and load) |
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -50,26 +49,7 @@ pub struct AdminState {
 
 /// Reads the admin token, or creates it (0600) at first start.
 pub fn load_or_create_token(state_dir: &Path) -> std::io::Result<String> {
-    let path = state_dir.join("admin.token");
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::create_dir_all(state_dir)?;
-    let bytes: [u8; 32] = rand::random();
-    let token = data_encoding::HEXLOWER.encode(&bytes);
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    f.write_all(token.as_bytes())?;
-    f.sync_all()?;
-    Ok(token)
+    crate::state::secret(state_dir, "admin.token")
 }
 
 #[derive(Debug)]

@@ -57,6 +57,18 @@ const PROBES: Family = counter(
     "sipedge_options_probes_total",
     "OPTIONS health probes sent.",
 );
+const UNKNOWN_SENDERS: Family = counter(
+    "sipedge_unknown_senders_total",
+    "Requests from addresses that are no peer (no state kept; at most a rate-limited 403).",
+);
+const SHED: Family = counter(
+    "sipedge_overload_shed_total",
+    "Requests shed by overload control before any state, by reason.",
+);
+const FOREIGN_RESPONSES: Family = counter(
+    "sipedge_foreign_responses_total",
+    "Responses from another address or identity than their request's hop, dropped.",
+);
 const TARGET_HEALTHY: Family = gauge(
     "sipedge_target_healthy",
     "1 when the target answers OPTIONS, 0 when demoted.",
@@ -133,6 +145,9 @@ const ALL: &[&Family] = &[
     &CALLS,
     &REJECTS,
     &PROBES,
+    &UNKNOWN_SENDERS,
+    &SHED,
+    &FOREIGN_RESPONSES,
     &TARGET_HEALTHY,
     &GATEWAY_SESSIONS,
     &MEDIA_SESSIONS_CREATED,
@@ -227,6 +242,13 @@ pub fn render(snap: &Published) -> String {
     e.single(&FAILOVERS, s.failovers);
     e.single(&CALLS, s.calls);
     e.single(&PROBES, s.probes_sent);
+    e.single(&UNKNOWN_SENDERS, s.unknown_senders);
+    e.single(&FOREIGN_RESPONSES, s.foreign_responses);
+    e.header(&SHED);
+    for reason in ["peer_rate", "call_rate", "calls", "transactions"] {
+        let n = s.shed.get(reason).copied().unwrap_or(0);
+        e.sample(&SHED, &[("reason", reason)], n);
+    }
     e.header(&REJECTS);
     for (status, n) in &s.rejects_by_status {
         e.sample(&REJECTS, &[("status", &status.to_string())], n);
