@@ -447,7 +447,10 @@ fn a_response_from_elsewhere_than_the_hop_is_dropped() {
 #[test]
 fn a_flooding_gateway_gets_stateless_503s_and_another_gateway_still_calls() {
     let _lab = Lab::start_with(|t| {
-        format!("{t}\n[overload]\npeer_requests_per_second = 50\nrefusals_per_second = 1000\n")
+        t.replace(
+            "[overload]\n",
+            "[overload]\npeer_requests_per_second = 50\nrefusals_per_second = 1000\n",
+        )
     });
     let gw1 = Agent::bind("127.0.0.2:0");
     let gw2 = Agent::bind("127.0.0.5:0");

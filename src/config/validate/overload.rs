@@ -65,7 +65,7 @@ impl Validator<'_> {
             peer_requests_per_second: rate(
                 "overload.peer_requests_per_second",
                 raw.peer_requests_per_second,
-                200,
+                100,
             )?,
             cloud_peer_requests_per_second: rate(
                 "overload.cloud_peer_requests_per_second",
