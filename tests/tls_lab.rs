@@ -543,12 +543,12 @@ async fn call_over_tls_end_to_end_with_certificate_replaced_midway() {
         .collect();
     assert!(
         rrs.iter()
-            .any(|l| l.contains("<sip:ap.lab.example:5061;transport=tls;lr>")),
+            .any(|l| l.contains("<sip:ap.lab.example:5061;transport=tls;lr;sx=")),
         "{inv}"
     );
     assert!(
         rrs.iter()
-            .any(|l| l.contains("<sip:mediation.lab.example:5067;transport=tls;lr>")),
+            .any(|l| l.contains("<sip:mediation.lab.example:5067;transport=tls;lr;sx=")),
         "{inv}"
     );
 
