@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use sipedge::admin::logging::LogFormat;
 use sipedge::config::Config;
 
 #[derive(Parser)]
@@ -25,12 +26,6 @@ struct Cli {
     log_level: String,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -59,23 +54,9 @@ enum Command {
     Route(sipedge::admin::cli::RouteCommand),
 }
 
-fn init_logging(cli: &Cli) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cli.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    let _log = sipedge::admin::logging::init(cli.log_format, &cli.log_level);
     if let Command::Cert(cmd) = cli.command {
         // Works on files alone: no configuration needed.
         return match sipedge::pki::run_cert(cmd) {
