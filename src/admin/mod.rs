@@ -18,9 +18,14 @@
 //! | `logging.rs` | log set-up: colour only on a terminal, JSON field names, a non-blocking writer |
 //! | `sd_notify.rs` | systemd notifications (READY, STOPPING, WATCHDOG, STATUS) |
 
+pub mod calls;
+pub mod certs;
 pub mod cli;
+pub mod explain;
 pub mod http;
 pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod sd_notify;
+pub mod state;
+pub mod status;
