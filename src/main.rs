@@ -52,6 +52,26 @@ enum Command {
     /// Routing decisions with their trace.
     #[command(subcommand)]
     Route(sipedge::admin::cli::RouteCommand),
+    /// What the configuration needs from the network: DNS records, firewall rules.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Call records: `cdr show --last N [--json]`, `cdr tail`.
+    #[command(subcommand)]
+    Cdr(sipedge::cdr::show::CdrCommand),
+}
+
+#[derive(Subcommand)]
+enum PlanCommand {
+    /// A and SRV records per site (as Cloud Connector Edition documents them).
+    Dns {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ports and protocols per side and interface, and the media range's capacity.
+    Firewall {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -129,6 +149,53 @@ fn main() -> ExitCode {
             admin_result(sipedge::admin::cli::run_mediation_server(cmd, &cfg))
         }
         Command::Route(cmd) => admin_result(sipedge::admin::cli::run_route(cmd, &cfg)),
+        Command::Plan(cmd) => plan(cmd, &cfg),
+        Command::Cdr(cmd) => {
+            let dir = sipedge::cdr::writer::cdr_dir(&cfg.appliance.state_dir);
+            match sipedge::cdr::show::run(cmd, &dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Prints to stdout; a closed stdout (`| head`) is not an error.
+fn print(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+fn print_json(v: &impl serde::Serialize) -> ExitCode {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            print(&s);
+            print("\n");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plan(cmd: PlanCommand, cfg: &Config) -> ExitCode {
+    use sipedge::admin::plan;
+    match cmd {
+        PlanCommand::Dns { json: true } => print_json(&plan::dns(cfg)),
+        PlanCommand::Dns { json: false } => {
+            print(&plan::dns_text(&plan::dns(cfg)));
+            ExitCode::SUCCESS
+        }
+        PlanCommand::Firewall { json: true } => print_json(&plan::firewall(cfg)),
+        PlanCommand::Firewall { json: false } => {
+            print(&plan::firewall_text(&plan::firewall(cfg)));
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub mod http;
 pub mod json;
 pub mod logging;
 pub mod metrics;
+pub mod plan;
 pub mod sd_notify;
 pub mod state;
 pub mod status;
