@@ -55,6 +55,16 @@ enum Command {
     /// What the configuration needs from the network: DNS records, firewall rules.
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Check the configuration against the world: names, peers (OPTIONS), certificates,
+    /// clock, ports. Exits non-zero naming what failed.
+    Doctor {
+        /// Seconds to wait for each peer's answer.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=60))]
+        timeout: u64,
+        /// The checks as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
     /// Call records: `cdr show --last N [--json]`, `cdr tail`.
     #[command(subcommand)]
     Cdr(sipedge::cdr::show::CdrCommand),
@@ -150,6 +160,7 @@ fn main() -> ExitCode {
         }
         Command::Route(cmd) => admin_result(sipedge::admin::cli::run_route(cmd, &cfg)),
         Command::Plan(cmd) => plan(cmd, &cfg),
+        Command::Doctor { timeout, json } => doctor(&cfg, timeout, json),
         Command::Cdr(cmd) => {
             let dir = sipedge::cdr::writer::cdr_dir(&cfg.appliance.state_dir);
             match sipedge::cdr::show::run(cmd, &dir) {
@@ -196,6 +207,31 @@ fn plan(cmd: PlanCommand, cfg: &Config) -> ExitCode {
             print(&plan::firewall_text(&plan::firewall(cfg)));
             ExitCode::SUCCESS
         }
+    }
+}
+
+fn doctor(cfg: &Config, timeout: u64, json: bool) -> ExitCode {
+    use sipedge::admin::doctor;
+    let checks = doctor::run(cfg, std::time::Duration::from_secs(timeout));
+    if json {
+        print_json(&checks);
+    } else {
+        for c in &checks {
+            print(&format!("{c}\n"));
+        }
+    }
+    let failed = doctor::failures(&checks);
+    if failed.is_empty() {
+        eprintln!("doctor: all {} checks passed", checks.len());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "doctor: {} of {} checks failed: {}",
+            failed.len(),
+            checks.len(),
+            failed.join(", ")
+        );
+        ExitCode::FAILURE
     }
 }
 

@@ -21,6 +21,7 @@
 pub mod calls;
 pub mod certs;
 pub mod cli;
+pub mod doctor;
 pub mod explain;
 pub mod http;
 pub mod json;
