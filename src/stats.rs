@@ -401,6 +401,20 @@ impl TransportStats {
         });
     }
 
+    /// The result of a handshake we started toward `remote` (`Err`: the reason) at `at`.
+    pub fn tls_outbound<T>(
+        &self,
+        side: Side,
+        remote: SocketAddr,
+        r: &Result<T, String>,
+        at: SystemTime,
+    ) {
+        match r {
+            Ok(_) => self.tls_accepted(side, HandshakeDirection::Outbound),
+            Err(reason) => self.tls_refused(side, HandshakeDirection::Outbound, remote, reason, at),
+        }
+    }
+
     /// A TCP or TLS connection is open (accepted, or opened by us); UDP is ignored.
     pub fn connection_opened(&self, side: Side, transport: Transport) {
         if let Some(t) = stream_index(transport) {
