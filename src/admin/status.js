@@ -7,6 +7,11 @@
   var KEY = 'sipedge-admin-token';
   var REFRESH_MS = 2000;
   var token = null;
+  var refused = false;
+  var NEED = 'This page needs the admin token: open it as /status#token=… with the token from ' +
+    '<state_dir>/admin.token. The token stays in this browser tab and is never sent in a URL.';
+  var REFUSED = 'The admin token was refused. Open the page again as /status#token=… with the ' +
+    'current token from <state_dir>/admin.token.';
 
   function takeToken() {
     var h = window.location.hash || '';
@@ -112,25 +117,25 @@
     }));
 
     var peers = s.gateways.map(function (g) {
-      return row([g.name, g.site, g.address + ' ' + g.transport, badge(g.health), load(g)], 'gateway', g.name);
+      return row([g.name, badge(g.health), load(g), g.site, g.address + ' ' + g.transport], 'gateway', g.name);
     });
     var p = s.cloud_peer;
-    peers.push(row([p.name, 'cloud peer', p.address + ' ' + p.transport, badge(p.health), ''], 'cloud-peer', p.name));
+    peers.push(row([p.name, badge(p.health), '', 'cloud peer', p.address + ' ' + p.transport], 'cloud-peer', p.name));
     fill('peers', peers);
 
     fill('certs', s.certificates.map(function (c) {
       var left = c.days_left;
       var state = c.error ? badge('error') : badge(left < 0 ? 'expired' : left < 30 ? 'warning' : 'healthy');
       state.textContent = c.error ? c.error : left + ' days';
-      return row([c.certificate, c.subject, c.not_after || '', state], 'certificate', c.certificate);
+      return row([c.certificate, state, c.not_after || '', c.subject], 'certificate', c.certificate);
     }));
 
     fill('refusals', s.tls_refusals.length ? s.tls_refusals.map(function (r) {
-      return row([r.at, r.side + ' ' + r.direction, r.remote, r.reason], 'refusal');
+      return row([r.at, r.reason, r.side + ' ' + r.direction, r.remote], 'refusal');
     }) : [row(['none', '', '', ''])]);
 
     fill('failures', s.recent_failures.length ? s.recent_failures.map(function (f) {
-      return row([f.at, f.direction, f.gateway || '', f.status + ' ' + f.outcome, f.reason], 'failure');
+      return row([f.at, f.status + ' ' + f.outcome, f.direction, f.gateway || '', f.reason], 'failure');
     }) : [row(['none', '', '', '', ''])]);
 
     ['summary-section', 'sites-section', 'peers-section', 'certs-section',
@@ -153,15 +158,15 @@
   function refresh() {
     if (!token) {
       hideData();
-      notice('This page needs the admin token: open it as /status#token=… with the token from ' +
-        '<state_dir>/admin.token. The token stays in this browser tab and is never sent in a URL.');
+      notice(refused ? REFUSED : NEED);
       return readiness();
     }
     return fetch('/status.json', { cache: 'no-store', headers: { 'Authorization': 'Bearer ' + token } })
       .then(function (r) {
         if (r.status === 401) {
           forget();
-          notice('The admin token was refused. Open the page again as /status#token=… with the current token.');
+          refused = true;
+          notice(REFUSED);
           return readiness();
         }
         if (!r.ok) { throw new Error('HTTP ' + r.status); }
@@ -172,7 +177,7 @@
 
   function start() {
     token = takeToken();
-    $('forget').addEventListener('click', function () { forget(); refresh(); });
+    $('forget').addEventListener('click', function () { forget(); refused = false; refresh(); });
     refresh();
     window.setInterval(refresh, REFRESH_MS);
   }
