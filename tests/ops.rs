@@ -551,3 +551,23 @@ fn one_call_with_rtp_leaves_a_record_metrics_and_a_clean_log() {
         "no call line with its outcome:\n{log}"
     );
 }
+
+#[test]
+fn doctor_speaks_tls_with_our_certificate() {
+    // The cloud peer is the appliance's own TLS listener: our cloud-side certificate must be
+    // accepted as the client's (its name is the peer name) and the server's verified by name.
+    let lab = Lab::start_with(|t| {
+        t.replace(
+            "fqdn = \"sip.cloud.lab.example\"\nport = 5060\ntransport = \"udp\"",
+            "fqdn = \"ap.lab.example\"\nport = 5061\ntransport = \"tls\"",
+        )
+    });
+    let out = cli(&config_path(&lab), &["doctor", "--timeout", "3"]);
+    let t = text(&out);
+    assert!(
+        t.contains("ok    options cloud peer ap.lab.example: 127.0.0.1:5061 tls: answered 200"),
+        "{t}"
+    );
+    assert!(t.contains("ok    certificate cloud side:"), "{t}");
+    assert!(t.contains("ok    certificate ca:"), "{t}");
+}
