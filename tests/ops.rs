@@ -532,12 +532,23 @@ fn one_call_with_rtp_leaves_a_record_metrics_and_a_clean_log() {
         m.contains("sipedge_call_setup_seconds_count{direction=\"inbound\"} 1\n"),
         "{m}"
     );
-    let rx: u64 = m
-        .lines()
-        .filter(|l| l.starts_with("sipedge_media_packets_total{leg=\"gateway\",direction=\"rx\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    assert!(rx >= 50, "{m}");
+    // The core publishes its counters every 500 ms: the media totals follow shortly.
+    let gateway_rx = |m: &str| -> u64 {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("sipedge_media_packets_total{leg=\"gateway\",direction=\"rx\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let mut m = m;
+    assert!(
+        eventually(T, || {
+            m = http_get("/metrics", None).1;
+            gateway_rx(&m) >= 50
+        }),
+        "{m}"
+    );
     let (_, h) = http_get("/healthz", None);
     assert!(h.contains("alive"));
     assert_eq!(http_get("/readyz", None).0, 200);
