@@ -15,7 +15,7 @@
 //! | [`config`] | pure | TOML mirror → validated configuration |
 //! | [`flow`] | pure | what crosses between transports and the core: flows, events, transmits |
 //! | [`stats`] | pure | the counters the core and the anchor publish |
-//! | [`cdr`] | pure | call records the core emits when a call ends |
+//! | [`cdr`] | pure + IO writer | call records the core emits when a call ends; their writer thread and `cdr show`/`tail` |
 //! | [`proxy`] | pure core + driver | the RFC 3261 §16 proxy in named phases (sans-IO), its tokio loop, media anchoring over a backend |
 //! | [`transport`] | IO | UDP/TCP/TLS listeners, connection table, TLS identity from the verified certificate, reload |
 //! | [`media`] | IO | RTP/SRTP relay behind [`media::MediaBackend`] (knows nothing of SIP) |

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use sipedge::admin::logging::LogFormat;
 use sipedge::config::Config;
 
 #[derive(Parser)]
@@ -25,12 +26,6 @@ struct Cli {
     log_level: String,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -57,25 +52,41 @@ enum Command {
     /// Routing decisions with their trace.
     #[command(subcommand)]
     Route(sipedge::admin::cli::RouteCommand),
+    /// What the configuration needs from the network: DNS records, firewall rules.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// Check the configuration against the world: names, peers (OPTIONS), certificates,
+    /// clock, ports. Exits non-zero naming what failed.
+    Doctor {
+        /// Seconds to wait for each peer's answer.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=60))]
+        timeout: u64,
+        /// The checks as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call records: `cdr show --last N [--json]`, `cdr tail`.
+    #[command(subcommand)]
+    Cdr(sipedge::cdr::show::CdrCommand),
 }
 
-fn init_logging(cli: &Cli) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cli.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+#[derive(Subcommand)]
+enum PlanCommand {
+    /// A and SRV records per site (as Cloud Connector Edition documents them).
+    Dns {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ports and protocols per side and interface, and the media range's capacity.
+    Firewall {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    let _log = sipedge::admin::logging::init(cli.log_format, &cli.log_level);
     if let Command::Cert(cmd) = cli.command {
         // Works on files alone: no configuration needed.
         return match sipedge::pki::run_cert(cmd) {
@@ -148,6 +159,79 @@ fn main() -> ExitCode {
             admin_result(sipedge::admin::cli::run_mediation_server(cmd, &cfg))
         }
         Command::Route(cmd) => admin_result(sipedge::admin::cli::run_route(cmd, &cfg)),
+        Command::Plan(cmd) => plan(cmd, &cfg),
+        Command::Doctor { timeout, json } => doctor(&cfg, timeout, json),
+        Command::Cdr(cmd) => {
+            let dir = sipedge::cdr::writer::cdr_dir(&cfg.appliance.state_dir);
+            match sipedge::cdr::show::run(cmd, &dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Prints to stdout; a closed stdout (`| head`) is not an error.
+fn print(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
+fn print_json(v: &impl serde::Serialize) -> ExitCode {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            print(&s);
+            print("\n");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plan(cmd: PlanCommand, cfg: &Config) -> ExitCode {
+    use sipedge::admin::plan;
+    match cmd {
+        PlanCommand::Dns { json: true } => print_json(&plan::dns(cfg)),
+        PlanCommand::Dns { json: false } => {
+            print(&plan::dns_text(&plan::dns(cfg)));
+            ExitCode::SUCCESS
+        }
+        PlanCommand::Firewall { json: true } => print_json(&plan::firewall(cfg)),
+        PlanCommand::Firewall { json: false } => {
+            print(&plan::firewall_text(&plan::firewall(cfg)));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn doctor(cfg: &Config, timeout: u64, json: bool) -> ExitCode {
+    use sipedge::admin::doctor;
+    let checks = doctor::run(cfg, std::time::Duration::from_secs(timeout));
+    if json {
+        print_json(&checks);
+    } else {
+        for c in &checks {
+            print(&format!("{c}\n"));
+        }
+    }
+    let failed = doctor::failures(&checks);
+    if failed.is_empty() {
+        eprintln!("doctor: all {} checks passed", checks.len());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "doctor: {} of {} checks failed: {}",
+            failed.len(),
+            checks.len(),
+            failed.join(", ")
+        );
+        ExitCode::FAILURE
     }
 }
 

@@ -6,12 +6,16 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::admin::calls::StatsSink;
+use crate::admin::sd_notify::{self, Notifier};
+use crate::admin::state::OpsState;
+use crate::cdr::CallRecord;
 use crate::config::{Config, Side, Transport};
 use crate::directory::{spawn_watcher, Store, StoreError};
 use crate::flow::Inbound;
@@ -19,7 +23,7 @@ use crate::media::{MediaError, RelayBackend};
 use crate::proxy::anchor::Anchor;
 use crate::proxy::{driver, Core};
 use crate::routing::RoutingTable;
-use crate::stats::{ProxyStats, Published};
+use crate::stats::{ProxyStats, Published, Readiness};
 use crate::transport::Transports;
 
 /// Why the appliance could not start.
@@ -68,17 +72,57 @@ pub fn media_anchor(cfg: &Config) -> Result<Option<Anchor>, MediaError> {
     Ok(Some(Anchor::from_config(cfg, m.clone(), Box::new(backend))))
 }
 
+/// How many finished calls may wait for the call-record writer.
+const RECORD_QUEUE: usize = 4096;
+
+/// Sends one notification to systemd when running under it (`Type=notify`).
+fn notify(n: Option<&Notifier>, state: &str) {
+    if let Some(n) = n {
+        if let Err(e) = n.notify(state) {
+            warn!(error = %e, "systemd notification failed");
+        }
+    }
+}
+
+/// Feeds systemd's watchdog at half its timeout while the core's loop publishes (it does every
+/// 500 ms): a wedged loop stops the pings and systemd restarts the service.
+fn spawn_watchdog(n: Arc<Notifier>, timeout: Duration, published: Arc<ArcSwap<Published>>) {
+    let every = timeout / 2;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = published.load_full();
+        loop {
+            tick.tick().await;
+            let now = published.load_full();
+            // Shorter intervals than the publish period cannot tell: ping.
+            let alive = every < Duration::from_secs(1) || !Arc::ptr_eq(&now, &last);
+            last = now;
+            if alive {
+                notify(Some(&n), "WATCHDOG=1");
+            } else {
+                warn!("the core's loop did not publish since the last watchdog ping; not pinging");
+            }
+        }
+    });
+}
+
 /// Runs the appliance until `shutdown` turns true and the drain ends.
 pub async fn run(
     cfg: Arc<Config>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<ProxyStats, StartError> {
+    let notifier = Notifier::from_env().map(Arc::new);
+    notify(notifier.as_deref(), "STATUS=starting");
+    let readiness = Arc::new(Readiness::default());
+    let ops = Arc::new(OpsState::new(cfg.clone(), readiness.clone()));
     let table = resolve_table(&cfg).await?;
     crate::routing::warm_up();
     // The directory: imported, then watched for changes made by the CLI or the API.
     let store = Store::open(&cfg)?;
     let dir = Arc::new(ArcSwap::from_pointee(store.snapshot()?));
     spawn_watcher(store.path().to_owned(), dir.clone())?;
+    readiness.set_directory_loaded(true);
     let published = Arc::new(ArcSwap::from_pointee(Published::default()));
     if let Some(addr) = cfg.admin.listen {
         let token = crate::admin::http::load_or_create_token(&cfg.appliance.state_dir)?;
@@ -89,16 +133,30 @@ pub async fn run(
             table: Arc::new(table.clone()),
             dir: dir.clone(),
             live: published.clone(),
+            ops: ops.clone(),
         };
         info!(%addr, "admin API listening");
         tokio::spawn(crate::admin::http::serve(listener, state));
     } else {
         drop(store);
     }
+    // Call records: the writer thread appends them to <state_dir>/cdr/, logs one line per call
+    // and feeds the call statistics. (A PostgreSQL sink joins the list here.)
+    let (records_tx, records_rx) = mpsc::channel::<CallRecord>(RECORD_QUEUE);
+    let writer = crate::cdr::writer::standard(
+        &cfg.appliance.state_dir,
+        vec![Box::new(StatsSink(ops.calls.clone()))],
+    );
+    let record_errors = writer.errors();
+    let writer = writer.spawn(records_rx)?;
+    ops.set_call_record_errors(record_errors);
     let (tx, rx) = mpsc::channel::<Inbound>(8192);
     let resolved_tx = tx.clone();
     let transports = Transports::bind(&cfg, tx).await?;
+    readiness.set_listeners_bound(true);
     transports.set_server_names(table.tls_names());
+    ops.refresh_certificates();
+    ops.spawn_refresh(dir.clone());
     let mut local = HashMap::new();
     for side in [Side::Gateway, Side::Cloud] {
         for t in [Transport::Udp, Transport::Tcp, Transport::Tls] {
@@ -120,13 +178,52 @@ pub async fn run(
         edge = %cfg.appliance.access_edge_fqdn,
         "sipedge running"
     );
+    // Readiness and systemd follow the drain.
+    {
+        let mut shutdown = shutdown.clone();
+        let readiness = readiness.clone();
+        let n = notifier.clone();
+        tokio::spawn(async move {
+            while shutdown.changed().await.is_ok() {
+                if *shutdown.borrow() {
+                    readiness.set_draining(true);
+                    notify(
+                        n.as_deref(),
+                        "STOPPING=1\nSTATUS=draining: new calls refused",
+                    );
+                    break;
+                }
+            }
+        });
+    }
+    if let (Some(n), Some(t)) = (&notifier, sd_notify::watchdog_timeout()) {
+        spawn_watchdog(n.clone(), t, published.clone());
+    }
     let io = driver::Io {
         inbound: rx,
         resolved: resolved_tx,
         transports,
         published,
         drain_timeout: cfg.limits.drain_timeout,
-        records: None,
+        records: Some(records_tx),
     };
-    Ok(driver::run(core, io, shutdown).await)
+    notify(
+        notifier.as_deref(),
+        &format!(
+            "READY=1\nSTATUS={}",
+            sd_notify::status_line(&format!(
+                "serving site {} ({})",
+                cfg.appliance.site, cfg.appliance.mediation_fqdn
+            ))
+        ),
+    );
+    let stats = driver::run(core, io, shutdown).await;
+    // The driver dropped the records' sender: the writer writes what is queued and stops.
+    if tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .is_err()
+    {
+        warn!("the call-record writer did not stop cleanly");
+    }
+    Ok(stats)
 }

@@ -4,9 +4,14 @@
 //! metrics read it. Pure data: neither `proxy` nor `admin` is imported here, so neither imports
 //! the other.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
 
-use crate::media::{Drops, LegCounters};
+use crate::config::{Side, Transport};
+use crate::media::{Drops, LegCounters, LegSnapshot};
 use crate::routing::Live;
 
 /// Counters of the proxy core.
@@ -37,6 +42,9 @@ pub struct ProxyStats {
     /// Responses from another address or identity than their request's hop (dropped; also
     /// counted as stray).
     pub foreign_responses: u64,
+    /// Calls in progress (in setup or established) from the core's dialog table; `None`
+    /// while the core keeps none (`sipedge_active_calls` then counts media sessions).
+    pub active_calls: Option<u64>,
 }
 
 /// Counters of the media anchor.
@@ -66,6 +74,12 @@ pub struct LegTotals {
     pub tx_bytes: u64,
     /// Packets dropped on receipt, by cause.
     pub drops: Drops,
+    /// The part of the packets and bytes above that crossed while the leg was SRTP (filled
+    /// from a [`LegSnapshot`], which knows the leg's SRTP state; zero from bare counters).
+    pub srtp_rx_packets: u64,
+    pub srtp_rx_bytes: u64,
+    pub srtp_tx_packets: u64,
+    pub srtp_tx_bytes: u64,
 }
 
 impl LegTotals {
@@ -76,6 +90,10 @@ impl LegTotals {
         self.rtcp_packets = self.rtcp_packets.saturating_add(other.rtcp_packets);
         self.tx_packets = self.tx_packets.saturating_add(other.tx_packets);
         self.tx_bytes = self.tx_bytes.saturating_add(other.tx_bytes);
+        self.srtp_rx_packets = self.srtp_rx_packets.saturating_add(other.srtp_rx_packets);
+        self.srtp_rx_bytes = self.srtp_rx_bytes.saturating_add(other.srtp_rx_bytes);
+        self.srtp_tx_packets = self.srtp_tx_packets.saturating_add(other.srtp_tx_packets);
+        self.srtp_tx_bytes = self.srtp_tx_bytes.saturating_add(other.srtp_tx_bytes);
         let (d, o) = (&mut self.drops, &other.drops);
         d.foreign_source = d.foreign_source.saturating_add(o.foreign_source);
         d.srtp_auth = d.srtp_auth.saturating_add(o.srtp_auth);
@@ -95,7 +113,24 @@ impl From<&LegCounters> for LegTotals {
             tx_packets: c.tx_packets,
             tx_bytes: c.tx_bytes,
             drops: c.drops,
+            ..LegTotals::default()
         }
+    }
+}
+
+/// A leg's counters with its SRTP state: an SRTP leg's packets and bytes also count as SRTP
+/// (`sipedge_media_packets_total{kind="srtp"}`). The anchor sums these when it uses
+/// `LegTotals::from(&snapshot.a)` instead of `LegTotals::from(&snapshot.a.counters)`.
+impl From<&LegSnapshot> for LegTotals {
+    fn from(s: &LegSnapshot) -> LegTotals {
+        let mut t = LegTotals::from(&s.counters);
+        if s.srtp {
+            t.srtp_rx_packets = t.rx_packets;
+            t.srtp_rx_bytes = t.rx_bytes;
+            t.srtp_tx_packets = t.tx_packets;
+            t.srtp_tx_bytes = t.tx_bytes;
+        }
+        t
     }
 }
 
@@ -121,4 +156,437 @@ pub struct Published {
     /// Probed targets: name → healthy.
     pub health: HashMap<String, bool>,
     pub live: Live,
+}
+
+// ---------------------------------------------------------------- readiness
+
+/// What `GET /readyz` answers from. `server` sets it: listeners bound and directory loaded at
+/// start, draining from the first SIGTERM/SIGINT. Maintenance mode (another issue) sets
+/// `maintenance` through [`Readiness::set_maintenance`]; a draining or maintained appliance
+/// answers 503 so a load balancer or orchestrator sends no new calls. Shared as an
+/// `Arc<Readiness>`; every flag is an atomic, read without a lock.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    listeners_bound: AtomicBool,
+    directory_loaded: AtomicBool,
+    draining: AtomicBool,
+    maintenance: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_listeners_bound(&self, v: bool) {
+        self.listeners_bound.store(v, Ordering::Relaxed);
+    }
+    pub fn set_directory_loaded(&self, v: bool) {
+        self.directory_loaded.store(v, Ordering::Relaxed);
+    }
+    pub fn set_draining(&self, v: bool) {
+        self.draining.store(v, Ordering::Relaxed);
+    }
+    pub fn set_maintenance(&self, v: bool) {
+        self.maintenance.store(v, Ordering::Relaxed);
+    }
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+    pub fn maintenance(&self) -> bool {
+        self.maintenance.load(Ordering::Relaxed)
+    }
+
+    /// Why the appliance is not ready (stable words, empty when ready): `listeners not bound`,
+    /// `directory not loaded`, `draining`, `maintenance`.
+    pub fn not_ready(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.listeners_bound.load(Ordering::Relaxed) {
+            v.push("listeners not bound");
+        }
+        if !self.directory_loaded.load(Ordering::Relaxed) {
+            v.push("directory not loaded");
+        }
+        if self.draining() {
+            v.push("draining");
+        }
+        if self.maintenance() {
+            v.push("maintenance");
+        }
+        v
+    }
+}
+
+// ---------------------------------------------------------------- TLS and connections
+
+/// Why a TLS handshake was refused, as a bounded label: every reason the transport logs maps
+/// to one of these ([`tls_refusal_category`]).
+pub const TLS_REFUSAL_CATEGORIES: [&str; 15] = [
+    "no_client_certificate",
+    "unknown_issuer",
+    "revoked",
+    "expired",
+    "not_yet_valid",
+    "wrong_site",
+    "not_configured",
+    "name_not_allowed",
+    "no_identity",
+    "protocol_version",
+    "no_common_cipher",
+    "timeout",
+    "too_many_handshakes",
+    "connection_limit",
+    "other",
+];
+
+/// The bounded category of a refusal reason as `transport::tls` words it
+/// (`pki::tls::describe_refusal` and the accept loop's own reasons).
+pub fn tls_refusal_category(reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    let has = |s: &str| r.contains(s);
+    if has("no client certificate") || has("no certificates presented") {
+        "no_client_certificate"
+    } else if has("revoked") {
+        "revoked"
+    } else if has("issuer unknown") || has("unknown issuer") || has("unknownissuer") {
+        "unknown_issuer"
+    } else if has("not yet valid") || has("notvalidyet") {
+        "not_yet_valid"
+    } else if has("expired") {
+        "expired"
+    } else if has("belongs to site") {
+        "wrong_site"
+    } else if has("no configured gateway") {
+        "not_configured"
+    } else if has("not an allowed peer name") || has("not valid for name") {
+        "name_not_allowed"
+    } else if has("identity") || has("carries no dns name") || has("could not be parsed") {
+        "no_identity"
+    } else if has("older than tls 1.2") || has("protocol version") {
+        "protocol_version"
+    } else if has("cipher suite") {
+        "no_common_cipher"
+    } else if has("timed out") || has("timeout") {
+        "timeout"
+    } else if has("too many handshakes") {
+        "too_many_handshakes"
+    } else if has("connection limit") {
+        "connection_limit"
+    } else {
+        "other"
+    }
+}
+
+/// Who started a TLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandshakeDirection {
+    /// A peer connected to our listener.
+    Inbound,
+    /// We connected to a peer.
+    Outbound,
+}
+
+impl HandshakeDirection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeDirection::Inbound => "inbound",
+            HandshakeDirection::Outbound => "outbound",
+        }
+    }
+}
+
+/// One refused TLS handshake, kept for the status page and `GET /tls/refusals`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsRefusal {
+    pub at: SystemTime,
+    pub side: Side,
+    pub direction: HandshakeDirection,
+    pub remote: SocketAddr,
+    /// The reason as logged.
+    pub reason: String,
+    /// Its bounded category (one of [`TLS_REFUSAL_CATEGORIES`]).
+    pub category: &'static str,
+}
+
+/// How many refusals [`TransportStats`] keeps (the newest).
+pub const TLS_REFUSALS_KEPT: usize = 64;
+
+const SIDES: [Side; 2] = [Side::Gateway, Side::Cloud];
+const DIRECTIONS: [HandshakeDirection; 2] =
+    [HandshakeDirection::Inbound, HandshakeDirection::Outbound];
+const CATEGORIES: usize = TLS_REFUSAL_CATEGORIES.len();
+
+fn side_index(s: Side) -> usize {
+    match s {
+        Side::Gateway => 0,
+        Side::Cloud => 1,
+    }
+}
+
+fn direction_index(d: HandshakeDirection) -> usize {
+    match d {
+        HandshakeDirection::Inbound => 0,
+        HandshakeDirection::Outbound => 1,
+    }
+}
+
+/// Index of a stream transport in the open-connection table; `None` for UDP.
+fn stream_index(t: Transport) -> Option<usize> {
+    match t {
+        Transport::Udp => None,
+        Transport::Tcp => Some(0),
+        Transport::Tls => Some(1),
+    }
+}
+
+/// TLS handshakes, refusals and open stream connections, counted by the transports with one
+/// call at each place (see [`TRANSPORT`]). Atomics and a short mutex-guarded ring: cheap on the
+/// accept and connection tasks, never on the core's loop.
+#[derive(Debug)]
+pub struct TransportStats {
+    accepted: [[AtomicU64; 2]; 2],
+    refused: [[[AtomicU64; CATEGORIES]; 2]; 2],
+    open: [[AtomicI64; 2]; 2],
+    refusals: Mutex<VecDeque<TlsRefusal>>,
+}
+
+/// The process's transport counters: `transport` increments them, `admin` reads them.
+pub static TRANSPORT: TransportStats = TransportStats::new();
+
+impl Default for TransportStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TransportStats {
+    pub const fn new() -> TransportStats {
+        TransportStats {
+            accepted: [const { [const { AtomicU64::new(0) }; 2] }; 2],
+            refused: [const { [const { [const { AtomicU64::new(0) }; CATEGORIES] }; 2] }; 2],
+            open: [const { [const { AtomicI64::new(0) }; 2] }; 2],
+            refusals: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// A TLS handshake succeeded (and the peer's identity was accepted).
+    pub fn tls_accepted(&self, side: Side, direction: HandshakeDirection) {
+        self.accepted[side_index(side)][direction_index(direction)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A TLS handshake failed or was refused for `reason` (as logged); kept in the ring.
+    pub fn tls_refused(
+        &self,
+        side: Side,
+        direction: HandshakeDirection,
+        remote: SocketAddr,
+        reason: &str,
+        at: SystemTime,
+    ) {
+        let category = tls_refusal_category(reason);
+        let c = TLS_REFUSAL_CATEGORIES
+            .iter()
+            .position(|x| *x == category)
+            .unwrap_or(CATEGORIES - 1);
+        if let Some(n) = self.refused[side_index(side)][direction_index(direction)].get(c) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut ring = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.len() >= TLS_REFUSALS_KEPT {
+            ring.pop_front();
+        }
+        ring.push_back(TlsRefusal {
+            at,
+            side,
+            direction,
+            remote,
+            reason: reason.chars().take(300).collect(),
+            category,
+        });
+    }
+
+    /// The result of a handshake we started toward `remote` (`Err`: the reason) at `at`.
+    pub fn tls_outbound<T>(
+        &self,
+        side: Side,
+        remote: SocketAddr,
+        r: &Result<T, String>,
+        at: SystemTime,
+    ) {
+        match r {
+            Ok(_) => self.tls_accepted(side, HandshakeDirection::Outbound),
+            Err(reason) => self.tls_refused(side, HandshakeDirection::Outbound, remote, reason, at),
+        }
+    }
+
+    /// A TCP or TLS connection is open (accepted, or opened by us); UDP is ignored.
+    pub fn connection_opened(&self, side: Side, transport: Transport) {
+        if let Some(t) = stream_index(transport) {
+            self.open[side_index(side)][t].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection counted by [`Self::connection_opened`] closed.
+    pub fn connection_closed(&self, side: Side, transport: Transport) {
+        if let Some(t) = stream_index(transport) {
+            self.open[side_index(side)][t].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The newest `n` refusals, newest first.
+    pub fn recent_refusals(&self, n: usize) -> Vec<TlsRefusal> {
+        let ring = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        ring.iter().rev().take(n).cloned().collect()
+    }
+
+    /// A copy for the metrics.
+    pub fn snapshot(&self) -> TransportSnapshot {
+        let mut handshakes = Vec::new();
+        let mut open = Vec::new();
+        for side in SIDES {
+            for dir in DIRECTIONS {
+                let (s, d) = (side_index(side), direction_index(dir));
+                handshakes.push(HandshakeCount {
+                    side,
+                    direction: dir,
+                    result: "accepted",
+                    reason: "none",
+                    count: self.accepted[s][d].load(Ordering::Relaxed),
+                });
+                for (c, name) in TLS_REFUSAL_CATEGORIES.iter().enumerate() {
+                    let count = self.refused[s][d]
+                        .get(c)
+                        .map_or(0, |n| n.load(Ordering::Relaxed));
+                    handshakes.push(HandshakeCount {
+                        side,
+                        direction: dir,
+                        result: "refused",
+                        reason: name,
+                        count,
+                    });
+                }
+            }
+            for t in [Transport::Tcp, Transport::Tls] {
+                let n = stream_index(t).map_or(0, |i| {
+                    self.open[side_index(side)][i].load(Ordering::Relaxed)
+                });
+                open.push((side, t, n.max(0) as u64));
+            }
+        }
+        TransportSnapshot { handshakes, open }
+    }
+}
+
+/// One handshake counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeCount {
+    pub side: Side,
+    pub direction: HandshakeDirection,
+    /// `accepted` or `refused`.
+    pub result: &'static str,
+    /// `none` when accepted, else one of [`TLS_REFUSAL_CATEGORIES`].
+    pub reason: &'static str,
+    pub count: u64,
+}
+
+/// [`TransportStats`] at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportSnapshot {
+    pub handshakes: Vec<HandshakeCount>,
+    /// Open stream connections by side and transport (TCP, TLS).
+    pub open: Vec<(Side, Transport, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_reasons_map_to_bounded_categories() {
+        for (reason, cat) in [
+            ("no client certificate presented", "no_client_certificate"),
+            ("certificate revoked", "revoked"),
+            ("issuer unknown", "unknown_issuer"),
+            ("expired (not after 1, now 2)", "expired"),
+            ("not yet valid", "not_yet_valid"),
+            (
+                "gw1.remote.example belongs to site remote; this appliance serves site lab",
+                "wrong_site",
+            ),
+            ("no configured gateway named x.example", "not_configured"),
+            (
+                "certificate x is not an allowed peer name",
+                "name_not_allowed",
+            ),
+            ("no usable certificate identity", "no_identity"),
+            (
+                "incompatible peer: protocol older than TLS 1.2 (TLS 1.2 is the minimum)",
+                "protocol_version",
+            ),
+            (
+                "incompatible peer: no cipher suite in common",
+                "no_common_cipher",
+            ),
+            ("handshake timed out", "timeout"),
+            ("something new", "other"),
+        ] {
+            assert_eq!(tls_refusal_category(reason), cat, "{reason}");
+            assert!(TLS_REFUSAL_CATEGORIES.contains(&cat));
+        }
+    }
+
+    #[test]
+    fn transport_stats_count_and_keep_the_newest_refusals() {
+        let t = TransportStats::new();
+        let remote: SocketAddr = "192.0.2.1:5061".parse().unwrap();
+        t.tls_accepted(Side::Gateway, HandshakeDirection::Inbound);
+        for i in 0..(TLS_REFUSALS_KEPT + 5) {
+            t.tls_refused(
+                Side::Gateway,
+                HandshakeDirection::Inbound,
+                remote,
+                &format!("certificate revoked {i}"),
+                SystemTime::UNIX_EPOCH,
+            );
+        }
+        t.connection_opened(Side::Cloud, Transport::Tls);
+        t.connection_opened(Side::Cloud, Transport::Udp);
+        let recent = t.recent_refusals(3);
+        assert_eq!(recent.len(), 3);
+        assert_eq!(
+            recent[0].reason,
+            format!("certificate revoked {}", TLS_REFUSALS_KEPT + 4)
+        );
+        assert_eq!(t.recent_refusals(1000).len(), TLS_REFUSALS_KEPT);
+        let s = t.snapshot();
+        let count = |result: &str, reason: &str| {
+            s.handshakes
+                .iter()
+                .find(|h| {
+                    h.side == Side::Gateway
+                        && h.direction == HandshakeDirection::Inbound
+                        && h.result == result
+                        && h.reason == reason
+                })
+                .map(|h| h.count)
+        };
+        assert_eq!(count("accepted", "none"), Some(1));
+        assert_eq!(
+            count("refused", "revoked"),
+            Some(TLS_REFUSALS_KEPT as u64 + 5)
+        );
+        assert!(s.open.contains(&(Side::Cloud, Transport::Tls, 1)));
+        assert!(s.open.contains(&(Side::Cloud, Transport::Tcp, 0)));
+    }
+
+    #[test]
+    fn readiness_names_what_is_missing() {
+        let r = Readiness::default();
+        assert_eq!(
+            r.not_ready(),
+            ["listeners not bound", "directory not loaded"]
+        );
+        r.set_listeners_bound(true);
+        r.set_directory_loaded(true);
+        assert!(r.not_ready().is_empty());
+        r.set_draining(true);
+        r.set_maintenance(true);
+        assert_eq!(r.not_ready(), ["draining", "maintenance"]);
+    }
 }

@@ -173,9 +173,11 @@ pub enum MediationServerCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum RouteCommand {
-    /// The decision for a call from the cloud peer by a user to a number, with its trace.
+    /// The decision for a call, with its trace: from a gateway (inbound: number → user →
+    /// cloud peer), or from the cloud peer by a user (outbound).
     Explain {
-        /// The caller: SIP address, UPN or display name.
+        /// The caller: a gateway (name or address) for an inbound call; a user (SIP address,
+        /// UPN or display name) for an outbound call.
         #[arg(long)]
         from: String,
         /// The dialled number.
@@ -400,9 +402,12 @@ pub fn run_route(cmd: RouteCommand, cfg: &Config) -> Result<(), CliError> {
             let store = Store::open(cfg)?;
             let dir = store.snapshot()?;
             let table = table_for(cfg)?;
-            let r = routing::explain(&table, &dir, &Live::default(), &from, &to)
-                .map_err(CliError::Other)?;
-            (routed_json(&r), false)
+            let (direction, r) =
+                super::explain::explain(&table, &dir, &Live::default(), &from, &to)
+                    .map_err(CliError::Other)?;
+            let mut v = routed_json(&r);
+            v["direction"] = serde_json::json!(direction.as_str());
+            (v, false)
         }
     };
     if json {
@@ -411,6 +416,9 @@ pub fn run_route(cmd: RouteCommand, cfg: &Config) -> Result<(), CliError> {
     }
     if !live {
         out("  (server not reachable: health and load are not live; every target counts as healthy and idle)");
+    }
+    if let Some(d) = value["direction"].as_str() {
+        out(&format!("  direction: {d}"));
     }
     for line in value["trace"].as_array().into_iter().flatten() {
         out(&format!("  {}", line.as_str().unwrap_or_default()));

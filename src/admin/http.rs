@@ -17,7 +17,15 @@
 //! | `POST /users/{identity}/policy` `{"policy": …}` | Grant-CsVoiceRoutingPolicy |
 //! | `GET /tenant`, `PATCH /tenant` `{"peer_destination", "use_on_prem_dial_plan", "shared_sip_address_space"}` | Set-CsTenantHybridConfiguration |
 //! | `GET /mediation-servers`, `PUT /mediation-servers/{identity}` `{"fqdn", "access_proxy_external_fqdn"}` | Set-CsHybridMediationServer |
-//! | `GET /route/explain?from=…&to=…` | (route explain, with live health and load) |
+//! | `GET /route/explain?from=…&to=…` | (route explain, with live health and load; `from` a gateway: inbound) |
+//! | `GET /status.json` | the status page's data (see [`super::status`]) |
+//! | `GET /tls/refusals[?last=N]` | the newest TLS refusals with their reasons |
+//!
+//! Without the token: `GET /metrics`; `GET /healthz` (200 while the process serves: `status`,
+//! `version`, `pid`, `uptime_s`); `GET /readyz` (200 `{"status":"ready"}` when listeners are
+//! bound, the directory is loaded and the appliance is neither draining nor in maintenance,
+//! else 503 with `reasons`); `GET /status` (the page itself, no data: it reads the token from
+//! its URL fragment and fetches `/status.json`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -25,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -33,10 +41,12 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::json::{mediation_server_json, tenant_json, user_json};
+use super::state::OpsState;
+use super::status;
 use crate::config::VoiceRoutingPolicy;
 use crate::directory::{Store, StoreError, TenantPatch, UserPatch};
-use crate::routing::{self, Directory, RoutingTable};
-use crate::stats::Published;
+use crate::routing::{Directory, RoutingTable};
+use crate::stats::{Published, TRANSPORT};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -45,6 +55,8 @@ pub struct AdminState {
     pub table: Arc<RoutingTable>,
     pub dir: Arc<ArcSwap<Directory>>,
     pub live: Arc<ArcSwap<Published>>,
+    /// Readiness, call statistics, certificates, directory changes.
+    pub ops: Arc<OpsState>,
 }
 
 /// Reads the admin token, or creates it (0600) at first start.
@@ -357,18 +369,103 @@ async fn explain(
     let to = q.to.ok_or_else(|| ApiError(400, "to: required".into()))?;
     let dir = st.dir.load();
     let live = st.live.load();
-    let r =
-        routing::explain(&st.table, &dir, &live.live, &from, &to).map_err(|e| ApiError(400, e))?;
-    Ok(axum::Json(super::cli::routed_json(&r)))
+    let (direction, r) = super::explain::explain(&st.table, &dir, &live.live, &from, &to)
+        .map_err(|e| ApiError(400, e))?;
+    let mut v = super::cli::routed_json(&r);
+    v["direction"] = serde_json::json!(direction.as_str());
+    Ok(axum::Json(v))
 }
 
 async fn metrics(State(st): State<AdminState>) -> Response {
     let snap = st.live.load();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        super::metrics::render(&snap),
+        super::metrics::render(&snap, &st.ops.metrics()),
     )
         .into_response()
+}
+
+async fn healthz(State(st): State<AdminState>) -> Response {
+    let uptime = std::time::SystemTime::now()
+        .duration_since(st.ops.started)
+        .map_or(0, |d| d.as_secs());
+    axum::Json(serde_json::json!({
+        "status": "alive",
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_s": uptime,
+    }))
+    .into_response()
+}
+
+async fn readyz(State(st): State<AdminState>) -> Response {
+    let reasons = st.ops.readiness.not_ready();
+    if reasons.is_empty() {
+        axum::Json(serde_json::json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "not ready", "reasons": reasons })),
+        )
+            .into_response()
+    }
+}
+
+/// One of the status page's files, with its security headers.
+fn page_file(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = (StatusCode::OK, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    for (k, v) in status::PAGE_HEADERS {
+        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    r
+}
+
+async fn status_page() -> Response {
+    page_file("text/html; charset=utf-8", status::PAGE_HTML)
+}
+
+async fn status_script() -> Response {
+    page_file("text/javascript; charset=utf-8", status::PAGE_JS)
+}
+
+async fn status_style() -> Response {
+    page_file("text/css; charset=utf-8", status::PAGE_CSS)
+}
+
+async fn status_data(State(st): State<AdminState>, headers: HeaderMap) -> ApiResult {
+    authorize(&st, &headers)?;
+    let snap = st.live.load();
+    let refusals = TRANSPORT.recent_refusals(status::REFUSALS_SHOWN);
+    Ok(axum::Json(status::status_json(
+        &st.table,
+        &snap,
+        &st.ops,
+        &refusals,
+        std::time::SystemTime::now(),
+    )))
+}
+
+#[derive(Deserialize)]
+struct LastQuery {
+    last: Option<usize>,
+}
+
+async fn tls_refusals(
+    State(st): State<AdminState>,
+    headers: HeaderMap,
+    Query(q): Query<LastQuery>,
+) -> ApiResult {
+    authorize(&st, &headers)?;
+    let n = q.last.unwrap_or(status::REFUSALS_SHOWN);
+    Ok(axum::Json(serde_json::Value::Array(
+        TRANSPORT
+            .recent_refusals(n)
+            .iter()
+            .map(status::refusal_json)
+            .collect(),
+    )))
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -385,6 +482,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/mediation-servers/{identity}", put(set_mediation))
         .route("/route/explain", get(explain))
         .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status_page))
+        .route("/status.js", get(status_script))
+        .route("/status.css", get(status_style))
+        .route("/status.json", get(status_data))
+        .route("/tls/refusals", get(tls_refusals))
         .with_state(state)
 }
 

@@ -1,12 +1,17 @@
 //! The Prometheus exposition: every series sipedge exports is named here, once, with its type
-//! and help text, and rendered from the [`Published`] snapshot. Label values are escaped
-//! (`\\`, `"`, newline) as the text format requires; every label set is bounded by the
-//! configuration (targets, gateways, legs, drop causes, statuses we generate).
+//! and help text, and rendered from the [`Published`] snapshot of the core and the anchor plus
+//! what the appliance around them keeps ([`OpsMetrics`]: call records, TLS and connections,
+//! certificates, the directory, readiness). Label values are escaped (`\\`, `"`, newline) as
+//! the text format requires; every label set is bounded by the configuration (targets,
+//! gateways, sites) or by a fixed list (legs, kinds, drop causes, outcomes, refusal reasons,
+//! statuses we generate).
 
 use std::fmt::Write;
 
+use super::calls::CallStats;
+use super::certs::Expiry;
 use crate::media::Drops;
-use crate::stats::{LegTotals, Published};
+use crate::stats::{LegTotals, Published, TransportSnapshot};
 
 /// A metric family: name, type, help.
 struct Family {
@@ -30,6 +35,72 @@ const fn gauge(name: &'static str, help: &'static str) -> Family {
         help,
     }
 }
+
+const fn histogram(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: "histogram",
+        help,
+    }
+}
+
+// ---------------------------------------------------------------- the appliance
+const BUILD_INFO: Family = gauge(
+    "sipedge_build_info",
+    "Always 1; the version of the running binary in the version label.",
+);
+const START_TIME: Family = gauge(
+    "sipedge_start_time_seconds",
+    "When the appliance started, seconds since the Unix epoch.",
+);
+const READY: Family = gauge(
+    "sipedge_ready",
+    "1 when /readyz answers 200 (listeners bound, directory loaded, not draining or in maintenance).",
+);
+const DRAINING: Family = gauge(
+    "sipedge_draining",
+    "1 while draining after SIGTERM/SIGINT (new calls refused).",
+);
+const ACTIVE_CALLS_ALL: Family = gauge(
+    "sipedge_active_calls",
+    "Calls in progress (the core's dialogs; media sessions while the core keeps no dialog table).",
+);
+const CALLS_ENDED: Family = counter(
+    "sipedge_calls_ended_total",
+    "Calls ended (one per call record), by direction, site, gateway and outcome.",
+);
+const CALL_SETUP: Family = histogram(
+    "sipedge_call_setup_seconds",
+    "INVITE to the first ringing or answer, by direction (from the call records).",
+);
+const CALL_RECORD_ERRORS: Family = counter(
+    "sipedge_call_record_errors_total",
+    "Call records a sink failed to take (file, statistics).",
+);
+const LOG_DROPPED: Family = counter(
+    "sipedge_log_lines_dropped_total",
+    "Log lines dropped because the log writer was behind (logging never blocks).",
+);
+const TLS_HANDSHAKES: Family = counter(
+    "sipedge_tls_handshakes_total",
+    "TLS handshakes by side, direction, result (accepted, refused) and refusal reason.",
+);
+const OPEN_CONNECTIONS: Family = gauge(
+    "sipedge_open_connections",
+    "Open stream connections by side and transport (tcp, tls).",
+);
+const CERT_EXPIRY: Family = gauge(
+    "sipedge_certificate_expiry_timestamp_seconds",
+    "When our TLS material expires, seconds since the Unix epoch: certificate gateway_side, cloud_side, ca (the built-in root), crl (the CRL's next update).",
+);
+const DIRECTORY_CHANGES: Family = counter(
+    "sipedge_directory_changes_total",
+    "Directory snapshots swapped in since start (changes by the CLI or the API).",
+);
+const DIRECTORY_USERS: Family = gauge(
+    "sipedge_directory_users",
+    "Users in the directory snapshot in use.",
+);
 
 // ---------------------------------------------------------------- the proxy core
 const REQUESTS: Family = counter("sipedge_requests_total", "SIP requests received.");
@@ -117,11 +188,11 @@ const PORTS_TOTAL: Family = gauge(
 );
 const MEDIA_PACKETS: Family = counter(
     "sipedge_media_packets_total",
-    "Media packets by leg (gateway, cloud) and direction (rx: arrived on our socket, tx: sent).",
+    "Media packets by leg (gateway, cloud), direction (rx: arrived on our socket, tx: sent) and kind: rtcp (RTCP and SRTCP accepted on arrival; rx only), else srtp or rtp by the leg's SRTP state (tx includes RTCP).",
 );
 const MEDIA_BYTES: Family = counter(
     "sipedge_media_bytes_total",
-    "Media bytes by leg and direction.",
+    "Media bytes by leg, direction and kind (srtp or rtp by the leg's SRTP state, RTCP included).",
 );
 const MEDIA_RTCP: Family = counter(
     "sipedge_media_rtcp_packets_total",
@@ -135,6 +206,20 @@ const MEDIA_DROPPED: Family = counter(
 /// Every family, in exposition order (tests check that each is rendered).
 #[cfg(test)]
 const ALL: &[&Family] = &[
+    &BUILD_INFO,
+    &START_TIME,
+    &READY,
+    &DRAINING,
+    &ACTIVE_CALLS_ALL,
+    &CALLS_ENDED,
+    &CALL_SETUP,
+    &CALL_RECORD_ERRORS,
+    &LOG_DROPPED,
+    &TLS_HANDSHAKES,
+    &OPEN_CONNECTIONS,
+    &CERT_EXPIRY,
+    &DIRECTORY_CHANGES,
+    &DIRECTORY_USERS,
     &REQUESTS,
     &RESPONSES,
     &MALFORMED,
@@ -195,7 +280,19 @@ impl Exposition {
     }
 
     fn sample(&mut self, f: &Family, labels: &[(&str, &str)], v: impl std::fmt::Display) {
+        self.sample_suffixed(f, "", labels, v);
+    }
+
+    /// A sample of `f` named with a suffix (`_bucket`, `_sum`, `_count` of a histogram).
+    fn sample_suffixed(
+        &mut self,
+        f: &Family,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        v: impl std::fmt::Display,
+    ) {
         self.0.push_str(f.name);
+        self.0.push_str(suffix);
         if !labels.is_empty() {
             self.0.push('{');
             for (i, (k, val)) in labels.iter().enumerate() {
@@ -229,9 +326,103 @@ fn drop_reasons(d: &Drops) -> [(&'static str, u64); 6] {
     ]
 }
 
-/// Prometheus text exposition of `snap`.
-pub fn render(snap: &Published) -> String {
-    let mut e = Exposition(String::with_capacity(4096));
+/// What the appliance keeps around the core for the exposition (plain data; `admin::http`
+/// gathers it for each scrape).
+#[derive(Debug, Clone, Default)]
+pub struct OpsMetrics {
+    pub version: &'static str,
+    /// Seconds since the Unix epoch.
+    pub start_time: u64,
+    pub ready: bool,
+    pub draining: bool,
+    pub calls: CallStats,
+    pub call_record_errors: u64,
+    pub log_lines_dropped: u64,
+    pub transport: TransportSnapshot,
+    pub certificates: Vec<Expiry>,
+    pub directory_changes: u64,
+    pub directory_users: usize,
+}
+
+/// Calls in progress: the core's dialogs when it keeps them, else the media sessions.
+pub fn active_calls(snap: &Published) -> u64 {
+    snap.proxy
+        .active_calls
+        .or_else(|| snap.media.as_ref().map(|m| m.active_calls as u64))
+        .unwrap_or(0)
+}
+
+fn render_ops(e: &mut Exposition, snap: &Published, ops: &OpsMetrics) {
+    e.header(&BUILD_INFO);
+    e.sample(&BUILD_INFO, &[("version", ops.version)], 1);
+    e.single(&START_TIME, ops.start_time);
+    e.single(&READY, u8::from(ops.ready));
+    e.single(&DRAINING, u8::from(ops.draining));
+    e.single(&ACTIVE_CALLS_ALL, active_calls(snap));
+    e.header(&CALLS_ENDED);
+    for ((direction, site, gateway, outcome), n) in &ops.calls.calls {
+        e.sample(
+            &CALLS_ENDED,
+            &[
+                ("direction", direction),
+                ("site", site),
+                ("gateway", gateway),
+                ("outcome", outcome),
+            ],
+            n,
+        );
+    }
+    e.header(&CALL_SETUP);
+    for direction in ["inbound", "outbound"] {
+        let h = ops.calls.setup.get(direction).cloned().unwrap_or_default();
+        for (le, n) in h.cumulative() {
+            e.sample_suffixed(
+                &CALL_SETUP,
+                "_bucket",
+                &[("direction", direction), ("le", &le)],
+                n,
+            );
+        }
+        e.sample_suffixed(&CALL_SETUP, "_sum", &[("direction", direction)], h.sum);
+        e.sample_suffixed(&CALL_SETUP, "_count", &[("direction", direction)], h.count);
+    }
+    e.single(&CALL_RECORD_ERRORS, ops.call_record_errors);
+    e.single(&LOG_DROPPED, ops.log_lines_dropped);
+    e.header(&TLS_HANDSHAKES);
+    for h in &ops.transport.handshakes {
+        e.sample(
+            &TLS_HANDSHAKES,
+            &[
+                ("side", h.side.as_str()),
+                ("direction", h.direction.as_str()),
+                ("result", h.result),
+                ("reason", h.reason),
+            ],
+            h.count,
+        );
+    }
+    e.header(&OPEN_CONNECTIONS);
+    for (side, t, n) in &ops.transport.open {
+        e.sample(
+            &OPEN_CONNECTIONS,
+            &[("side", side.as_str()), ("transport", t.uri_param())],
+            n,
+        );
+    }
+    e.header(&CERT_EXPIRY);
+    for c in &ops.certificates {
+        if let Some(t) = c.not_after {
+            e.sample(&CERT_EXPIRY, &[("certificate", c.what)], t);
+        }
+    }
+    e.single(&DIRECTORY_CHANGES, ops.directory_changes);
+    e.single(&DIRECTORY_USERS, ops.directory_users);
+}
+
+/// Prometheus text exposition of `snap` and `ops`.
+pub fn render(snap: &Published, ops: &OpsMetrics) -> String {
+    let mut e = Exposition(String::with_capacity(8192));
+    render_ops(&mut e, snap, ops);
     let s = &snap.proxy;
     e.single(&REQUESTS, s.requests_in);
     e.single(&RESPONSES, s.responses_in);
@@ -278,29 +469,40 @@ pub fn render(snap: &Published) -> String {
         let legs: Vec<(&str, &LegTotals)> = LEGS.iter().copied().zip(m.legs.iter()).collect();
         e.header(&MEDIA_PACKETS);
         for (leg, t) in &legs {
-            e.sample(
-                &MEDIA_PACKETS,
-                &[("leg", leg), ("direction", "rx")],
-                t.rx_packets,
-            );
-            e.sample(
-                &MEDIA_PACKETS,
-                &[("leg", leg), ("direction", "tx")],
-                t.tx_packets,
-            );
+            let rtcp = t.rtcp_packets.min(t.rx_packets);
+            let rx = t.rx_packets - rtcp;
+            let srtp_rx = t.srtp_rx_packets.min(rx);
+            let srtp_tx = t.srtp_tx_packets.min(t.tx_packets);
+            for (direction, kind, n) in [
+                ("rx", "rtp", rx - srtp_rx),
+                ("rx", "srtp", srtp_rx),
+                ("rx", "rtcp", rtcp),
+                ("tx", "rtp", t.tx_packets - srtp_tx),
+                ("tx", "srtp", srtp_tx),
+            ] {
+                e.sample(
+                    &MEDIA_PACKETS,
+                    &[("leg", leg), ("direction", direction), ("kind", kind)],
+                    n,
+                );
+            }
         }
         e.header(&MEDIA_BYTES);
         for (leg, t) in &legs {
-            e.sample(
-                &MEDIA_BYTES,
-                &[("leg", leg), ("direction", "rx")],
-                t.rx_bytes,
-            );
-            e.sample(
-                &MEDIA_BYTES,
-                &[("leg", leg), ("direction", "tx")],
-                t.tx_bytes,
-            );
+            let srtp_rx = t.srtp_rx_bytes.min(t.rx_bytes);
+            let srtp_tx = t.srtp_tx_bytes.min(t.tx_bytes);
+            for (direction, kind, n) in [
+                ("rx", "rtp", t.rx_bytes - srtp_rx),
+                ("rx", "srtp", srtp_rx),
+                ("tx", "rtp", t.tx_bytes - srtp_tx),
+                ("tx", "srtp", srtp_tx),
+            ] {
+                e.sample(
+                    &MEDIA_BYTES,
+                    &[("leg", leg), ("direction", direction), ("kind", kind)],
+                    n,
+                );
+            }
         }
         e.header(&MEDIA_RTCP);
         for (leg, t) in &legs {
@@ -338,7 +540,25 @@ mod tests {
         m.legs[1].tx_packets = 50;
         m.legs[0].drops.foreign_source = 9;
         snap.media = Some(m);
-        let t = render(&snap);
+        let mut ops = OpsMetrics {
+            version: "9.9.9",
+            ready: true,
+            transport: crate::stats::TransportStats::new().snapshot(),
+            ..OpsMetrics::default()
+        };
+        ops.certificates.push(Expiry {
+            what: "cloud_side",
+            file: "x.pem".into(),
+            subject: "CN=ap.lab.example".into(),
+            not_after: Some(1_900_000_000),
+            error: None,
+        });
+        let i0 = std::time::Instant::now();
+        let r = crate::cdr::test_support::answered(i0, "c@x", 3);
+        let clock = crate::cdr::WallClock::new(i0, std::time::SystemTime::now());
+        ops.calls
+            .observe(&r, &crate::cdr::CdrEntry::from_record(&r, &clock));
+        let t = render(&snap, &ops);
         for f in ALL {
             assert!(
                 t.contains(&format!("# TYPE {} {}\n", f.name, f.kind)),
@@ -351,7 +571,26 @@ mod tests {
         assert!(t.contains("sipedge_rejects_total{status=\"403\"} 2\n"));
         assert!(t.contains("sipedge_target_healthy{target=\"gw1.lab.example\"} 0\n"));
         assert!(t.contains("sipedge_gateway_sessions{gateway=\"gw2.lab.example\"} 3\n"));
-        assert!(t.contains("sipedge_media_packets_total{leg=\"cloud\",direction=\"tx\"} 50\n"));
+        assert!(t.contains(
+            "sipedge_media_packets_total{leg=\"cloud\",direction=\"tx\",kind=\"rtp\"} 50\n"
+        ));
+        assert!(t.contains("sipedge_build_info{version=\"9.9.9\"} 1\n"));
+        assert!(t.contains("sipedge_ready 1\n"));
+        assert!(t.contains("sipedge_active_calls 1\n"));
+        assert!(t.contains(
+            "sipedge_calls_ended_total{direction=\"inbound\",site=\"other\",gateway=\"other\",outcome=\"answered\"} 1\n"
+        ));
+        assert!(
+            t.contains("sipedge_call_setup_seconds_bucket{direction=\"inbound\",le=\"0.5\"} 1\n")
+        );
+        assert!(t.contains("sipedge_call_setup_seconds_count{direction=\"outbound\"} 0\n"));
+        assert!(t.contains(
+            "sipedge_tls_handshakes_total{side=\"gateway\",direction=\"inbound\",result=\"refused\",reason=\"revoked\"} 0\n"
+        ));
+        assert!(t.contains("sipedge_open_connections{side=\"cloud\",transport=\"tls\"} 0\n"));
+        assert!(t.contains(
+            "sipedge_certificate_expiry_timestamp_seconds{certificate=\"cloud_side\"} 1900000000\n"
+        ));
         assert!(t.contains(
             "sipedge_media_dropped_packets_total{leg=\"gateway\",reason=\"foreign_source\"} 9\n"
         ));
@@ -366,7 +605,7 @@ mod tests {
         assert_eq!(names.len(), ALL.len());
         let mut snap = Published::default();
         snap.health.insert("a\"b\\c\nd".into(), true);
-        let t = render(&snap);
+        let t = render(&snap, &OpsMetrics::default());
         assert!(
             t.contains("sipedge_target_healthy{target=\"a\\\"b\\\\c\\nd\"} 1\n"),
             "{t}"
@@ -375,7 +614,7 @@ mod tests {
 
     #[test]
     fn without_media_no_media_family() {
-        let t = render(&Published::default());
+        let t = render(&Published::default(), &OpsMetrics::default());
         assert!(!t.contains("sipedge_media_"));
     }
 }

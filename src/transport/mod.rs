@@ -361,15 +361,19 @@ impl Transports {
             .await
             .map_err(|_| "handshake limiter closed")?;
         let connector = tokio_rustls::TlsConnector::from(ctx.client(side));
-        match tokio::time::timeout(ctx.handshake_timeout, connector.connect(server_name, tcp)).await
-        {
-            Err(_) => Err("TLS handshake timed out".into()),
-            Ok(Err(e)) => Err(format!(
-                "TLS handshake with {name} failed: {}",
-                tls::handshake_failure_reason(&e)
-            )),
-            Ok(Ok(s)) => Ok((Stream::TlsClient(Box::new(s)), Some(identity))),
-        }
+        let r =
+            match tokio::time::timeout(ctx.handshake_timeout, connector.connect(server_name, tcp))
+                .await
+            {
+                Err(_) => Err("TLS handshake timed out".into()),
+                Ok(Err(e)) => Err(format!(
+                    "TLS handshake with {name} failed: {}",
+                    tls::handshake_failure_reason(&e)
+                )),
+                Ok(Ok(s)) => Ok((Stream::TlsClient(Box::new(s)), Some(identity))),
+            };
+        crate::stats::TRANSPORT.tls_outbound(side, remote, &r, std::time::SystemTime::now());
+        r
     }
 
     /// Number of open stream connections.
@@ -445,10 +449,12 @@ impl Transports {
             identity,
         };
         let t = self.clone();
+        crate::stats::TRANSPORT.connection_opened(side, transport);
         tokio::spawn(async move {
             let (rd, wr) = tokio::io::split(stream);
             let writer = tokio::spawn(write_loop(wr, rx));
             read_loop(rd, flow, &t).await;
+            crate::stats::TRANSPORT.connection_closed(side, transport);
             writer.abort();
             t.unregister(key, id, identity);
         });
@@ -704,10 +710,24 @@ async fn tls_accept_loop(side: Side, lis: TcpListener, t: Arc<Transports>) {
             .unwrap_or(false);
         if !room {
             warn!(side = side.as_str(), %remote, "TLS connection refused: connection limit reached");
+            crate::stats::TRANSPORT.tls_refused(
+                side,
+                crate::stats::HandshakeDirection::Inbound,
+                remote,
+                "connection limit reached",
+                std::time::SystemTime::now(),
+            );
             continue;
         }
         let Ok(permit) = ctx.handshakes.clone().try_acquire_owned() else {
             warn!(side = side.as_str(), %remote, "TLS connection refused: too many handshakes in progress");
+            crate::stats::TRANSPORT.tls_refused(
+                side,
+                crate::stats::HandshakeDirection::Inbound,
+                remote,
+                "too many handshakes in progress",
+                std::time::SystemTime::now(),
+            );
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -735,6 +755,7 @@ async fn tls_accept_loop(side: Side, lis: TcpListener, t: Arc<Transports>) {
                 return;
             };
             info!(side = side.as_str(), %remote, peer = %identity, "TLS peer authenticated");
+            crate::stats::TRANSPORT.tls_accepted(side, crate::stats::HandshakeDirection::Inbound);
             t.register(
                 side,
                 Transport::Tls,

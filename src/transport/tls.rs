@@ -488,6 +488,13 @@ pub(crate) fn handshake_failure_reason(e: &std::io::Error) -> String {
 }
 
 pub(crate) fn log_refusal(side: Side, remote: std::net::SocketAddr, reason: &str) {
+    crate::stats::TRANSPORT.tls_refused(
+        side,
+        crate::stats::HandshakeDirection::Inbound,
+        remote,
+        reason,
+        SystemTime::now(),
+    );
     warn!(side = side.as_str(), %remote, %reason, "TLS handshake refused");
 }
 
