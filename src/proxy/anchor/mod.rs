@@ -277,8 +277,8 @@ impl Anchor {
             .values()
             .filter_map(|c| self.media.session(c.session))
         {
-            legs[0].add(&LegTotals::from(&s.a.counters));
-            legs[1].add(&LegTotals::from(&s.b.counters));
+            legs[0].add(&LegTotals::from(&s.a));
+            legs[1].add(&LegTotals::from(&s.b));
         }
         let ports = self.media.stats();
         MediaSnapshot {
@@ -630,7 +630,7 @@ impl Anchor {
             "media session released"
         );
         for (t, leg) in self.released.iter_mut().zip([&snap.a, &snap.b]) {
-            t.add(&LegTotals::from(&leg.counters));
+            t.add(&LegTotals::from(leg));
         }
         Some(snap)
     }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tracing::info;
+use tracing::debug;
 
 use crate::cdr::{CallRecord, Direction, EndedBy, LegRecord};
 use crate::media::SessionSnapshot;
@@ -149,7 +149,7 @@ impl Calls {
             ended_by,
             legs,
         };
-        info!(
+        debug!(
             call_id = %record.call_id,
             direction = record.direction.as_str(),
             status,

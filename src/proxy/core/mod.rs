@@ -319,7 +319,10 @@ impl Core {
     /// What the driver publishes for metrics and `route explain`.
     pub fn published(&self) -> Published {
         Published {
-            proxy: self.stats.clone(),
+            proxy: ProxyStats {
+                active_calls: Some(self.calls.len() as u64),
+                ..self.stats.clone()
+            },
             media: self.anchor.as_ref().map(Anchor::snapshot),
             health: self.health_states(),
             live: self.live(),
