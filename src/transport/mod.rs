@@ -13,6 +13,7 @@
 //! identity: a request to a gateway goes over the connection that gateway opened to us, from
 //! whatever source port (see [`tls`]).
 
+pub mod ingress;
 pub mod tls;
 
 use std::collections::HashMap;
