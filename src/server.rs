@@ -18,12 +18,12 @@ use crate::admin::state::OpsState;
 use crate::cdr::CallRecord;
 use crate::config::{Config, Side, Transport};
 use crate::directory::{spawn_watcher, Store, StoreError};
-use crate::flow::Inbound;
 use crate::media::{MediaError, RelayBackend};
 use crate::proxy::anchor::Anchor;
 use crate::proxy::{driver, Core};
 use crate::routing::RoutingTable;
 use crate::stats::{ProxyStats, Published, Readiness};
+use crate::transport::ingress::{ingress, IngressLimits};
 use crate::transport::Transports;
 
 /// Why the appliance could not start.
@@ -150,7 +150,9 @@ pub async fn run(
     let record_errors = writer.errors();
     let writer = writer.spawn(records_rx)?;
     ops.set_call_record_errors(record_errors);
-    let (tx, rx) = mpsc::channel::<Inbound>(8192);
+    // One lane per peer between the transports and the core: a flood costs only its own lane.
+    let (tx, rx) = ingress(IngressLimits::default());
+    tx.set_peers(table.peer_addrs());
     let resolved_tx = tx.clone();
     let transports = Transports::bind(&cfg, tx).await?;
     readiness.set_listeners_bound(true);

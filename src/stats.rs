@@ -36,7 +36,8 @@ pub struct ProxyStats {
     /// Requests (and malformed messages) from addresses that are no peer: no state, at most
     /// a rate-limited stateless 403.
     pub unknown_senders: u64,
-    /// Requests shed by overload control, by reason (`peer_rate`, `call_rate`, `calls`,
+    /// Requests shed by overload control, by reason (`ingress_full`: a datagram whose peer's
+    /// ingress lane was full; `peer_rate`, `call_rate`, `calls`,
     /// `transactions`).
     pub shed: BTreeMap<&'static str, u64>,
     /// Responses from another address or identity than their request's hop (dropped; also

@@ -436,7 +436,13 @@ pub fn render(snap: &Published, ops: &OpsMetrics) -> String {
     e.single(&UNKNOWN_SENDERS, s.unknown_senders);
     e.single(&FOREIGN_RESPONSES, s.foreign_responses);
     e.header(&SHED);
-    for reason in ["peer_rate", "call_rate", "calls", "transactions"] {
+    for reason in [
+        "peer_rate",
+        "call_rate",
+        "calls",
+        "transactions",
+        "ingress_full",
+    ] {
         let n = s.shed.get(reason).copied().unwrap_or(0);
         e.sample(&SHED, &[("reason", reason)], n);
     }

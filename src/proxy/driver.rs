@@ -13,6 +13,7 @@ use super::Core;
 use crate::cdr::CallRecord;
 use crate::flow::Inbound;
 use crate::stats::{ProxyStats, Published};
+use crate::transport::ingress::{IngressRx, IngressTx};
 use crate::transport::Transports;
 
 /// How often the counters are published for metrics and `route explain`.
@@ -25,9 +26,9 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the driver talks to.
 pub struct Io {
     /// Messages from the transports (and resolver answers).
-    pub inbound: mpsc::Receiver<Inbound>,
+    pub inbound: IngressRx,
     /// Where resolver answers go (the same channel as `inbound`).
-    pub resolved: mpsc::Sender<Inbound>,
+    pub resolved: IngressTx,
     pub transports: Arc<Transports>,
     /// The snapshot the admin API reads.
     pub published: Arc<ArcSwap<Published>>,
@@ -63,13 +64,18 @@ pub async fn run(mut core: Core, mut io: Io, mut shutdown: watch::Receiver<bool>
                 core.handle_inbound(now, ev);
                 for _ in 0..BATCH {
                     match io.inbound.try_recv() {
-                        Ok(ev) => core.handle_inbound(now, ev),
-                        Err(_) => break,
+                        Some(ev) => core.handle_inbound(now, ev),
+                        None => break,
                     }
                 }
             }
             _ = sleep => core.handle_timeout(Instant::now()),
-            _ = publish.tick() => io.published.store(Arc::new(core.published())),
+            _ = publish.tick() => {
+                let mut p = core.published();
+                // Messages dropped at the door because their peer's ingress lane was full.
+                p.proxy.shed.insert("ingress_full", io.inbound.dropped());
+                io.published.store(Arc::new(p));
+            }
             _ = shutdown.changed(), if drain_deadline.is_none() => {
                 if *shutdown.borrow() {
                     let (s, c) = core.transaction_count();

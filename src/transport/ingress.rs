@@ -13,7 +13,7 @@
 //! (beyond it, new sources share the strangers' lane of their side), so spoofed source
 //! addresses cannot grow the table.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::config::Side;
-use crate::flow::{Inbound, PeerName};
+use crate::config::Transport;
+use crate::flow::{Flow, Inbound, PeerName};
 
 /// Where a message waits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -65,12 +66,18 @@ struct State {
     ready: VecDeque<Lane>,
     /// Lanes of peers (`Addr`, `Identity`) in `lanes`.
     peer_lanes: usize,
+    /// Addresses of the configured peers, by side: their messages get a lane of their own.
+    peers: HashSet<(Side, IpAddr)>,
     senders: usize,
+    /// The receiver is gone: sends fail.
+    closed: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
     notify: Notify,
+    /// Woken when a message leaves a lane (stream readers wait for room).
+    space: Notify,
     limits: IngressLimits,
     dropped: AtomicU64,
 }
@@ -92,6 +99,11 @@ pub struct IngressRx {
     shared: Arc<Shared>,
 }
 
+enum Pushed {
+    Queued,
+    Full,
+}
+
 /// A new ingress.
 pub fn ingress(limits: IngressLimits) -> (IngressTx, IngressRx) {
     let shared = Arc::new(Shared {
@@ -99,9 +111,12 @@ pub fn ingress(limits: IngressLimits) -> (IngressTx, IngressRx) {
             lanes: HashMap::new(),
             ready: VecDeque::new(),
             peer_lanes: 0,
+            peers: HashSet::new(),
             senders: 1,
+            closed: false,
         }),
         notify: Notify::new(),
+        space: Notify::new(),
         limits,
         dropped: AtomicU64::new(0),
     });
@@ -135,9 +150,87 @@ impl Drop for IngressTx {
     }
 }
 
+/// The receiver is gone (the core has stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+/// The flow a message arrived on, for those events that have one.
+fn flow_of(ev: &Inbound) -> Option<&Flow> {
+    match ev {
+        Inbound::Message(flow, _) | Inbound::Malformed { flow, .. } => Some(flow),
+        Inbound::Resolved { .. } | Inbound::SendFailed { .. } => None,
+    }
+}
+
 impl IngressTx {
+    /// Sets the addresses of the configured peers (gateways, the cloud peer, mediation servers
+    /// of other sites), replacing the previous set (after a reload).
+    pub fn set_peers(&self, peers: impl IntoIterator<Item = (Side, IpAddr)>) {
+        self.shared.lock().peers = peers.into_iter().collect();
+    }
+
+    /// The lane `ev` waits in: a verified TLS identity's, a configured peer address's, the
+    /// strangers' of its side, or the driver's own.
+    fn lane_of(&self, st: &State, ev: &Inbound) -> Lane {
+        let Some(flow) = flow_of(ev) else {
+            return Lane::Internal;
+        };
+        if let Some(name) = flow.identity {
+            return Lane::Identity(flow.side, name);
+        }
+        let ip = flow.remote.ip();
+        if st.peers.contains(&(flow.side, ip)) {
+            Lane::Addr(flow.side, ip)
+        } else {
+            Lane::Stranger(flow.side)
+        }
+    }
+
+    /// Queues `ev` in its lane. A datagram finding its lane full is dropped and counted (the
+    /// sender retransmits); a message read from a stream waits for room, so the connection's
+    /// reader — and only that peer's — is held back. Fails once the receiver is gone.
+    pub async fn send(&self, ev: Inbound) -> Result<(), Closed> {
+        let stream = flow_of(&ev).is_some_and(|f| f.transport != Transport::Udp);
+        let mut ev = Some(ev);
+        loop {
+            let space = self.shared.space.notified();
+            {
+                let st = self.shared.lock();
+                if st.closed {
+                    return Err(Closed);
+                }
+                let Some(e) = ev.as_ref() else {
+                    return Ok(());
+                };
+                let lane = self.lane_of(&st, e);
+                drop(st);
+                match self.try_push(lane, &mut ev) {
+                    Pushed::Queued => return Ok(()),
+                    Pushed::Full if !stream => {
+                        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Pushed::Full => {}
+                }
+            }
+            space.await;
+        }
+    }
+
     /// Queues `ev` in `lane`; false when that lane is full (the message is dropped and counted).
     pub fn push(&self, lane: Lane, ev: Inbound) -> bool {
+        let mut ev = Some(ev);
+        match self.try_push(lane, &mut ev) {
+            Pushed::Queued => true,
+            Pushed::Full => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Moves `ev` into `lane` unless the lane is full (then `ev` stays).
+    fn try_push(&self, lane: Lane, ev: &mut Option<Inbound>) -> Pushed {
         let limits = self.shared.limits;
         {
             let mut st = self.shared.lock();
@@ -156,16 +249,18 @@ impl IngressTx {
             let internal = lane == Lane::Internal;
             let q = st.lanes.entry(lane.clone()).or_default();
             if !internal && q.queue.len() >= limits.per_lane {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                return false;
+                return Pushed::Full;
             }
+            let Some(ev) = ev.take() else {
+                return Pushed::Queued;
+            };
             if q.queue.is_empty() {
                 st.ready.push_back(lane);
             }
             q.queue.push_back(ev);
         }
         self.shared.notify.notify_one();
-        true
+        Pushed::Queued
     }
 
     /// The driver's own event (never dropped).
@@ -198,6 +293,7 @@ impl IngressRx {
         } else {
             st.ready.push_back(lane);
         }
+        self.shared.space.notify_waiters();
         ev
     }
 
@@ -233,6 +329,13 @@ impl IngressRx {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Drop for IngressRx {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.space.notify_waiters();
     }
 }
 
@@ -342,6 +445,110 @@ mod tests {
             task.await.unwrap();
             drop(tx);
             assert!(rx.recv().await.is_none());
+        });
+    }
+
+    fn msg(side: Side, transport: Transport, from: u8) -> Inbound {
+        let flow = Flow {
+            side,
+            transport,
+            local: "127.0.0.1:5068".parse().unwrap(),
+            remote: std::net::SocketAddr::new(ip(from), 5060),
+            conn: None,
+            identity: None,
+        };
+        Inbound::Malformed {
+            flow,
+            bytes: bytes::Bytes::from_static(b"x"),
+            response: None,
+            reason: format!("from {from}"),
+        }
+    }
+
+    fn reason(ev: Inbound) -> String {
+        match ev {
+            Inbound::Malformed { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn send_gives_configured_peers_their_own_lane_and_drops_only_the_flood() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, mut rx) = ingress(IngressLimits {
+                per_lane: 10,
+                max_lanes: 8,
+            });
+            tx.set_peers([(Side::Gateway, ip(2)), (Side::Gateway, ip(5))]);
+            // gw2 (127.0.0.5) floods over UDP: its lane fills and the rest is dropped.
+            for _ in 0..50 {
+                tx.send(msg(Side::Gateway, Transport::Udp, 5))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(tx.dropped(), 40);
+            // A stranger on the gateway side, and gw1: each in its own lane.
+            tx.send(msg(Side::Gateway, Transport::Udp, 9))
+                .await
+                .unwrap();
+            tx.send(msg(Side::Gateway, Transport::Udp, 2))
+                .await
+                .unwrap();
+            tx.send(Inbound::Resolved {
+                host: "x".into(),
+                ip: None,
+            })
+            .await
+            .unwrap();
+            let first: Vec<String> = (0..3).map(|_| reason(rx.try_recv().unwrap())).collect();
+            assert_eq!(first, ["from 5", "from 9", "from 2"]);
+            assert!(matches!(rx.try_recv(), Some(Inbound::Resolved { .. })));
+            // The peer's address on the other side is a stranger there.
+            tx.send(msg(Side::Cloud, Transport::Udp, 2)).await.unwrap();
+            let st = rx.shared.lock();
+            assert!(st.lanes.contains_key(&Lane::Stranger(Side::Cloud)));
+        });
+    }
+
+    #[test]
+    fn a_stream_reader_waits_for_room_instead_of_losing_a_message() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, mut rx) = ingress(IngressLimits {
+                per_lane: 2,
+                max_lanes: 8,
+            });
+            tx.set_peers([(Side::Gateway, ip(2))]);
+            let reader = tokio::spawn(async move {
+                for _ in 0..5 {
+                    tx.send(msg(Side::Gateway, Transport::Tcp, 2))
+                        .await
+                        .unwrap();
+                }
+                tx
+            });
+            let mut got = 0;
+            while got < 5 {
+                match rx.try_recv() {
+                    Some(_) => got += 1,
+                    None => tokio::task::yield_now().await,
+                }
+            }
+            let tx = reader.await.unwrap();
+            assert_eq!(tx.dropped(), 0, "nothing read from a stream is dropped");
+            // Once the core is gone, a waiting reader gets an error instead of hanging.
+            drop(rx);
+            assert_eq!(
+                tx.send(msg(Side::Gateway, Transport::Tcp, 2)).await,
+                Err(Closed)
+            );
         });
     }
 }

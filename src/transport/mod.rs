@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, Side, Transport};
 use crate::sip::{Frame, FramingError, Message, StreamFramer};
+use crate::transport::ingress::IngressTx;
 
 pub use self::tls::TlsContext;
 pub use crate::flow::{ConnId, Flow, Inbound, PeerName};
@@ -78,7 +79,7 @@ pub struct Transports {
     backoff: Mutex<HashMap<ConnKey, Backoff>>,
     conns: Arc<Mutex<ConnTable>>,
     next_id: Arc<AtomicU64>,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: IngressTx,
     limits: StreamLimits,
 }
 
@@ -88,10 +89,7 @@ impl Transports {
     /// Binds every configured listener and starts its receive loop. When TLS is in use the
     /// TLS configuration is built first (our certificates issued from the built-in CA when the
     /// configuration names none) and watched for changes.
-    pub async fn bind(
-        cfg: &Config,
-        inbound: mpsc::Sender<Inbound>,
-    ) -> std::io::Result<Arc<Transports>> {
+    pub async fn bind(cfg: &Config, inbound: IngressTx) -> std::io::Result<Arc<Transports>> {
         let tls = if cfg.uses_tls() {
             let ctx = TlsContext::start(cfg).map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::InvalidData, format!("TLS: {e}"))
@@ -107,7 +105,7 @@ impl Transports {
     /// [`Transports::bind`] with a TLS context built by the caller.
     pub async fn bind_with_tls(
         cfg: &Config,
-        inbound: mpsc::Sender<Inbound>,
+        inbound: IngressTx,
         tls: Option<Arc<TlsContext>>,
     ) -> std::io::Result<Arc<Transports>> {
         let limits = StreamLimits {
@@ -627,7 +625,7 @@ async fn connect(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpSt
     Ok(stream)
 }
 
-async fn udp_loop(side: Side, sock: Arc<UdpSocket>, tx: mpsc::Sender<Inbound>, max: usize) {
+async fn udp_loop(side: Side, sock: Arc<UdpSocket>, tx: IngressTx, max: usize) {
     let local = match sock.local_addr() {
         Ok(a) => a,
         Err(_) => return,
