@@ -280,9 +280,7 @@ impl IngressRx {
         let mut st = self.shared.lock();
         let st = &mut *st;
         let lane = st.ready.pop_front()?;
-        let Some(q) = st.lanes.get_mut(&lane) else {
-            return None;
-        };
+        let q = st.lanes.get_mut(&lane)?;
         let ev = q.queue.pop_front();
         if q.queue.is_empty() {
             // Empty lanes go: the table holds only sources with messages waiting.
