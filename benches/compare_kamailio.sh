@@ -9,6 +9,10 @@ RATE=${1:-400}
 CALLS=${2:-4000}
 command -v kamailio >/dev/null || { echo "kamailio not installed (apt-get install kamailio)"; exit 2; }
 cargo build --release -q
+# The lab's addresses are shared with the integration tests (and other checkouts on the
+# machine): hold the same lock they do (tests/common: an flock on this file).
+exec 9>>/tmp/sipedge-lab.lock
+flock 9
 work=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null; pkill -f "tests/sipp/uas.xml -i 127.0.0.3" 2>/dev/null; pkill -f "kamailio -f benches/kamailio/kamailio.cfg" 2>/dev/null; rm -rf "$work"' EXIT
 sed -e "s#state_dir = \"../state\"#state_dir = \"$work/state\"#" config/sipedge.toml > "$work/sipedge.toml"

@@ -16,6 +16,10 @@ SECS=${2:-15}
 RATE=${3:-100}
 CALLS=${4:-1500}
 cargo build --release -q
+# The lab's addresses are shared with the integration tests (and other checkouts on the
+# machine): hold the same lock they do (tests/common: an flock on this file).
+exec 9>>/tmp/sipedge-lab.lock
+flock 9
 work=$(mktemp -d)
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
@@ -26,12 +30,13 @@ cleanup() {
 trap cleanup EXIT
 cfg="$work/sipedge.toml"
 sed -e "s#state_dir = \"../state\"#state_dir = \"$work/state\"#" config/sipedge.toml > "$cfg"
-target/release/sipedge --config "$cfg" run 2>"$work/sipedge.log" &
+"${CARGO_TARGET_DIR:-target}"/release/sipedge --config "$cfg" run 2>"$work/sipedge.log" &
 pid=$!
 for _ in $(seq 1 100); do
   grep -q "sipedge running" "$work/sipedge.log" 2>/dev/null && break
   sleep 0.2
 done
+grep -q "sipedge running" "$work/sipedge.log" || { cat "$work/sipedge.log" >&2; exit 1; }
 (cd "$work" && sipp -sf "$OLDPWD/tests/sipp/uas.xml" -i 127.0.0.3 -p 5060 -t u1 -nostdin \
    >/dev/null 2>&1 &)
 sleep 0.5

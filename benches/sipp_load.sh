@@ -9,6 +9,10 @@ RATE=${1:-500}
 CALLS=${2:-5000}
 T=${3:-u1}
 cargo build --release -q
+# The lab's addresses are shared with the integration tests (and other checkouts on the
+# machine): hold the same lock they do (tests/common: an flock on this file).
+exec 9>>/tmp/sipedge-lab.lock
+flock 9
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; pkill -f "tests/sipp/uas.xml -i 127.0.0.3" 2>/dev/null; rm -rf "$work"' EXIT
 cfg="$work/sipedge.toml"
