@@ -59,6 +59,9 @@ pub struct AnchorStats {
     pub sdp_refused: u64,
     /// SDP in a response that could not be anchored (relayed unchanged, logged).
     pub sdp_errors: u64,
+    /// SDP media addresses refused by the address policy (loopback, multicast, our own …):
+    /// requests answered 488, or a response's address never used as a destination.
+    pub sdp_address_refused: u64,
 }
 
 /// Packets and bytes of one media leg, summed over calls.

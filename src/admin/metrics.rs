@@ -174,6 +174,10 @@ const SDP_ERRORS: Family = counter(
     "sipedge_sdp_errors_total",
     "SDP in responses that could not be anchored (relayed unchanged).",
 );
+const SDP_ADDRESS_REFUSED: Family = counter(
+    "sipedge_sdp_address_refused_total",
+    "SDP media addresses refused (loopback, multicast, broadcast, unspecified, link-local or our own): the request answered 488, or a response's address never used.",
+);
 const ACTIVE_CALLS: Family = gauge(
     "sipedge_media_active_calls",
     "Calls holding a media session.",
@@ -241,6 +245,7 @@ const ALL: &[&Family] = &[
     &PORTS_EXHAUSTED,
     &SDP_REFUSED,
     &SDP_ERRORS,
+    &SDP_ADDRESS_REFUSED,
     &ACTIVE_CALLS,
     &PORTS_FREE,
     &PORTS_TOTAL,
@@ -463,6 +468,7 @@ pub fn render(snap: &Published, ops: &OpsMetrics) -> String {
         e.single(&PORTS_EXHAUSTED, m.stats.ports_exhausted);
         e.single(&SDP_REFUSED, m.stats.sdp_refused);
         e.single(&SDP_ERRORS, m.stats.sdp_errors);
+        e.single(&SDP_ADDRESS_REFUSED, m.stats.sdp_address_refused);
         e.single(&ACTIVE_CALLS, m.active_calls);
         e.single(&PORTS_FREE, m.ports_available);
         e.single(&PORTS_TOTAL, m.ports_capacity);

@@ -31,6 +31,7 @@
 
 mod body;
 mod offer_answer;
+mod policy;
 mod supervision;
 
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ use tracing::{debug, info, warn};
 
 use self::body::{idx, is_opaque_body, leg_of, sdp_body, with_body};
 use self::offer_answer::process;
+pub use self::policy::AddressPolicy;
 use self::supervision::sweep_interval;
 use crate::config::{Config, MediaSettings, Side, SrtpMode};
 use crate::media::{
@@ -62,6 +64,13 @@ pub struct Refuse {
 }
 
 impl Refuse {
+    fn not_acceptable() -> Refuse {
+        Refuse {
+            status: 488,
+            reason: "Not Acceptable Here".into(),
+        }
+    }
+
     fn sdp(e: &SdpError) -> Refuse {
         let status = e.status_code();
         Refuse {
@@ -165,6 +174,8 @@ pub struct Anchor {
     /// Gateways by name and (static) address, with their SRTP mode.
     gateways: Vec<(String, Option<IpAddr>, SrtpMode)>,
     policies: [CodecPolicy; 2],
+    /// Which media addresses an SDP may name.
+    addresses: AddressPolicy,
     media: Box<dyn MediaBackend>,
     calls: HashMap<CallKey, Call>,
     /// Counters of the sessions released so far, per leg.
@@ -212,7 +223,10 @@ impl Anchor {
                 (name, ip, g.srtp)
             })
             .collect();
-        Anchor::new(settings, cfg.cloud_peer.srtp, gateways, media)
+        let addresses = AddressPolicy::from_config(cfg, &settings);
+        let mut a = Anchor::new(settings, cfg.cloud_peer.srtp, gateways, media);
+        a.addresses = addresses;
+        a
     }
 
     /// An anchor over `settings` and `media`, with the cloud peer's and each gateway's SRTP
@@ -236,6 +250,7 @@ impl Anchor {
             "media anchor ready"
         );
         Anchor {
+            addresses: AddressPolicy::new(&settings),
             settings,
             cloud_srtp,
             gateways,
@@ -298,6 +313,15 @@ impl Anchor {
         let call_id = key.call_id_str();
         let call_id = call_id.as_ref();
         for u in updates {
+            if let MediaUpdate::Remote { leg, rtp, rtcp } = &u {
+                if !self.addresses.allows(*rtp) || rtcp.is_some_and(|a| !self.addresses.allows(a)) {
+                    // Only a response or an ACK gets here (a request naming such an address is
+                    // refused before): the leg is not aimed at it.
+                    self.stats.sdp_address_refused += 1;
+                    warn!(call_id, leg = ?leg, remote = %rtp, "media address refused: leg not aimed at it");
+                    continue;
+                }
+            }
             let srtp = match &u {
                 MediaUpdate::Srtp { leg, .. } => Some(*leg),
                 _ => None,
@@ -308,6 +332,22 @@ impl Anchor {
                 Err(e) => warn!(call_id, error = %e, "media update failed"),
             }
         }
+    }
+
+    /// Refuses (488) an SDP naming an address the relay may not be aimed at.
+    fn check_addresses(&mut self, sdp: &sdp::Sdp, key: &CallKey) -> Result<(), Refuse> {
+        let Err(r) = self.addresses.check_sdp(sdp) else {
+            return Ok(());
+        };
+        self.stats.sdp_refused += 1;
+        self.stats.sdp_address_refused += 1;
+        info!(
+            call_id = %key.call_id_str(),
+            address = %r.ip,
+            class = r.why,
+            "SDP media address refused (488)"
+        );
+        Err(Refuse::not_acceptable())
     }
 
     fn gateway_mode(&self, name: &str, ip: IpAddr) -> SrtpMode {
@@ -378,6 +418,12 @@ impl Anchor {
             }
             Some(Ok(s)) => s,
         };
+        if carrier != Carrier::Ack {
+            self.check_addresses(&body, key)?;
+        }
+        let Some(call) = self.calls.get_mut(key) else {
+            return Ok(None);
+        };
         let ip = self.settings.ip;
         let policies = &self.policies;
         match process(call, ip, policies, hop.from, carrier, body) {
@@ -416,6 +462,10 @@ impl Anchor {
             Some(Ok(s)) => Some(s),
             None => None,
         };
+        if let Some(sdp) = &body {
+            // Before any port is allocated.
+            self.check_addresses(sdp, &key)?;
+        }
         let gw_mode = match hop.from {
             Side::Gateway => self.gateway_mode("", hop.from_ip),
             Side::Cloud => self.gateway_mode(hop.to_name, hop.to_ip),
@@ -706,6 +756,10 @@ mod tests {
             relay_workers: Some(1),
             gateway_codecs: vec!["PCMU".into(), "PCMA".into()],
             cloud_codecs: vec!["PCMU".into(), "PCMA".into(), "G722".into()],
+            // The tests' UAs live on loopback, as in the lab.
+            allow_loopback: true,
+            allow_link_local: false,
+            latch_quiet: Duration::from_secs(2),
         };
         let gws = vec![(
             "gw1.lab.example".to_owned(),
@@ -1157,6 +1211,93 @@ mod tests {
     }
 
     #[test]
+    fn sdp_aimed_at_loopback_multicast_or_us_is_refused_488_before_any_port() {
+        let mut a = anchor(42900, 42999, SrtpMode::Optional);
+        a.addresses.allow_loopback = false;
+        let now = Instant::now();
+        let full = a.ports().ports_available;
+        let pcmu = "RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        for (i, host) in ["127.0.0.2", "224.2.1.1", "255.255.255.255", "169.254.0.9"]
+            .iter()
+            .enumerate()
+        {
+            let inv = invite(&format!("addr-{i}"), Some(&sdp(host, 20000, pcmu)));
+            let e = a.on_request_t(now, &inv, from_gw()).unwrap_err();
+            assert_eq!(e.status, 488, "{host}");
+            assert_eq!(e.reason, "Not Acceptable Here");
+        }
+        // Our own media address, even with loopback allowed.
+        a.addresses.allow_loopback = true;
+        let inv = invite("addr-own", Some(&sdp("127.0.0.1", 20000, pcmu)));
+        assert_eq!(
+            a.on_request_t(now, &inv, from_gw()).unwrap_err().status,
+            488
+        );
+        // An a=rtcp address counts as well.
+        let rtcp = format!("{pcmu}a=rtcp:20001 IN IP4 127.0.0.1\r\n");
+        let inv = invite("addr-rtcp", Some(&sdp("127.0.0.2", 20000, &rtcp)));
+        assert_eq!(
+            a.on_request_t(now, &inv, from_gw()).unwrap_err().status,
+            488
+        );
+        assert_eq!(a.ports().ports_available, full, "no port allocated");
+        assert_eq!(a.active_calls(), 0);
+        assert_eq!(a.stats.sdp_address_refused, 6);
+        assert_eq!(a.stats.sdp_refused, 6);
+        // Hold (c=0.0.0.0) is no refusal.
+        let inv = invite(
+            "addr-hold",
+            Some(&gw_offer(20000).replace("127.0.0.2", "0.0.0.0")),
+        );
+        assert!(a.on_request_t(now, &inv, from_gw()).is_ok());
+        assert_eq!(a.stats.sdp_address_refused, 6);
+    }
+
+    #[test]
+    fn reoffer_or_answer_naming_us_never_aims_the_relay() {
+        let mut a = anchor(43000, 43099, SrtpMode::Optional);
+        let now = Instant::now();
+        establish(&mut a, "addr-re", now);
+        let call = k("addr-re");
+        let before = a.session(&call).unwrap();
+        assert_eq!(
+            before.a.remote_rtp,
+            Some("127.0.0.2:20000".parse().unwrap())
+        );
+        // A re-INVITE from the gateway moving its media to our own address: 488, unchanged.
+        let re = msg(
+            "INVITE sip:peer@127.0.0.3 SIP/2.0",
+            "addr-re",
+            "c1",
+            Some("u2"),
+            "2 INVITE",
+            Some(&gw_offer(20000).replace("127.0.0.2", "127.0.0.1")),
+        );
+        assert_eq!(a.on_request_t(now, &re, from_gw()).unwrap_err().status, 488);
+        assert_eq!(a.session(&call).unwrap().a.remote_rtp, before.a.remote_rtp);
+        // A cloud re-offer, answered by the gateway with our address: a response cannot be
+        // refused, but the relay is not aimed at it.
+        let offer = cloud_sdp(30002, "RTP/AVP", KEY, "").replace("o=ua 1 1", "o=ua 1 2");
+        let re = msg(
+            "INVITE sip:ua@127.0.0.2 SIP/2.0",
+            "addr-re",
+            "u2",
+            Some("c1"),
+            "2 INVITE",
+            Some(&offer),
+        );
+        a.on_request_t(now, &re, from_cloud()).unwrap().unwrap();
+        let ans = gw_offer(20004)
+            .replace("127.0.0.2", "127.0.0.1")
+            .replace("o=ua 1 1", "o=ua 1 2");
+        let ok = resp("200 OK", "addr-re", "2 INVITE", Some(&ans));
+        a.on_response_t(now, &re, &ok, Side::Gateway, None);
+        let after = a.session(&call).unwrap();
+        assert_ne!(after.a.remote_rtp, Some("127.0.0.1:20004".parse().unwrap()));
+        assert_eq!(a.stats.sdp_address_refused, 2);
+    }
+
+    #[test]
     fn release_exactly_once_and_no_port_leak_after_1000_calls() {
         let mut a = anchor(42800, 42819, SrtpMode::Optional);
         let capacity = a.ports().ports_capacity;
@@ -1391,6 +1532,10 @@ mod tests {
             relay_workers: Some(1),
             gateway_codecs: vec!["PCMU".into()],
             cloud_codecs: vec!["PCMU".into()],
+            // The tests' UAs live on loopback, as in the lab.
+            allow_loopback: true,
+            allow_link_local: false,
+            latch_quiet: Duration::from_secs(2),
         };
         let gws = vec![(
             "gw1.lab.example".to_owned(),
