@@ -101,6 +101,7 @@ impl LegTotals {
         d.foreign_source = d.foreign_source.saturating_add(o.foreign_source);
         d.srtp_auth = d.srtp_auth.saturating_add(o.srtp_auth);
         d.replay = d.replay.saturating_add(o.replay);
+        d.srtp_index_reuse = d.srtp_index_reuse.saturating_add(o.srtp_index_reuse);
         d.malformed = d.malformed.saturating_add(o.malformed);
         d.no_route = d.no_route.saturating_add(o.no_route);
         d.send_error = d.send_error.saturating_add(o.send_error);

@@ -207,6 +207,11 @@ const MEDIA_DROPPED: Family = counter(
     "Media packets dropped on arrival, by leg and reason.",
 );
 
+const MEDIA_FROM_ELSEWHERE: Family = counter(
+    "sipedge_media_from_elsewhere_total",
+    "Media packets dropped because they came from elsewhere than the leg's signalled (latching strict) or latched (latching nat) source, by leg.",
+);
+
 /// Every family, in exposition order (tests check that each is rendered).
 #[cfg(test)]
 const ALL: &[&Family] = &[
@@ -253,6 +258,7 @@ const ALL: &[&Family] = &[
     &MEDIA_BYTES,
     &MEDIA_RTCP,
     &MEDIA_DROPPED,
+    &MEDIA_FROM_ELSEWHERE,
 ];
 
 /// Escapes a label value (text format 0.0.4): backslash, double quote and newline.
@@ -320,11 +326,12 @@ impl Exposition {
 
 const LEGS: [&str; 2] = ["gateway", "cloud"];
 
-fn drop_reasons(d: &Drops) -> [(&'static str, u64); 6] {
+fn drop_reasons(d: &Drops) -> [(&'static str, u64); 7] {
     [
         ("foreign_source", d.foreign_source),
         ("srtp_auth", d.srtp_auth),
         ("replay", d.replay),
+        ("srtp_index_reuse", d.srtp_index_reuse),
         ("malformed", d.malformed),
         ("no_route", d.no_route),
         ("send_error", d.send_error),
@@ -519,6 +526,14 @@ pub fn render(snap: &Published, ops: &OpsMetrics) -> String {
             for (reason, n) in drop_reasons(&t.drops) {
                 e.sample(&MEDIA_DROPPED, &[("leg", leg), ("reason", reason)], n);
             }
+        }
+        e.header(&MEDIA_FROM_ELSEWHERE);
+        for (leg, t) in &legs {
+            e.sample(
+                &MEDIA_FROM_ELSEWHERE,
+                &[("leg", leg)],
+                t.drops.foreign_source,
+            );
         }
     }
     e.0

@@ -45,10 +45,10 @@ use self::body::{idx, is_opaque_body, leg_of, sdp_body, with_body};
 use self::offer_answer::process;
 pub use self::policy::AddressPolicy;
 use self::supervision::sweep_interval;
-use crate::config::{Config, MediaSettings, Side, SrtpMode};
+use crate::config::{Config, LatchMode, MediaSettings, Side, SrtpMode};
 use crate::media::{
-    generate_key_salt, BackendStats, Leg, LegConfig, LocalPorts, MediaBackend, MediaError,
-    MediaUpdate, SessionId, SessionSnapshot, KEY_SALT_LEN,
+    generate_key_salt, BackendStats, LatchPolicy, Leg, LegConfig, LocalPorts, MediaBackend,
+    MediaError, MediaUpdate, SessionId, SessionSnapshot, KEY_SALT_LEN,
 };
 use crate::proxy::CallKey;
 use crate::sdp::{self, Carrier, CodecPolicy, Negotiation, SdpError};
@@ -155,6 +155,16 @@ struct Call {
     dialog: Option<DialogInfo>,
     /// Highest CSeq seen in requests from each leg's UA.
     cseq: [u32; 2],
+    /// The latching policy per leg, and whether media from elsewhere was logged for it.
+    latching: [LatchMode; 2],
+    elsewhere_logged: [bool; 2],
+}
+
+/// Our SDES keys leave memory with the call.
+impl Drop for Call {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.keys);
+    }
 }
 
 impl Call {
@@ -173,6 +183,9 @@ pub struct Anchor {
     cloud_srtp: SrtpMode,
     /// Gateways by name and (static) address, with their SRTP mode.
     gateways: Vec<(String, Option<IpAddr>, SrtpMode)>,
+    /// Latching of the cloud peer and of gateways by name (default strict).
+    cloud_latching: LatchMode,
+    gateway_latching: HashMap<String, LatchMode>,
     policies: [CodecPolicy; 2],
     /// Which media addresses an SDP may name.
     addresses: AddressPolicy,
@@ -226,7 +239,26 @@ impl Anchor {
         let addresses = AddressPolicy::from_config(cfg, &settings);
         let mut a = Anchor::new(settings, cfg.cloud_peer.srtp, gateways, media);
         a.addresses = addresses;
+        a.set_latching(
+            cfg.cloud_peer.latching,
+            cfg.gateways
+                .iter()
+                .map(|g| (g.name.to_string(), g.latching)),
+        );
         a
+    }
+
+    /// The latching policy of the cloud peer and of gateways by name (the others: strict).
+    pub fn set_latching(
+        &mut self,
+        cloud: LatchMode,
+        gateways: impl IntoIterator<Item = (String, LatchMode)>,
+    ) {
+        self.cloud_latching = cloud;
+        self.gateway_latching = gateways
+            .into_iter()
+            .map(|(n, m)| (n.to_ascii_lowercase(), m))
+            .collect();
     }
 
     /// An anchor over `settings` and `media`, with the cloud peer's and each gateway's SRTP
@@ -250,6 +282,8 @@ impl Anchor {
             "media anchor ready"
         );
         Anchor {
+            cloud_latching: LatchMode::Strict,
+            gateway_latching: HashMap::new(),
             addresses: AddressPolicy::new(&settings),
             settings,
             cloud_srtp,
@@ -350,12 +384,32 @@ impl Anchor {
         Err(Refuse::not_acceptable())
     }
 
-    fn gateway_mode(&self, name: &str, ip: IpAddr) -> SrtpMode {
+    fn gateway(&self, name: &str, ip: IpAddr) -> Option<&(String, Option<IpAddr>, SrtpMode)> {
         self.gateways
             .iter()
             .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
             .or_else(|| self.gateways.iter().find(|(_, i, _)| *i == Some(ip)))
-            .map_or(SrtpMode::Off, |(_, _, m)| *m)
+    }
+
+    fn gateway_mode(&self, name: &str, ip: IpAddr) -> SrtpMode {
+        self.gateway(name, ip).map_or(SrtpMode::Off, |(_, _, m)| *m)
+    }
+
+    fn gateway_latching(&self, name: &str, ip: IpAddr) -> LatchMode {
+        self.gateway(name, ip)
+            .and_then(|(n, _, _)| self.gateway_latching.get(&n.to_ascii_lowercase()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The relay's latching policy for a peer's mode.
+    fn latch_policy(&self, mode: LatchMode) -> LatchPolicy {
+        match mode {
+            LatchMode::Strict => LatchPolicy::Strict,
+            LatchMode::Nat => LatchPolicy::Nat {
+                quiet: self.settings.latch_quiet,
+            },
+        }
     }
 
     // ------------------------------------------------------------------ requests
@@ -466,9 +520,15 @@ impl Anchor {
             // Before any port is allocated.
             self.check_addresses(sdp, &key)?;
         }
-        let gw_mode = match hop.from {
-            Side::Gateway => self.gateway_mode("", hop.from_ip),
-            Side::Cloud => self.gateway_mode(hop.to_name, hop.to_ip),
+        let (gw_mode, gw_latching) = match hop.from {
+            Side::Gateway => (
+                self.gateway_mode("", hop.from_ip),
+                self.gateway_latching("", hop.from_ip),
+            ),
+            Side::Cloud => (
+                self.gateway_mode(hop.to_name, hop.to_ip),
+                self.gateway_latching(hop.to_name, hop.to_ip),
+            ),
         };
         let leg_cfg = LegConfig {
             ip: self.settings.ip,
@@ -504,10 +564,20 @@ impl Anchor {
             last: [None, None],
             dialog: None,
             cseq: [0, 0],
+            latching: [gw_latching, self.cloud_latching],
+            elsewhere_logged: [false, false],
         };
         if let Some(c) = req.cseq() {
             call.cseq[idx(leg_of(hop.from))] = c.seq;
         }
+        // The peers' latching policies, before any address is signalled.
+        let latching: Vec<MediaUpdate> = [Leg::A, Leg::B]
+            .into_iter()
+            .map(|leg| MediaUpdate::Latching {
+                leg,
+                policy: self.latch_policy(call.latching[idx(leg)]),
+            })
+            .collect();
         let (out, updates) = match body {
             None => {
                 // Late offer (§13.2.1): the offer comes in the 2xx, the answer in the ACK.
@@ -538,8 +608,17 @@ impl Anchor {
         };
         self.stats.sessions_created += 1;
         let (a, b) = (call.local[0].rtp, call.local[1].rtp);
-        info!(call_id = %call_id, leg_a = %a, leg_b = %b, gw_srtp = gw_mode.as_str(), "media session allocated");
+        info!(
+            call_id = %call_id,
+            leg_a = %a,
+            leg_b = %b,
+            gw_srtp = gw_mode.as_str(),
+            gw_latching = gw_latching.as_str(),
+            cloud_latching = self.cloud_latching.as_str(),
+            "media session allocated"
+        );
         self.calls.insert(key.clone(), call);
+        self.apply(&key, latching, now);
         self.apply(&key, updates, now);
         Ok(out.and_then(|o| with_body(req, &o)))
     }
