@@ -157,7 +157,7 @@ fn run(name: &str, target: fn(&[u8]), budget: Duration, seed: u64) -> Result<u64
         }
         runs += 1;
         // Keep some mutants as new starting points (bounded), so edits accumulate.
-        if runs % 16 == 0 && pool.len() < 256 {
+        if runs.is_multiple_of(16) && pool.len() < 256 {
             pool.push(input);
         }
     }
