@@ -25,7 +25,8 @@
 //! | `mod.rs` | the anchor's state (calls by [`CallKey`]: peer and Call-ID) and its entry points for the core |
 //! | `body.rs` | SDP body glue: finding the SDP in a message, endpoints, crypto choice |
 //! | `offer_answer.rs` | RFC 3264 per leg: an offer or answer from one side rewritten for the other |
-//! | `supervision.rs` | media timeout: idle calls released and handed back with their BYEs |
+//! | `policy.rs` | which SDP addresses the relay may be aimed at (loopback, multicast, our own … refused) |
+//! | `supervision.rs` | media timeout: idle calls released and handed back with their BYEs; media from elsewhere logged once per leg |
 //! A call crosses it in one of two directions (gateway → cloud, cloud → gateway); `Side` is the
 //! signalling side (config), `Leg` the media leg, and `sdp::Side` the dialog role.
 
