@@ -1378,6 +1378,40 @@ mod tests {
     }
 
     #[test]
+    fn each_leg_gets_its_peers_latching_policy() {
+        let text = include_str!("../../../config/sipedge.toml")
+            .replace(
+                "name = \"gw1.lab.example\"\nport = 5060\n",
+                "name = \"gw1.lab.example\"\nlatching = \"nat\"\nport = 5060\n",
+            )
+            .replace(
+                "allow_loopback = true",
+                "allow_loopback = true\nlatch_quiet_ms = 500",
+            );
+        let cfg = Config::from_toml(std::path::Path::new("t.toml"), &text).unwrap();
+        let media = FakeMedia::new(8);
+        let settings = cfg.media.clone().unwrap();
+        let mut a = Anchor::from_config(&cfg, settings, Box::new(media.clone()));
+        let now = Instant::now();
+        a.on_request_t(now, &invite("latch-1", Some(&gw_offer(20000))), from_gw())
+            .unwrap();
+        let nat = LatchPolicy::Nat {
+            quiet: Duration::from_millis(500),
+        };
+        assert_eq!(media.get(1).unwrap().latching, [nat, LatchPolicy::Strict]);
+        // Toward gw2 (strict by default) from the cloud.
+        let hop = Hop {
+            to_name: "gw2.lab.example",
+            to_ip: "127.0.0.5".parse().unwrap(),
+            ..from_cloud()
+        };
+        let offer = cloud_sdp(30000, "RTP/AVP", KEY, "");
+        a.on_request_t(now, &invite("latch-2", Some(&offer)), hop)
+            .unwrap();
+        assert_eq!(media.get(2).unwrap().latching, [LatchPolicy::Strict; 2]);
+    }
+
+    #[test]
     fn release_exactly_once_and_no_port_leak_after_1000_calls() {
         let mut a = anchor(42800, 42819, SrtpMode::Optional);
         let capacity = a.ports().ports_capacity;
