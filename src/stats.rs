@@ -60,6 +60,9 @@ pub struct AnchorStats {
     pub sdp_refused: u64,
     /// SDP in a response that could not be anchored (relayed unchanged, logged).
     pub sdp_errors: u64,
+    /// SDP media addresses refused by the address policy (loopback, multicast, our own …):
+    /// requests answered 488, or a response's address never used as a destination.
+    pub sdp_address_refused: u64,
 }
 
 /// Packets and bytes of one media leg, summed over calls.
@@ -99,6 +102,7 @@ impl LegTotals {
         d.foreign_source = d.foreign_source.saturating_add(o.foreign_source);
         d.srtp_auth = d.srtp_auth.saturating_add(o.srtp_auth);
         d.replay = d.replay.saturating_add(o.replay);
+        d.srtp_index_reuse = d.srtp_index_reuse.saturating_add(o.srtp_index_reuse);
         d.malformed = d.malformed.saturating_add(o.malformed);
         d.no_route = d.no_route.saturating_add(o.no_route);
         d.send_error = d.send_error.saturating_add(o.send_error);

@@ -174,6 +174,10 @@ const SDP_ERRORS: Family = counter(
     "sipedge_sdp_errors_total",
     "SDP in responses that could not be anchored (relayed unchanged).",
 );
+const SDP_ADDRESS_REFUSED: Family = counter(
+    "sipedge_sdp_address_refused_total",
+    "SDP media addresses refused (loopback, multicast, broadcast, unspecified, link-local or our own): the request answered 488, or a response's address never used.",
+);
 const ACTIVE_CALLS: Family = gauge(
     "sipedge_media_active_calls",
     "Calls holding a media session.",
@@ -201,6 +205,11 @@ const MEDIA_RTCP: Family = counter(
 const MEDIA_DROPPED: Family = counter(
     "sipedge_media_dropped_packets_total",
     "Media packets dropped on arrival, by leg and reason.",
+);
+
+const MEDIA_FROM_ELSEWHERE: Family = counter(
+    "sipedge_media_from_elsewhere_total",
+    "Media packets dropped because they came from elsewhere than the leg's signalled (latching strict) or latched (latching nat) source, by leg.",
 );
 
 /// Every family, in exposition order (tests check that each is rendered).
@@ -241,6 +250,7 @@ const ALL: &[&Family] = &[
     &PORTS_EXHAUSTED,
     &SDP_REFUSED,
     &SDP_ERRORS,
+    &SDP_ADDRESS_REFUSED,
     &ACTIVE_CALLS,
     &PORTS_FREE,
     &PORTS_TOTAL,
@@ -248,6 +258,7 @@ const ALL: &[&Family] = &[
     &MEDIA_BYTES,
     &MEDIA_RTCP,
     &MEDIA_DROPPED,
+    &MEDIA_FROM_ELSEWHERE,
 ];
 
 /// Escapes a label value (text format 0.0.4): backslash, double quote and newline.
@@ -315,11 +326,12 @@ impl Exposition {
 
 const LEGS: [&str; 2] = ["gateway", "cloud"];
 
-fn drop_reasons(d: &Drops) -> [(&'static str, u64); 6] {
+fn drop_reasons(d: &Drops) -> [(&'static str, u64); 7] {
     [
         ("foreign_source", d.foreign_source),
         ("srtp_auth", d.srtp_auth),
         ("replay", d.replay),
+        ("srtp_index_reuse", d.srtp_index_reuse),
         ("malformed", d.malformed),
         ("no_route", d.no_route),
         ("send_error", d.send_error),
@@ -469,6 +481,7 @@ pub fn render(snap: &Published, ops: &OpsMetrics) -> String {
         e.single(&PORTS_EXHAUSTED, m.stats.ports_exhausted);
         e.single(&SDP_REFUSED, m.stats.sdp_refused);
         e.single(&SDP_ERRORS, m.stats.sdp_errors);
+        e.single(&SDP_ADDRESS_REFUSED, m.stats.sdp_address_refused);
         e.single(&ACTIVE_CALLS, m.active_calls);
         e.single(&PORTS_FREE, m.ports_available);
         e.single(&PORTS_TOTAL, m.ports_capacity);
@@ -519,6 +532,14 @@ pub fn render(snap: &Published, ops: &OpsMetrics) -> String {
             for (reason, n) in drop_reasons(&t.drops) {
                 e.sample(&MEDIA_DROPPED, &[("leg", leg), ("reason", reason)], n);
             }
+        }
+        e.header(&MEDIA_FROM_ELSEWHERE);
+        for (leg, t) in &legs {
+            e.sample(
+                &MEDIA_FROM_ELSEWHERE,
+                &[("leg", leg)],
+                t.drops.foreign_source,
+            );
         }
     }
     e.0

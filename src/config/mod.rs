@@ -33,7 +33,8 @@ mod validate;
 mod test_support;
 
 pub use types::{
-    CertSource, ConfigError, Fqdn, HostName, Side, SrtpMode, Transport, VoiceRoutingPolicy,
+    CertSource, ConfigError, Fqdn, HostName, LatchMode, Side, SrtpMode, Transport,
+    VoiceRoutingPolicy,
 };
 
 pub use model::{

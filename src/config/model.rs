@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::types::{CertSource, Fqdn, HostName, Side, SrtpMode, Transport, VoiceRoutingPolicy};
+use super::types::{
+    CertSource, Fqdn, HostName, LatchMode, Side, SrtpMode, Transport, VoiceRoutingPolicy,
+};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SideListen {
@@ -46,6 +48,8 @@ pub struct CloudPeer {
     pub transport: Transport,
     /// SRTP on the cloud leg (default `required`, as Direct Routing demands).
     pub srtp: SrtpMode,
+    /// Where the cloud leg's media may come from (default `strict`).
+    pub latching: LatchMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +78,8 @@ pub struct Gateway {
     pub send_options: bool,
     /// SRTP on this gateway's leg (default `off`: PSTN gateways speak plain RTP).
     pub srtp: SrtpMode,
+    /// Where this gateway's media may come from (default `strict`).
+    pub latching: LatchMode,
     /// Extra trust anchors for this gateway's certificate (a vendor's CA), besides our root.
     pub trust: Vec<PathBuf>,
 }
@@ -97,6 +103,13 @@ pub struct MediaSettings {
     pub gateway_codecs: Vec<String>,
     /// Encoding names allowed toward/from the cloud peer.
     pub cloud_codecs: Vec<String>,
+    /// SDP media addresses on loopback are accepted (a lab on one host); refused by default.
+    pub allow_loopback: bool,
+    /// SDP media addresses that are link-local are accepted; refused by default.
+    pub allow_link_local: bool,
+    /// `latching = "nat"`: how long the latched source must be quiet before another may take
+    /// the latch.
+    pub latch_quiet: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -99,6 +99,7 @@ pub struct RawCloudPeer {
     pub port: Option<u16>,
     pub transport: Option<String>,
     pub srtp: Option<String>,
+    pub latching: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +131,7 @@ pub struct RawGateway {
     pub max_sessions: Option<u32>,
     pub send_options: Option<bool>,
     pub srtp: Option<String>,
+    pub latching: Option<String>,
     /// CA files (PEM) this gateway's certificate may chain to, besides our root.
     #[serde(default)]
     pub trust: Vec<String>,
@@ -192,6 +194,9 @@ pub struct RawMedia {
     pub relay_workers: Option<usize>,
     pub gateway_codecs: Option<Vec<String>>,
     pub cloud_codecs: Option<Vec<String>>,
+    pub allow_loopback: Option<bool>,
+    pub allow_link_local: Option<bool>,
+    pub latch_quiet_ms: Option<u64>,
 }
 
 /// `[tls]`: every key optional.

@@ -197,6 +197,37 @@ impl SrtpMode {
     }
 }
 
+/// Where a leg's media may come from (`latching` of a gateway or of the cloud peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LatchMode {
+    /// Only from the address signalled in SDP: a packet from anywhere else (another port of the
+    /// same host included) is dropped and never takes the leg over.
+    #[default]
+    Strict,
+    /// Symmetric RTP behind NAT: the first packet that passes validation (SRTP authentication
+    /// on an SRTP leg) takes the latch, from any address; it moves only after the latched source
+    /// has been quiet for `media.latch_quiet_ms`.
+    Nat,
+}
+
+impl LatchMode {
+    pub fn parse(s: &str) -> Result<LatchMode, String> {
+        match s {
+            "strict" => Ok(LatchMode::Strict),
+            "nat" => Ok(LatchMode::Nat),
+            _ => Err(format!(
+                "unknown latching {s:?} (expected \"strict\" or \"nat\")"
+            )),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LatchMode::Strict => "strict",
+            LatchMode::Nat => "nat",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VoiceRoutingPolicy {
     InternationalCallsAllowed,

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
+use super::latch::LatchPolicy;
 use super::pool::PortPool;
 use super::relay::{Relay, RelayConfig};
 use super::session::{LegConfig, LocalPorts, MediaSession, SessionSnapshot};
@@ -31,6 +32,8 @@ pub enum MediaUpdate {
     Srtp { leg: Leg, params: SrtpParams },
     /// Plain RTP on a leg from now on.
     ClearSrtp { leg: Leg },
+    /// The latching policy of a leg (its peer's `latching`); the latch itself is kept.
+    Latching { leg: Leg, policy: LatchPolicy },
     /// Hold state of a leg (a held leg is not supervised for inactivity).
     Hold { leg: Leg, on_hold: bool },
     /// The answer arrived: the session is established and supervised from `now`.
@@ -142,6 +145,7 @@ impl MediaBackend for RelayBackend {
             MediaUpdate::Srtp { leg, params } => s.set_srtp(leg, params),
             MediaUpdate::ClearSrtp { leg } => s.clear_srtp(leg).map(|()| true),
             MediaUpdate::Hold { leg, on_hold } => s.set_hold(leg, on_hold, now).map(|()| true),
+            MediaUpdate::Latching { leg, policy } => s.set_latching(leg, policy).map(|()| true),
             MediaUpdate::Commit => s.commit(now).map(|()| true),
         }
     }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::backend::{BackendStats, MediaBackend, MediaUpdate, SessionId};
+use super::latch::LatchPolicy;
 use super::session::{LegConfig, LocalPorts, SessionSnapshot, SessionState};
 use super::stats::{LegCounters, LegSnapshot};
 use super::supervision::Activity;
@@ -19,6 +20,7 @@ pub struct FakeSession {
     pub local: [LocalPorts; 2],
     pub remote: [Option<SocketAddr>; 2],
     pub srtp: [bool; 2],
+    pub latching: [LatchPolicy; 2],
     pub state: SessionState,
     activity: Activity,
 }
@@ -145,6 +147,7 @@ impl MediaBackend for FakeMedia {
                 local,
                 remote: [None; 2],
                 srtp: [false; 2],
+                latching: [LatchPolicy::Strict; 2],
                 state: SessionState::Offered,
                 activity: Activity::default(),
             },
@@ -167,6 +170,7 @@ impl MediaBackend for FakeMedia {
             MediaUpdate::Srtp { leg, .. } => s.srtp[leg.index()] = true,
             MediaUpdate::ClearSrtp { leg } => s.srtp[leg.index()] = false,
             MediaUpdate::Hold { leg, on_hold } => s.activity.set_hold(leg, on_hold, now),
+            MediaUpdate::Latching { leg, policy } => s.latching[leg.index()] = policy,
             MediaUpdate::Commit => {
                 s.activity.commit(now);
                 s.state = SessionState::Active;

@@ -4,8 +4,10 @@
 //! B = cloud side), each with a local RTP/RTCP socket pair from the
 //! [`PortPool`] and a remote address the caller learnt from SDP. The relay
 //! forwards packets between the legs on a fixed pool of worker threads,
-//! translating plain RTP ⇄ SRTP when a leg has keys, with strict-source
-//! latching, per-leg counters and media-timeout supervision.
+//! translating plain RTP ⇄ SRTP when a leg has keys, with a latching policy
+//! per leg (strict: the signalled address only; NAT: the first validated
+//! source, moved only after it went quiet), per-leg counters and
+//! media-timeout supervision.
 //!
 //! This module knows nothing of SIP or SDP: it is given IP addresses, ports
 //! and keys. The proxy reaches it only through [`MediaBackend`] (allocate, update, release,
@@ -30,7 +32,7 @@ mod stats;
 mod supervision;
 
 pub use backend::{BackendStats, MediaBackend, MediaUpdate, RelayBackend, SessionId};
-pub use latch::{Admit, Latch};
+pub use latch::{Admit, Latch, LatchPolicy};
 pub use pool::{PortPair, PortPool, DEFAULT_PORT_RANGE};
 pub use relay::{IoMode, Relay, RelayConfig};
 pub use session::{LegConfig, LocalPorts, MediaSession, SessionSnapshot, SessionState};

@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::batch::{RxBatch, TxBatch, TxItem, SLOT};
-use super::latch::{Admit, Latch};
+use super::latch::{Admit, Latch, LatchPolicy};
 use super::pool::PortPair;
 use super::srtp::{SrtpFail, SrtpLeg};
 use super::stats::LegCounters;
@@ -93,9 +93,17 @@ pub(crate) struct LegState {
     pub has_rtcp_socket: bool,
     pub srtp: Option<SrtpLeg>,
     pub counters: LegCounters,
+    /// The first source whose packets were dropped as coming from elsewhere (for the log).
+    pub first_elsewhere: Option<SocketAddr>,
 }
 
 impl LegState {
+    /// The latching policy of this leg's peer (both sockets).
+    pub(crate) fn set_latching(&mut self, policy: LatchPolicy) {
+        self.rtp.set_policy(policy);
+        self.rtcp.set_policy(policy);
+    }
+
     pub(crate) fn set_remote(&mut self, rtp: SocketAddr, rtcp: Option<SocketAddr>) {
         self.rtp.set_signalled(Some(rtp));
         // Packets on the RTCP socket are expected from the signalled RTCP
@@ -173,8 +181,12 @@ impl RelayState {
 
         let is_rtcp = on_rtcp_socket || looks_like_rtcp(pkt);
         let latch = if on_rtcp_socket { &inl.rtcp } else { &inl.rtp };
-        if latch.admit(src) == Admit::Reject {
+        if latch.admit(src, now) == Admit::Reject {
+            // Media from elsewhere than the signalled or latched source: dropped, counted, and
+            // still activity (the leg is not silent, its media comes from the wrong place).
             c.drops.foreign_source = c.drops.foreign_source.saturating_add(1);
+            inl.first_elsewhere.get_or_insert(src);
+            self.activity.on_elsewhere(from, now);
             return None;
         }
         // RFC 3550 §5.1 (12-octet RTP header) / §6.4.1 (8-octet RTCP
@@ -238,6 +250,10 @@ impl RelayState {
                 c.drops.replay = c.drops.replay.saturating_add(1);
                 return None;
             }
+            Err(SrtpFail::IndexReuse) => {
+                c.drops.srtp_index_reuse = c.drops.srtp_index_reuse.saturating_add(1);
+                return None;
+            }
             Err(SrtpFail::Malformed) => {
                 c.drops.malformed = c.drops.malformed.saturating_add(1);
                 return None;
@@ -248,11 +264,11 @@ impl RelayState {
             return None;
         }
 
-        // Accepted: lock the latch on this source (first valid packet).
+        // Valid: the latch may take this source (NAT latching) or note it is alive.
         if on_rtcp_socket {
-            inl.rtcp.confirm(src);
+            inl.rtcp.confirm(src, now);
         } else {
-            inl.rtp.confirm(src);
+            inl.rtp.confirm(src, now);
         }
         if is_rtcp {
             c.rtcp_packets = c.rtcp_packets.saturating_add(1);
@@ -791,21 +807,78 @@ mod tests {
     }
 
     #[test]
-    fn nat_latch_on_first_packet_then_strict() {
+    fn strict_latch_refuses_a_spoofed_first_packet_from_another_port() {
         let mut st = state();
         let mut b = bufs();
-        let nat = "192.0.2.10:34567";
-        assert!(run(&mut st, &mut b, Leg::A, false, nat, &rtp(1, 1, b"")).is_some());
+        let spoof = "192.0.2.10:34567";
+        assert!(run(&mut st, &mut b, Leg::A, false, spoof, &rtp(1, 1, b"")).is_none());
+        assert_eq!(st.legs[0].counters.drops.foreign_source, 1);
+        assert_eq!(st.legs[0].first_elsewhere, Some(a(spoof)));
+        // The signalled source still talks, and replies still go there.
+        assert!(run(&mut st, &mut b, Leg::A, false, GW, &rtp(1, 2, b"")).is_some());
+        let r = run(&mut st, &mut b, Leg::B, false, CLOUD, &rtp(2, 1, b"")).expect("b");
+        assert_eq!(r.dest, a(GW));
+        // The spoofed source is counted as activity, not as media.
+        assert!(st.activity.last_activity(Leg::A).is_some());
+    }
+
+    #[test]
+    fn nat_latch_on_first_valid_packet_moves_only_after_quiet() {
+        let mut st = state();
+        st.legs[0].set_latching(LatchPolicy::Nat {
+            quiet: Duration::from_secs(2),
+        });
+        let mut b = bufs();
+        let t0 = Instant::now();
+        let nat = a("203.0.113.7:34567");
+        let go = |st: &mut RelayState, b: &mut Bufs, src: SocketAddr, seq: u16, t: Instant| {
+            st.process(
+                Leg::A,
+                false,
+                src,
+                &rtp(1, seq, b""),
+                &mut b.out,
+                &mut b.scratch,
+                t,
+            )
+        };
+        assert!(go(&mut st, &mut b, nat, 1, t0).is_some());
         // Replies go to the latched source (symmetric RTP).
         let r = run(&mut st, &mut b, Leg::B, false, CLOUD, &rtp(2, 1, b"")).expect("b");
-        assert_eq!(r.dest, a(nat));
-        // The signalled port is now bleed.
-        assert!(run(&mut st, &mut b, Leg::A, false, GW, &rtp(1, 2, b"")).is_none());
+        assert_eq!(r.dest, nat);
+        // The signalled address is now elsewhere, while the NAT source talks.
+        let t1 = t0 + Duration::from_millis(1000);
+        assert!(go(&mut st, &mut b, a(GW), 2, t1).is_none());
         assert_eq!(st.legs[0].counters.drops.foreign_source, 1);
-        // Re-offer re-evaluates.
+        // Quiet for 2 s: another source may take over.
+        let t2 = t0 + Duration::from_millis(2100);
+        assert!(go(&mut st, &mut b, a(GW), 3, t2).is_some());
+        assert!(go(&mut st, &mut b, nat, 4, t2).is_none());
+        // Re-offer re-evaluates, and the policy stays.
         st.legs[0].set_remote(a(GW), None);
-        assert!(run(&mut st, &mut b, Leg::A, false, GW, &rtp(1, 3, b"")).is_some());
-        assert!(run(&mut st, &mut b, Leg::A, false, nat, &rtp(1, 4, b"")).is_none());
+        assert_eq!(
+            st.legs[0].rtp.policy(),
+            LatchPolicy::Nat {
+                quiet: Duration::from_secs(2)
+            }
+        );
+    }
+
+    #[test]
+    fn plain_rtp_duplicate_toward_srtp_is_refused_not_protected_twice() {
+        let mut st = state();
+        let (ours, theirs) = srtp_pair();
+        st.legs[1].srtp = Some(SrtpLeg::new(&ours).expect("ctx"));
+        let mut peer = SrtpLeg::new(&theirs).expect("peer");
+        let mut b = bufs();
+        let p = rtp(7, 100, b"hello");
+        assert!(run(&mut st, &mut b, Leg::A, false, GW, &p).is_some());
+        // The gateway (or a spoofer on its address) sends the same packet again.
+        assert!(run(&mut st, &mut b, Leg::A, false, GW, &p).is_none());
+        assert_eq!(st.legs[0].counters.drops.srtp_index_reuse, 1);
+        let r = run(&mut st, &mut b, Leg::A, false, GW, &rtp(7, 101, b"next")).expect("next");
+        let mut dec = [0u8; 256];
+        assert!(peer.unprotect_rtp(&b.out[..r.len], &mut dec).is_ok());
     }
 
     #[test]
@@ -914,7 +987,11 @@ mod tests {
 
     #[test]
     fn failed_auth_does_not_latch() {
+        // NAT latching on an SRTP leg: only an authenticated packet takes the latch.
         let mut st = state();
+        st.legs[1].set_latching(LatchPolicy::Nat {
+            quiet: Duration::from_secs(2),
+        });
         let (ours, theirs) = srtp_pair();
         st.legs[1].srtp = Some(SrtpLeg::new(&ours).expect("ctx"));
         let mut peer = SrtpLeg::new(&theirs).expect("peer");
@@ -933,6 +1010,12 @@ mod tests {
         let mut enc = [0u8; 256];
         let m = peer.protect_rtp(&rtp(9, 1, b"ok"), &mut enc).expect("enc");
         assert!(run(&mut st, &mut b, Leg::B, false, CLOUD, &enc[..m]).is_some());
+        assert_eq!(st.legs[1].rtp.destination(), Some(a(CLOUD)));
+        // Strict: the same packets from another port are dropped before any SRTP work.
+        st.legs[1].set_latching(LatchPolicy::Strict);
+        let m = peer.protect_rtp(&rtp(9, 2, b"ok"), &mut enc).expect("enc");
+        assert!(run(&mut st, &mut b, Leg::B, false, attacker, &enc[..m]).is_none());
+        assert_eq!(st.legs[1].counters.drops.foreign_source, 1);
     }
 
     #[test]

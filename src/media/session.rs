@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::latch::LatchPolicy;
 use super::pool::PortPool;
 use super::relay::{Attachment, Relay, RelayState, SessionShared};
 use super::srtp::{SrtpLeg, SrtpParams};
@@ -69,13 +70,16 @@ impl SessionSnapshot {
 fn snapshot_of(st: &RelayState, state: SessionState) -> SessionSnapshot {
     let leg = |l: Leg| {
         let s = &st.legs[l.index()];
-        LegSnapshot::new(
+        let mut snap = LegSnapshot::new(
             s.counters,
             s.rtp.destination(),
             s.rtp.is_latched_elsewhere(),
             st.activity.on_hold(l),
             s.srtp.is_some(),
-        )
+        );
+        snap.signalled_rtp = s.rtp.signalled();
+        snap.first_elsewhere = s.first_elsewhere;
+        snap
     };
     SessionSnapshot {
         state,
@@ -167,6 +171,12 @@ impl MediaSession {
         rtcp: Option<SocketAddr>,
     ) -> Result<(), MediaError> {
         self.shared()?.lock().legs[leg.index()].set_remote(rtp, rtcp);
+        Ok(())
+    }
+
+    /// The latching policy of `leg` (its peer's `latching`): strict or NAT.
+    pub fn set_latching(&mut self, leg: Leg, policy: LatchPolicy) -> Result<(), MediaError> {
+        self.shared()?.lock().legs[leg.index()].set_latching(policy);
         Ok(())
     }
 

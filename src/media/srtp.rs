@@ -10,6 +10,7 @@
 use std::fmt;
 
 use rand::RngCore;
+use zeroize::Zeroize;
 
 use super::srtp_transform::{SrtpError, SrtpTransform, SRTCP_TAG_LEN};
 use super::MediaError;
@@ -42,7 +43,7 @@ impl SrtpSuite {
     }
 }
 
-/// Keys of one leg. `Debug` never prints key material.
+/// Keys of one leg. `Debug` never prints key material; the keys are wiped when dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SrtpParams {
     /// Crypto suite.
@@ -60,6 +61,13 @@ impl fmt::Debug for SrtpParams {
             .field("local_key_salt", &"<redacted>")
             .field("remote_key_salt", &"<redacted>")
             .finish()
+    }
+}
+
+impl Drop for SrtpParams {
+    fn drop(&mut self) {
+        self.local_key_salt.zeroize();
+        self.remote_key_salt.zeroize();
     }
 }
 

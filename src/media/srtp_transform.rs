@@ -25,6 +25,7 @@ use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_
 use aws_lc_rs::constant_time;
 use aws_lc_rs::hmac;
 use aws_lc_rs::iv::FixedLength;
+use zeroize::Zeroize;
 
 use super::srtp::{SrtpSuite, KEY_SALT_LEN};
 use super::MediaError;
@@ -65,16 +66,27 @@ pub enum SrtpError {
     /// The packet index was already seen or is behind the replay window.
     #[error("SRTP replayed packet")]
     Replay,
+    /// Protect: this index was protected before (or is too old to tell), so its keystream
+    /// would be used twice; or the SRTCP index space is spent.
+    #[error("SRTP index already used")]
+    IndexReuse,
     /// Too short, a header that does not fit, or no room for the tag.
     #[error("malformed SRTP packet or buffer too small")]
     Malformed,
 }
 
-/// Session keys of one of SRTP or SRTCP.
+/// Session keys of one of SRTP or SRTCP. aws-lc wipes its own key schedules when they are
+/// freed; the salt is ours to wipe.
 struct SessionKeys {
     cipher: EncryptingKey,
     auth: hmac::Key,
     salt: [u8; SALT_LEN],
+}
+
+impl Drop for SessionKeys {
+    fn drop(&mut self) {
+        self.salt.zeroize();
+    }
 }
 
 /// Fills `out` with AES-CM keystream for `iv` under `key`.
@@ -127,11 +139,15 @@ fn session_keys(
     derive(master, master_salt, labels[0], &mut enc).map_err(fail)?;
     derive(master, master_salt, labels[1], &mut auth).map_err(fail)?;
     derive(master, master_salt, labels[2], &mut salt).map_err(fail)?;
-    Ok(SessionKeys {
-        cipher: aes_ctr_key(&enc)?,
+    let keys = aes_ctr_key(&enc).map(|cipher| SessionKeys {
+        cipher,
         auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth),
         salt,
-    })
+    });
+    enc.zeroize();
+    auth.zeroize();
+    salt.zeroize();
+    keys
 }
 
 /// The counter-mode IV of RFC 3711 §4.1.1.
@@ -223,6 +239,8 @@ struct Slot {
     window: ReplayWindow,
     /// Next SRTCP index to send (protect side only).
     next_srtcp: u32,
+    /// The last SRTCP index was sent: nothing more may be protected.
+    srtcp_spent: bool,
 }
 
 const EMPTY: Slot = Slot {
@@ -234,6 +252,7 @@ const EMPTY: Slot = Slot {
         seen: 0,
     },
     next_srtcp: 0,
+    srtcp_spent: false,
 };
 
 /// A fixed-size table of SSRC states: no allocation, LRU eviction.
@@ -380,6 +399,11 @@ impl SrtpTransform {
         // The sender tracks its ROC the same way (§3.3.1): packets the
         // relay forwards may arrive reordered across a wrap.
         let index = slot.window.estimate(seq);
+        // An index protected before would reuse its keystream (RFC 3711 §9.1: a two-time
+        // pad): refuse it, as well as one too old for the window to tell.
+        slot.window
+            .check(index)
+            .map_err(|_| SrtpError::IndexReuse)?;
         let roc = (index >> 16) as u32;
         let payload = pkt.get_mut(hdr..).ok_or(SrtpError::Malformed)?;
         xor_keystream(
@@ -444,7 +468,12 @@ impl SrtpTransform {
         }
         let ssrc = be32(buf, 4).ok_or(SrtpError::Malformed)?;
         let mut slot = self.rtcp_ssrcs.get(ssrc).unwrap_or(Slot { ssrc, ..EMPTY });
+        if slot.srtcp_spent {
+            return Err(SrtpError::IndexReuse);
+        }
         let index = slot.next_srtcp;
+        // The 31-bit index never wraps back to an index already used (§3.4: rekey first).
+        slot.srtcp_spent = index == SRTCP_INDEX_MASK;
         slot.next_srtcp = index.wrapping_add(1) & SRTCP_INDEX_MASK;
         let payload = buf
             .get_mut(RTCP_CLEAR_LEN..len)
@@ -999,5 +1028,56 @@ mod tests {
             }
             assert_eq!(alloc_count::count() - before, 0, "{suite:?}");
         }
+    }
+
+    #[test]
+    fn protect_refuses_an_index_twice() {
+        let mut tx = SrtpTransform::new(SrtpSuite::Aes128CmSha1_80, &key_salt(9)).expect("ctx");
+        let mut buf = [0u8; 256];
+        let protect = |tx: &mut SrtpTransform, buf: &mut [u8; 256], seq: u16| {
+            let p = rtp(seq, 0x1234, 40);
+            buf[..p.len()].copy_from_slice(&p);
+            tx.protect_rtp(buf, p.len())
+        };
+        assert!(protect(&mut tx, &mut buf, 100).is_ok());
+        assert!(protect(&mut tx, &mut buf, 101).is_ok());
+        // The same sequence number again: its keystream was used.
+        assert_eq!(protect(&mut tx, &mut buf, 101), Err(SrtpError::IndexReuse));
+        assert_eq!(protect(&mut tx, &mut buf, 100), Err(SrtpError::IndexReuse));
+        // A late packet never protected (reordered before us) is fine, once.
+        assert!(protect(&mut tx, &mut buf, 105).is_ok());
+        assert!(protect(&mut tx, &mut buf, 103).is_ok());
+        assert_eq!(protect(&mut tx, &mut buf, 103), Err(SrtpError::IndexReuse));
+        // Behind the window nothing can be told: refused.
+        assert!(protect(&mut tx, &mut buf, 400).is_ok());
+        assert_eq!(protect(&mut tx, &mut buf, 102), Err(SrtpError::IndexReuse));
+        // Other SSRCs have their own indices.
+        let p = rtp(101, 0x9999, 40);
+        buf[..p.len()].copy_from_slice(&p);
+        assert!(tx.protect_rtp(&mut buf, p.len()).is_ok());
+    }
+
+    #[test]
+    fn srtcp_index_space_is_never_reused() {
+        let mut tx = SrtpTransform::new(SrtpSuite::Aes128CmSha1_80, &key_salt(3)).expect("ctx");
+        let sr = rtcp_sr(0x55, 1);
+        let mut buf = [0u8; 128];
+        let mut slot = tx.rtcp_ssrcs.get(0x55).unwrap_or(Slot {
+            ssrc: 0x55,
+            ..EMPTY
+        });
+        slot.next_srtcp = SRTCP_INDEX_MASK;
+        tx.rtcp_ssrcs.put(slot);
+        buf[..sr.len()].copy_from_slice(&sr);
+        assert!(
+            tx.protect_rtcp(&mut buf, sr.len()).is_ok(),
+            "the last index"
+        );
+        buf[..sr.len()].copy_from_slice(&sr);
+        assert_eq!(
+            tx.protect_rtcp(&mut buf, sr.len()),
+            Err(SrtpError::IndexReuse),
+            "index 0 again would reuse its keystream"
+        );
     }
 }

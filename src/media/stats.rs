@@ -124,6 +124,8 @@ pub struct Drops {
     pub srtp_auth: u64,
     /// SRTP/SRTCP replay (RFC 3711 §3.3.2).
     pub replay: u64,
+    /// Protecting would have used an SRTP index (keystream) a second time.
+    pub srtp_index_reuse: u64,
     /// Too short / not RTP version 2 / does not fit the relay buffer.
     pub malformed: u64,
     /// The other leg has no remote address yet.
@@ -138,6 +140,7 @@ impl Drops {
         self.foreign_source
             .saturating_add(self.srtp_auth)
             .saturating_add(self.replay)
+            .saturating_add(self.srtp_index_reuse)
             .saturating_add(self.malformed)
             .saturating_add(self.no_route)
             .saturating_add(self.send_error)
@@ -187,6 +190,10 @@ pub struct LegSnapshot {
     pub on_hold: bool,
     /// Whether SRTP is active on this leg.
     pub srtp: bool,
+    /// The remote RTP address signalled in SDP.
+    pub signalled_rtp: Option<SocketAddr>,
+    /// The first source whose packets were dropped as coming from elsewhere.
+    pub first_elsewhere: Option<SocketAddr>,
 }
 
 impl LegSnapshot {
@@ -207,6 +214,8 @@ impl LegSnapshot {
             latched,
             on_hold,
             srtp,
+            signalled_rtp: None,
+            first_elsewhere: None,
         }
     }
 }
@@ -298,7 +307,8 @@ mod tests {
             malformed: 4,
             no_route: 5,
             send_error: 6,
+            srtp_index_reuse: 7,
         };
-        assert_eq!(d.total(), 21);
+        assert_eq!(d.total(), 28);
     }
 }

@@ -18,6 +18,9 @@ pub const DEFAULT_MEDIA_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Direction {
     last_rx: Option<Instant>,
+    /// Last packet dropped as coming from elsewhere than the leg's source: the leg is not
+    /// silent, so it is not idle either.
+    last_elsewhere: Option<Instant>,
     on_hold: bool,
     /// When supervision of this direction (re)started: commit or resume.
     since: Option<Instant>,
@@ -47,6 +50,14 @@ impl Activity {
         let d = &mut self.dirs[leg.index()];
         if d.last_rx.is_none_or(|t| now > t) {
             d.last_rx = Some(now);
+        }
+    }
+
+    /// A packet arrived on `leg` from elsewhere than its signalled or latched source.
+    pub fn on_elsewhere(&mut self, leg: Leg, now: Instant) {
+        let d = &mut self.dirs[leg.index()];
+        if d.last_elsewhere.is_none_or(|t| now > t) {
+            d.last_elsewhere = Some(now);
         }
     }
 
@@ -80,9 +91,15 @@ impl Activity {
         self.dirs
             .iter()
             .filter(|d| !d.on_hold)
-            .filter_map(|d| match (d.last_rx, d.since) {
-                (Some(r), Some(s)) => Some(r.max(s)),
-                (r, s) => r.or(s),
+            .filter_map(|d| {
+                let rx = match (d.last_rx, d.last_elsewhere) {
+                    (Some(r), Some(e)) => Some(r.max(e)),
+                    (r, e) => r.or(e),
+                };
+                match (rx, d.since) {
+                    (Some(r), Some(s)) => Some(r.max(s)),
+                    (r, s) => r.or(s),
+                }
             })
             .max()
     }
@@ -137,6 +154,18 @@ mod tests {
         // An out-of-order older instant never moves the clock back.
         a.on_packet(Leg::B, t0 + s(5));
         assert_eq!(a.last_activity(Leg::B), Some(t0 + s(40)));
+    }
+
+    #[test]
+    fn media_from_elsewhere_is_activity_not_silence() {
+        let t0 = Instant::now();
+        let mut a = Activity::default();
+        a.commit(t0);
+        a.on_elsewhere(Leg::A, t0 + s(50));
+        // Nothing valid arrived, yet the leg is not silent: no "no RTP" timeout.
+        assert_eq!(a.last_activity(Leg::A), None);
+        assert!(!a.is_idle(t0 + s(100), T));
+        assert!(a.is_idle(t0 + s(110), T));
     }
 
     #[test]

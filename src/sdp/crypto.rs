@@ -144,8 +144,8 @@ impl Lifetime {
     }
 }
 
-/// One `inline:` key parameter.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One `inline:` key parameter. Its key is wiped when dropped and never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct KeyParam {
     /// Master key followed by master salt.
     pub key_salt: Vec<u8>,
@@ -166,6 +166,25 @@ pub struct CryptoLine {
     pub keys: Vec<KeyParam>,
     /// Session parameters (`KDR=`, `UNENCRYPTED_SRTP`, `WSH=` …), verbatim.
     pub session_params: Vec<String>,
+}
+
+impl std::fmt::Debug for KeyParam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyParam")
+            .field(
+                "key_salt",
+                &format_args!("<{} bytes redacted>", self.key_salt.len()),
+            )
+            .field("lifetime", &self.lifetime)
+            .field("mki", &self.mki)
+            .finish()
+    }
+}
+
+impl Drop for KeyParam {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key_salt);
+    }
 }
 
 fn parse_lifetime(s: &str) -> Result<Lifetime, SdpError> {

@@ -68,6 +68,13 @@ impl Validator<'_> {
             }
             Ok(list)
         };
+        let quiet_ms = m.latch_quiet_ms.unwrap_or(2000);
+        if !(100..=60_000).contains(&quiet_ms) {
+            return Err(self.err(
+                "media.latch_quiet_ms",
+                &format!("{quiet_ms} is out of range 100..=60000"),
+            ));
+        }
         Ok(MediaSettings {
             ip,
             port_min,
@@ -76,6 +83,9 @@ impl Validator<'_> {
             relay_workers: m.relay_workers,
             gateway_codecs: codecs("media.gateway_codecs", &m.gateway_codecs)?,
             cloud_codecs: codecs("media.cloud_codecs", &m.cloud_codecs)?,
+            allow_loopback: m.allow_loopback.unwrap_or(false),
+            allow_link_local: m.allow_link_local.unwrap_or(false),
+            latch_quiet: Duration::from_millis(quiet_ms),
         })
     }
 }

@@ -24,7 +24,7 @@ mod tls;
 use std::path::Path;
 
 use super::raw::RawConfig;
-use super::{AdminSettings, Config, ConfigError, Fqdn, SrtpMode, Transport};
+use super::{AdminSettings, Config, ConfigError, Fqdn, LatchMode, SrtpMode, Transport};
 
 impl Config {
     /// Reads and validates a configuration file.
@@ -130,6 +130,10 @@ impl Validator<'_> {
     }
     fn srtp(&self, key: &str, s: Option<&str>, default: SrtpMode) -> Result<SrtpMode, ConfigError> {
         s.map_or(Ok(default), SrtpMode::parse)
+            .map_err(|r| self.err(key, &r))
+    }
+    fn latching(&self, key: &str, s: Option<&str>) -> Result<LatchMode, ConfigError> {
+        s.map_or(Ok(LatchMode::Strict), LatchMode::parse)
             .map_err(|r| self.err(key, &r))
     }
     fn transport(&self, key: &str, t: Option<&str>) -> Result<Transport, ConfigError> {

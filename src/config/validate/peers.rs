@@ -19,6 +19,7 @@ impl Validator<'_> {
             port: self.port("cloud_peer.port", raw.port, 5061)?,
             transport: self.transport("cloud_peer.transport", raw.transport.as_deref())?,
             srtp: self.srtp("cloud_peer.srtp", raw.srtp.as_deref(), SrtpMode::Required)?,
+            latching: self.latching("cloud_peer.latching", raw.latching.as_deref())?,
         })
     }
 
@@ -113,6 +114,7 @@ impl Validator<'_> {
                 max_sessions: g.max_sessions,
                 send_options: g.send_options.unwrap_or(true),
                 srtp: self.srtp(&format!("{key}.srtp"), g.srtp.as_deref(), SrtpMode::Off)?,
+                latching: self.latching(&format!("{key}.latching"), g.latching.as_deref())?,
                 trust: g
                     .trust
                     .iter()

@@ -25,12 +25,14 @@
 //! | `mod.rs` | the anchor's state (calls by [`CallKey`]: peer and Call-ID) and its entry points for the core |
 //! | `body.rs` | SDP body glue: finding the SDP in a message, endpoints, crypto choice |
 //! | `offer_answer.rs` | RFC 3264 per leg: an offer or answer from one side rewritten for the other |
-//! | `supervision.rs` | media timeout: idle calls released and handed back with their BYEs |
+//! | `policy.rs` | which SDP addresses the relay may be aimed at (loopback, multicast, our own … refused) |
+//! | `supervision.rs` | media timeout: idle calls released and handed back with their BYEs; media from elsewhere logged once per leg |
 //! A call crosses it in one of two directions (gateway → cloud, cloud → gateway); `Side` is the
 //! signalling side (config), `Leg` the media leg, and `sdp::Side` the dialog role.
 
 mod body;
 mod offer_answer;
+mod policy;
 mod supervision;
 
 use std::collections::HashMap;
@@ -42,11 +44,12 @@ use tracing::{debug, info, warn};
 
 use self::body::{idx, is_opaque_body, leg_of, sdp_body, with_body};
 use self::offer_answer::process;
+pub use self::policy::AddressPolicy;
 use self::supervision::sweep_interval;
-use crate::config::{Config, MediaSettings, Side, SrtpMode};
+use crate::config::{Config, LatchMode, MediaSettings, Side, SrtpMode};
 use crate::media::{
-    generate_key_salt, BackendStats, Leg, LegConfig, LocalPorts, MediaBackend, MediaError,
-    MediaUpdate, SessionId, SessionSnapshot, KEY_SALT_LEN,
+    generate_key_salt, BackendStats, LatchPolicy, Leg, LegConfig, LocalPorts, MediaBackend,
+    MediaError, MediaUpdate, SessionId, SessionSnapshot, KEY_SALT_LEN,
 };
 use crate::proxy::CallKey;
 use crate::sdp::{self, Carrier, CodecPolicy, Negotiation, SdpError};
@@ -62,6 +65,13 @@ pub struct Refuse {
 }
 
 impl Refuse {
+    fn not_acceptable() -> Refuse {
+        Refuse {
+            status: 488,
+            reason: "Not Acceptable Here".into(),
+        }
+    }
+
     fn sdp(e: &SdpError) -> Refuse {
         let status = e.status_code();
         Refuse {
@@ -146,6 +156,16 @@ struct Call {
     dialog: Option<DialogInfo>,
     /// Highest CSeq seen in requests from each leg's UA.
     cseq: [u32; 2],
+    /// The latching policy per leg, and whether media from elsewhere was logged for it.
+    latching: [LatchMode; 2],
+    elsewhere_logged: [bool; 2],
+}
+
+/// Our SDES keys leave memory with the call.
+impl Drop for Call {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.keys);
+    }
 }
 
 impl Call {
@@ -164,7 +184,12 @@ pub struct Anchor {
     cloud_srtp: SrtpMode,
     /// Gateways by name and (static) address, with their SRTP mode.
     gateways: Vec<(String, Option<IpAddr>, SrtpMode)>,
+    /// Latching of the cloud peer and of gateways by name (default strict).
+    cloud_latching: LatchMode,
+    gateway_latching: HashMap<String, LatchMode>,
     policies: [CodecPolicy; 2],
+    /// Which media addresses an SDP may name.
+    addresses: AddressPolicy,
     media: Box<dyn MediaBackend>,
     calls: HashMap<CallKey, Call>,
     /// Counters of the sessions released so far, per leg.
@@ -212,7 +237,29 @@ impl Anchor {
                 (name, ip, g.srtp)
             })
             .collect();
-        Anchor::new(settings, cfg.cloud_peer.srtp, gateways, media)
+        let addresses = AddressPolicy::from_config(cfg, &settings);
+        let mut a = Anchor::new(settings, cfg.cloud_peer.srtp, gateways, media);
+        a.addresses = addresses;
+        a.set_latching(
+            cfg.cloud_peer.latching,
+            cfg.gateways
+                .iter()
+                .map(|g| (g.name.to_string(), g.latching)),
+        );
+        a
+    }
+
+    /// The latching policy of the cloud peer and of gateways by name (the others: strict).
+    pub fn set_latching(
+        &mut self,
+        cloud: LatchMode,
+        gateways: impl IntoIterator<Item = (String, LatchMode)>,
+    ) {
+        self.cloud_latching = cloud;
+        self.gateway_latching = gateways
+            .into_iter()
+            .map(|(n, m)| (n.to_ascii_lowercase(), m))
+            .collect();
     }
 
     /// An anchor over `settings` and `media`, with the cloud peer's and each gateway's SRTP
@@ -236,6 +283,9 @@ impl Anchor {
             "media anchor ready"
         );
         Anchor {
+            cloud_latching: LatchMode::Strict,
+            gateway_latching: HashMap::new(),
+            addresses: AddressPolicy::new(&settings),
             settings,
             cloud_srtp,
             gateways,
@@ -298,6 +348,15 @@ impl Anchor {
         let call_id = key.call_id_str();
         let call_id = call_id.as_ref();
         for u in updates {
+            if let MediaUpdate::Remote { leg, rtp, rtcp } = &u {
+                if !self.addresses.allows(*rtp) || rtcp.is_some_and(|a| !self.addresses.allows(a)) {
+                    // Only a response or an ACK gets here (a request naming such an address is
+                    // refused before): the leg is not aimed at it.
+                    self.stats.sdp_address_refused += 1;
+                    warn!(call_id, leg = ?leg, remote = %rtp, "media address refused: leg not aimed at it");
+                    continue;
+                }
+            }
             let srtp = match &u {
                 MediaUpdate::Srtp { leg, .. } => Some(*leg),
                 _ => None,
@@ -310,12 +369,48 @@ impl Anchor {
         }
     }
 
-    fn gateway_mode(&self, name: &str, ip: IpAddr) -> SrtpMode {
+    /// Refuses (488) an SDP naming an address the relay may not be aimed at.
+    fn check_addresses(&mut self, sdp: &sdp::Sdp, key: &CallKey) -> Result<(), Refuse> {
+        let Err(r) = self.addresses.check_sdp(sdp) else {
+            return Ok(());
+        };
+        self.stats.sdp_refused += 1;
+        self.stats.sdp_address_refused += 1;
+        info!(
+            call_id = %key.call_id_str(),
+            address = %r.ip,
+            class = r.why,
+            "SDP media address refused (488)"
+        );
+        Err(Refuse::not_acceptable())
+    }
+
+    fn gateway(&self, name: &str, ip: IpAddr) -> Option<&(String, Option<IpAddr>, SrtpMode)> {
         self.gateways
             .iter()
             .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
             .or_else(|| self.gateways.iter().find(|(_, i, _)| *i == Some(ip)))
-            .map_or(SrtpMode::Off, |(_, _, m)| *m)
+    }
+
+    fn gateway_mode(&self, name: &str, ip: IpAddr) -> SrtpMode {
+        self.gateway(name, ip).map_or(SrtpMode::Off, |(_, _, m)| *m)
+    }
+
+    fn gateway_latching(&self, name: &str, ip: IpAddr) -> LatchMode {
+        self.gateway(name, ip)
+            .and_then(|(n, _, _)| self.gateway_latching.get(&n.to_ascii_lowercase()))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The relay's latching policy for a peer's mode.
+    fn latch_policy(&self, mode: LatchMode) -> LatchPolicy {
+        match mode {
+            LatchMode::Strict => LatchPolicy::Strict,
+            LatchMode::Nat => LatchPolicy::Nat {
+                quiet: self.settings.latch_quiet,
+            },
+        }
     }
 
     // ------------------------------------------------------------------ requests
@@ -378,6 +473,12 @@ impl Anchor {
             }
             Some(Ok(s)) => s,
         };
+        if carrier != Carrier::Ack {
+            self.check_addresses(&body, key)?;
+        }
+        let Some(call) = self.calls.get_mut(key) else {
+            return Ok(None);
+        };
         let ip = self.settings.ip;
         let policies = &self.policies;
         match process(call, ip, policies, hop.from, carrier, body) {
@@ -416,9 +517,19 @@ impl Anchor {
             Some(Ok(s)) => Some(s),
             None => None,
         };
-        let gw_mode = match hop.from {
-            Side::Gateway => self.gateway_mode("", hop.from_ip),
-            Side::Cloud => self.gateway_mode(hop.to_name, hop.to_ip),
+        if let Some(sdp) = &body {
+            // Before any port is allocated.
+            self.check_addresses(sdp, &key)?;
+        }
+        let (gw_mode, gw_latching) = match hop.from {
+            Side::Gateway => (
+                self.gateway_mode("", hop.from_ip),
+                self.gateway_latching("", hop.from_ip),
+            ),
+            Side::Cloud => (
+                self.gateway_mode(hop.to_name, hop.to_ip),
+                self.gateway_latching(hop.to_name, hop.to_ip),
+            ),
         };
         let leg_cfg = LegConfig {
             ip: self.settings.ip,
@@ -454,10 +565,20 @@ impl Anchor {
             last: [None, None],
             dialog: None,
             cseq: [0, 0],
+            latching: [gw_latching, self.cloud_latching],
+            elsewhere_logged: [false, false],
         };
         if let Some(c) = req.cseq() {
             call.cseq[idx(leg_of(hop.from))] = c.seq;
         }
+        // The peers' latching policies, before any address is signalled.
+        let latching: Vec<MediaUpdate> = [Leg::A, Leg::B]
+            .into_iter()
+            .map(|leg| MediaUpdate::Latching {
+                leg,
+                policy: self.latch_policy(call.latching[idx(leg)]),
+            })
+            .collect();
         let (out, updates) = match body {
             None => {
                 // Late offer (§13.2.1): the offer comes in the 2xx, the answer in the ACK.
@@ -488,8 +609,17 @@ impl Anchor {
         };
         self.stats.sessions_created += 1;
         let (a, b) = (call.local[0].rtp, call.local[1].rtp);
-        info!(call_id = %call_id, leg_a = %a, leg_b = %b, gw_srtp = gw_mode.as_str(), "media session allocated");
+        info!(
+            call_id = %call_id,
+            leg_a = %a,
+            leg_b = %b,
+            gw_srtp = gw_mode.as_str(),
+            gw_latching = gw_latching.as_str(),
+            cloud_latching = self.cloud_latching.as_str(),
+            "media session allocated"
+        );
         self.calls.insert(key.clone(), call);
+        self.apply(&key, latching, now);
         self.apply(&key, updates, now);
         Ok(out.and_then(|o| with_body(req, &o)))
     }
@@ -706,6 +836,10 @@ mod tests {
             relay_workers: Some(1),
             gateway_codecs: vec!["PCMU".into(), "PCMA".into()],
             cloud_codecs: vec!["PCMU".into(), "PCMA".into(), "G722".into()],
+            // The tests' UAs live on loopback, as in the lab.
+            allow_loopback: true,
+            allow_link_local: false,
+            latch_quiet: Duration::from_secs(2),
         };
         let gws = vec![(
             "gw1.lab.example".to_owned(),
@@ -1157,6 +1291,127 @@ mod tests {
     }
 
     #[test]
+    fn sdp_aimed_at_loopback_multicast_or_us_is_refused_488_before_any_port() {
+        let mut a = anchor(42900, 42999, SrtpMode::Optional);
+        a.addresses.allow_loopback = false;
+        let now = Instant::now();
+        let full = a.ports().ports_available;
+        let pcmu = "RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+        for (i, host) in ["127.0.0.2", "224.2.1.1", "255.255.255.255", "169.254.0.9"]
+            .iter()
+            .enumerate()
+        {
+            let inv = invite(&format!("addr-{i}"), Some(&sdp(host, 20000, pcmu)));
+            let e = a.on_request_t(now, &inv, from_gw()).unwrap_err();
+            assert_eq!(e.status, 488, "{host}");
+            assert_eq!(e.reason, "Not Acceptable Here");
+        }
+        // Our own media address, even with loopback allowed.
+        a.addresses.allow_loopback = true;
+        let inv = invite("addr-own", Some(&sdp("127.0.0.1", 20000, pcmu)));
+        assert_eq!(
+            a.on_request_t(now, &inv, from_gw()).unwrap_err().status,
+            488
+        );
+        // An a=rtcp address counts as well.
+        let rtcp = format!("{pcmu}a=rtcp:20001 IN IP4 127.0.0.1\r\n");
+        let inv = invite("addr-rtcp", Some(&sdp("127.0.0.2", 20000, &rtcp)));
+        assert_eq!(
+            a.on_request_t(now, &inv, from_gw()).unwrap_err().status,
+            488
+        );
+        assert_eq!(a.ports().ports_available, full, "no port allocated");
+        assert_eq!(a.active_calls(), 0);
+        assert_eq!(a.stats.sdp_address_refused, 6);
+        assert_eq!(a.stats.sdp_refused, 6);
+        // Hold (c=0.0.0.0) is no refusal.
+        let inv = invite(
+            "addr-hold",
+            Some(&gw_offer(20000).replace("127.0.0.2", "0.0.0.0")),
+        );
+        assert!(a.on_request_t(now, &inv, from_gw()).is_ok());
+        assert_eq!(a.stats.sdp_address_refused, 6);
+    }
+
+    #[test]
+    fn reoffer_or_answer_naming_us_never_aims_the_relay() {
+        let mut a = anchor(43000, 43099, SrtpMode::Optional);
+        let now = Instant::now();
+        establish(&mut a, "addr-re", now);
+        let call = k("addr-re");
+        let before = a.session(&call).unwrap();
+        assert_eq!(
+            before.a.remote_rtp,
+            Some("127.0.0.2:20000".parse().unwrap())
+        );
+        // A re-INVITE from the gateway moving its media to our own address: 488, unchanged.
+        let re = msg(
+            "INVITE sip:peer@127.0.0.3 SIP/2.0",
+            "addr-re",
+            "c1",
+            Some("u2"),
+            "2 INVITE",
+            Some(&gw_offer(20000).replace("127.0.0.2", "127.0.0.1")),
+        );
+        assert_eq!(a.on_request_t(now, &re, from_gw()).unwrap_err().status, 488);
+        assert_eq!(a.session(&call).unwrap().a.remote_rtp, before.a.remote_rtp);
+        // A cloud re-offer, answered by the gateway with our address: a response cannot be
+        // refused, but the relay is not aimed at it.
+        let offer = cloud_sdp(30002, "RTP/AVP", KEY, "").replace("o=ua 1 1", "o=ua 1 2");
+        let re = msg(
+            "INVITE sip:ua@127.0.0.2 SIP/2.0",
+            "addr-re",
+            "u2",
+            Some("c1"),
+            "2 INVITE",
+            Some(&offer),
+        );
+        a.on_request_t(now, &re, from_cloud()).unwrap().unwrap();
+        let ans = gw_offer(20004)
+            .replace("127.0.0.2", "127.0.0.1")
+            .replace("o=ua 1 1", "o=ua 1 2");
+        let ok = resp("200 OK", "addr-re", "2 INVITE", Some(&ans));
+        a.on_response_t(now, &re, &ok, Side::Gateway, None);
+        let after = a.session(&call).unwrap();
+        assert_ne!(after.a.remote_rtp, Some("127.0.0.1:20004".parse().unwrap()));
+        assert_eq!(a.stats.sdp_address_refused, 2);
+    }
+
+    #[test]
+    fn each_leg_gets_its_peers_latching_policy() {
+        let text = include_str!("../../../config/sipedge.toml")
+            .replace(
+                "name = \"gw1.lab.example\"\nport = 5060\n",
+                "name = \"gw1.lab.example\"\nlatching = \"nat\"\nport = 5060\n",
+            )
+            .replace(
+                "allow_loopback = true",
+                "allow_loopback = true\nlatch_quiet_ms = 500",
+            );
+        let cfg = Config::from_toml(std::path::Path::new("t.toml"), &text).unwrap();
+        let media = FakeMedia::new(8);
+        let settings = cfg.media.clone().unwrap();
+        let mut a = Anchor::from_config(&cfg, settings, Box::new(media.clone()));
+        let now = Instant::now();
+        a.on_request_t(now, &invite("latch-1", Some(&gw_offer(20000))), from_gw())
+            .unwrap();
+        let nat = LatchPolicy::Nat {
+            quiet: Duration::from_millis(500),
+        };
+        assert_eq!(media.get(1).unwrap().latching, [nat, LatchPolicy::Strict]);
+        // Toward gw2 (strict by default) from the cloud.
+        let hop = Hop {
+            to_name: "gw2.lab.example",
+            to_ip: "127.0.0.5".parse().unwrap(),
+            ..from_cloud()
+        };
+        let offer = cloud_sdp(30000, "RTP/AVP", KEY, "");
+        a.on_request_t(now, &invite("latch-2", Some(&offer)), hop)
+            .unwrap();
+        assert_eq!(media.get(2).unwrap().latching, [LatchPolicy::Strict; 2]);
+    }
+
+    #[test]
     fn release_exactly_once_and_no_port_leak_after_1000_calls() {
         let mut a = anchor(42800, 42819, SrtpMode::Optional);
         let capacity = a.ports().ports_capacity;
@@ -1391,6 +1646,10 @@ mod tests {
             relay_workers: Some(1),
             gateway_codecs: vec!["PCMU".into()],
             cloud_codecs: vec!["PCMU".into()],
+            // The tests' UAs live on loopback, as in the lab.
+            allow_loopback: true,
+            allow_link_local: false,
+            latch_quiet: Duration::from_secs(2),
         };
         let gws = vec![(
             "gw1.lab.example".to_owned(),

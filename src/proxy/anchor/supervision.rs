@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::body::{idx, leg_of};
+use super::body::{idx, leg_of, side_of};
 use super::{Anchor, ByeSpec, TimedOut};
+use crate::media::Leg;
 use crate::proxy::CallKey;
 
 impl Anchor {
@@ -23,6 +24,7 @@ impl Anchor {
             Some(t) if t <= now => {}
             _ => return Vec::new(),
         }
+        self.log_elsewhere();
         let timeout = self.settings.media_timeout;
         let idle_sessions = self.media.idle(now, timeout);
         let idle: Vec<CallKey> = self
@@ -91,6 +93,42 @@ impl Anchor {
         let supervised = self.calls.values().any(|c| c.committed);
         self.next_sweep = supervised.then(|| now + sweep_interval(timeout));
         out
+    }
+}
+
+impl Anchor {
+    /// Says once per call leg that its media came from elsewhere than the signalled (strict)
+    /// or latched (NAT) source and was dropped: such a leg is not silent, and the drops are
+    /// counted (`sipedge_media_from_elsewhere_total`).
+    fn log_elsewhere(&mut self) {
+        for (key, call) in &mut self.calls {
+            if call.elsewhere_logged.iter().all(|l| *l) {
+                continue;
+            }
+            let Some(snap) = self.media.session(call.session) else {
+                continue;
+            };
+            for leg in [Leg::A, Leg::B] {
+                let i = idx(leg);
+                let l = snap.leg(leg);
+                let dropped = l.counters.drops.foreign_source;
+                if call.elsewhere_logged[i] || dropped == 0 {
+                    continue;
+                }
+                call.elsewhere_logged[i] = true;
+                warn!(
+                    call_id = %key.call_id_str(),
+                    leg = side_of(leg).as_str(),
+                    from = ?l.first_elsewhere,
+                    signalled = ?l.signalled_rtp,
+                    latched = ?l.remote_rtp,
+                    latching = call.latching[i].as_str(),
+                    dropped,
+                    accepted = l.counters.forwarded,
+                    "media from elsewhere than the leg's source: dropped (logged once per call leg)"
+                );
+            }
+        }
     }
 }
 
