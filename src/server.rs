@@ -155,6 +155,7 @@ pub async fn run(
     let transports = Transports::bind(&cfg, tx).await?;
     readiness.set_listeners_bound(true);
     transports.set_server_names(table.tls_names());
+    transports.set_peer_addresses(table.peer_addresses());
     ops.refresh_certificates();
     ops.spawn_refresh(dir.clone());
     let mut local = HashMap::new();

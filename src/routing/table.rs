@@ -202,6 +202,22 @@ impl RoutingTable {
         v
     }
 
+    /// The addresses of the configured peers of each side: the cloud peer; the gateways and
+    /// the other sites' mediation servers (reached on the gateway side). Plain TCP is
+    /// accepted from these only.
+    pub fn peer_addresses(&self) -> Vec<(Side, IpAddr)> {
+        let mut v = vec![(Side::Cloud, self.cloud_peer.addr.ip())];
+        v.extend(
+            self.gateways
+                .iter()
+                .map(|g| (Side::Gateway, g.hop.addr.ip())),
+        );
+        for s in &self.sites {
+            v.extend(s.mediation_servers.iter().map(|m| (m.side, m.addr.ip())));
+        }
+        v
+    }
+
     pub fn site(&self, name: &str) -> Option<&SiteEntry> {
         self.sites.iter().find(|s| s.name == name)
     }
