@@ -157,12 +157,13 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
         }
-        message_deadline = match (framer.buffered(), message_deadline) {
-            (0, _) => None,
+        message_deadline = match (framer.in_message(), message_deadline) {
+            // Nothing pending, or only the start of a CRLF keepalive.
+            (false, _) => None,
             // A new message began after the last complete one: its own deadline.
-            (_, Some(_)) if framed => Some(Instant::now() + t.limits.message_timeout),
-            (_, Some(d)) => Some(d),
-            (_, None) => Some(Instant::now() + t.limits.message_timeout),
+            (true, Some(_)) if framed => Some(Instant::now() + t.limits.message_timeout),
+            (true, Some(d)) => Some(d),
+            (true, None) => Some(Instant::now() + t.limits.message_timeout),
         };
     }
 }
