@@ -118,8 +118,12 @@ fn main() -> ExitCode {
             {
                 return ExitCode::from(2);
             }
+            let security = cfg.security_warnings();
+            for w in &security {
+                eprintln!("{}: warning: {w}", cli.config.display());
+            }
             println!(
-                "{}: OK (site {}, {} gateways, {} users{})",
+                "{}: OK (site {}, {} gateways, {} users{}{})",
                 cli.config.display(),
                 cfg.appliance.site,
                 cfg.gateways.len(),
@@ -128,6 +132,11 @@ fn main() -> ExitCode {
                     String::new()
                 } else {
                     format!(", {} certificate warnings", findings.len())
+                },
+                if security.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} security warnings", security.len())
                 }
             );
             ExitCode::SUCCESS

@@ -152,11 +152,12 @@ pub async fn run(
     ops.set_call_record_errors(record_errors);
     // One lane per peer between the transports and the core: a flood costs only its own lane.
     let (tx, rx) = ingress(IngressLimits::default());
-    tx.set_peers(table.peer_addrs());
+    tx.set_peers(table.peer_addresses());
     let resolved_tx = tx.clone();
     let transports = Transports::bind(&cfg, tx).await?;
     readiness.set_listeners_bound(true);
     transports.set_server_names(table.tls_names());
+    transports.set_peer_addresses(table.peer_addresses());
     ops.refresh_certificates();
     ops.spawn_refresh(dir.clone());
     let mut local = HashMap::new();

@@ -249,7 +249,11 @@ pub fn tls_refusal_category(reason: &str) -> &'static str {
         "no_client_certificate"
     } else if has("revoked") {
         "revoked"
-    } else if has("issuer unknown") || has("unknown issuer") || has("unknownissuer") {
+    } else if has("issuer unknown")
+        || has("unknown issuer")
+        || has("unknownissuer")
+        || has("trusted only for")
+    {
         "unknown_issuer"
     } else if has("not yet valid") || has("notvalidyet") {
         "not_yet_valid"
@@ -349,7 +353,21 @@ pub struct TransportStats {
     refused: [[[AtomicU64; CATEGORIES]; 2]; 2],
     open: [[AtomicI64; 2]; 2],
     refusals: Mutex<VecDeque<TlsRefusal>>,
+    guards: [AtomicU64; TRANSPORT_GUARDS.len()],
 }
+
+/// What the transports' guards did, by event (the `event` label of
+/// `sipedge_transport_guard_total`): a stream message (or a write) not complete within its
+/// deadline, a ping or OPTIONS shed from a full write queue, a plain TCP connection from an
+/// address that is no peer closed, a TLS connection closed because its certificate is no
+/// longer accepted (revoked), an ICMP unreachable that failed a UDP destination.
+pub const TRANSPORT_GUARDS: [&str; 5] = [
+    "message_timeout",
+    "write_shed",
+    "tcp_not_peer",
+    "certificate_revoked",
+    "icmp_unreachable",
+];
 
 /// The process's transport counters: `transport` increments them, `admin` reads them.
 pub static TRANSPORT: TransportStats = TransportStats::new();
@@ -367,7 +385,39 @@ impl TransportStats {
             refused: [const { [const { [const { AtomicU64::new(0) }; CATEGORIES] }; 2] }; 2],
             open: [const { [const { AtomicI64::new(0) }; 2] }; 2],
             refusals: Mutex::new(VecDeque::new()),
+            guards: [const { AtomicU64::new(0) }; TRANSPORT_GUARDS.len()],
         }
+    }
+
+    fn guard(&self, i: usize) {
+        if let Some(n) = self.guards.get(i) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A stream message (or a write) missed its deadline: the connection was closed.
+    pub fn message_timeout(&self) {
+        self.guard(0);
+    }
+
+    /// A ping or OPTIONS was shed from a connection's write queue.
+    pub fn write_shed(&self) {
+        self.guard(1);
+    }
+
+    /// A plain TCP connection from an address that is no peer of that side was closed.
+    pub fn tcp_refused(&self) {
+        self.guard(2);
+    }
+
+    /// A live TLS connection was closed after a reload refused its certificate.
+    pub fn revoked_closed(&self) {
+        self.guard(3);
+    }
+
+    /// An ICMP unreachable failed a UDP destination.
+    pub fn icmp_unreachable(&self) {
+        self.guard(4);
     }
 
     /// A TLS handshake succeeded (and the peer's identity was accepted).
@@ -474,7 +524,16 @@ impl TransportStats {
                 open.push((side, t, n.max(0) as u64));
             }
         }
-        TransportSnapshot { handshakes, open }
+        let guards = TRANSPORT_GUARDS
+            .iter()
+            .zip(&self.guards)
+            .map(|(name, n)| (*name, n.load(Ordering::Relaxed)))
+            .collect();
+        TransportSnapshot {
+            handshakes,
+            open,
+            guards,
+        }
     }
 }
 
@@ -496,6 +555,8 @@ pub struct TransportSnapshot {
     pub handshakes: Vec<HandshakeCount>,
     /// Open stream connections by side and transport (TCP, TLS).
     pub open: Vec<(Side, Transport, u64)>,
+    /// The guards' counters, by event (see [`TRANSPORT_GUARDS`]).
+    pub guards: Vec<(&'static str, u64)>,
 }
 
 #[cfg(test)]

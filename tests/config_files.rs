@@ -87,6 +87,14 @@ fn check_command_names_file_key_and_reason() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    // … with its security warnings: the lab's cloud peer speaks UDP with SDES keys.
+    let warned = String::from_utf8_lossy(&ok.stderr);
+    assert!(
+        warned.contains("warning: cloud_peer.transport = \"udp\"")
+            && warned.contains("SDES keys (a=crypto) would travel in clear signalling"),
+        "{warned}"
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("2 security warnings"));
     // A bad argument names the argument.
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_sipedge"))
         .args(["--log-format", "xml", "check"])

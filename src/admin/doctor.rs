@@ -134,6 +134,9 @@ fn clock(cfg: &Config, now: SystemTime) -> Check {
             }
         }
         files.extend(src.trust.iter().cloned());
+        for (_, t) in &src.gateway_trust {
+            files.extend(t.iter().cloned());
+        }
         for f in files.iter().filter(|f| f.exists()) {
             if let Ok(info) = crate::pki::show_cert(f, None) {
                 let nb = info.not_before.unix_timestamp();

@@ -89,6 +89,10 @@ const OPEN_CONNECTIONS: Family = gauge(
     "sipedge_open_connections",
     "Open stream connections by side and transport (tcp, tls).",
 );
+const TRANSPORT_GUARD: Family = counter(
+    "sipedge_transport_guard_total",
+    "Transport guards by event: message_timeout (a stream message or write not complete within its deadline: connection closed), write_shed (a ping or OPTIONS shed from a full write queue), tcp_not_peer (plain TCP from an address that is no peer: closed), certificate_revoked (a live TLS connection closed after a reload refused its certificate), icmp_unreachable (a UDP destination failed by ICMP).",
+);
 const CERT_EXPIRY: Family = gauge(
     "sipedge_certificate_expiry_timestamp_seconds",
     "When our TLS material expires, seconds since the Unix epoch: certificate gateway_side, cloud_side, ca (the built-in root), crl (the CRL's next update).",
@@ -226,6 +230,7 @@ const ALL: &[&Family] = &[
     &LOG_DROPPED,
     &TLS_HANDSHAKES,
     &OPEN_CONNECTIONS,
+    &TRANSPORT_GUARD,
     &CERT_EXPIRY,
     &DIRECTORY_CHANGES,
     &DIRECTORY_USERS,
@@ -420,6 +425,10 @@ fn render_ops(e: &mut Exposition, snap: &Published, ops: &OpsMetrics) {
             &[("side", side.as_str()), ("transport", t.uri_param())],
             n,
         );
+    }
+    e.header(&TRANSPORT_GUARD);
+    for (event, n) in &ops.transport.guards {
+        e.sample(&TRANSPORT_GUARD, &[("event", event)], n);
     }
     e.header(&CERT_EXPIRY);
     for c in &ops.certificates {

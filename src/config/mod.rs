@@ -28,6 +28,7 @@ mod model;
 mod raw;
 mod types;
 mod validate;
+mod warnings;
 
 #[cfg(test)]
 mod test_support;

@@ -137,6 +137,12 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub tcp_idle_timeout: Duration,
+    /// A stream message (header and body) must arrive whole within this time of its first
+    /// byte; a slower sender's connection is closed.
+    pub message_timeout: Duration,
+    /// Messages queued to one connection's writer; beyond half of it, pings and our OPTIONS are
+    /// shed first.
+    pub write_queue: usize,
     pub drain_timeout: Duration,
 }
 
@@ -162,8 +168,18 @@ pub struct TlsSettings {
     /// CRL file (PEM); default: the built-in CA's CRL when it exists.
     pub crl: Option<PathBuf>,
     pub handshake_timeout: Duration,
-    /// Handshakes in progress at once (both sides, inbound and outbound).
+    /// Inbound handshakes in progress at once, per side (addresses of configured peers are
+    /// not counted against it, only against `handshakes_per_source`).
     pub max_handshakes: usize,
+    /// Inbound handshakes in progress at once from one source address.
+    pub handshakes_per_source: usize,
+    /// Outbound handshakes in progress at once (their own budget: never behind inbound ones).
+    pub outbound_handshakes: usize,
+    /// Accept a certificate's CN as its identity when it has no subjectAltName at all.
+    pub allow_cn_identity: bool,
+    /// The built-in CA's CRL is re-signed, and every CRL re-read (live connections of revoked
+    /// certificates closed), at this interval.
+    pub crl_refresh: Duration,
     /// Names the cloud peer's certificate must carry (default: its FQDN).
     pub cloud_peer_names: Vec<String>,
 }

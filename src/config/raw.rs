@@ -165,6 +165,8 @@ pub struct RawLimits {
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
     pub tcp_idle_timeout_s: Option<u64>,
+    pub message_timeout_ms: Option<u64>,
+    pub write_queue: Option<usize>,
     pub drain_timeout_s: Option<u64>,
 }
 
@@ -210,6 +212,10 @@ pub struct RawTls {
     pub crl: Option<String>,
     pub handshake_timeout_s: Option<u64>,
     pub max_handshakes: Option<usize>,
+    pub handshakes_per_source: Option<usize>,
+    pub outbound_handshakes: Option<usize>,
+    pub allow_cn_identity: Option<bool>,
+    pub crl_refresh_s: Option<u64>,
     pub cloud_peer_names: Option<Vec<String>>,
 }
 

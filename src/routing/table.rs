@@ -202,23 +202,19 @@ impl RoutingTable {
         v
     }
 
-    /// The addresses our peers send from, by side: the cloud peer, our gateways and other sites'
-    /// mediation servers (they hand calls over on the gateway side). The transports give each
-    /// its own ingress lane.
-    pub fn peer_addrs(&self) -> Vec<(Side, IpAddr)> {
+    /// The addresses of the configured peers of each side: the cloud peer; the gateways and
+    /// the other sites' mediation servers (reached on the gateway side). Plain TCP is
+    /// accepted from these only.
+    pub fn peer_addresses(&self) -> Vec<(Side, IpAddr)> {
         let mut v = vec![(Side::Cloud, self.cloud_peer.addr.ip())];
         v.extend(
             self.gateways
                 .iter()
                 .map(|g| (Side::Gateway, g.hop.addr.ip())),
         );
-        v.extend(
-            self.sites
-                .iter()
-                .filter(|s| s.name != self.own_site)
-                .flat_map(|s| s.mediation_servers.iter())
-                .map(|m| (Side::Gateway, m.addr.ip())),
-        );
+        for s in &self.sites {
+            v.extend(s.mediation_servers.iter().map(|m| (m.side, m.addr.ip())));
+        }
         v
     }
 

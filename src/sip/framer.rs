@@ -154,6 +154,12 @@ impl StreamFramer {
         self.buf.len()
     }
 
+    /// Is a message partly received (bytes buffered that are more than the start of a
+    /// CRLF keepalive)? What a whole-message deadline applies to.
+    pub fn in_message(&self) -> bool {
+        !self.buf.is_empty() && !b"\r\n\r\n".starts_with(&self.buf)
+    }
+
     /// Lone CRLFs (keepalive pongs, RFC 5626 §4.4.1) seen so far.
     pub fn pongs(&self) -> u64 {
         self.pongs
@@ -284,6 +290,19 @@ mod tests {
         }
         assert_eq!(f.buffered(), 0);
         assert!(f.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn in_message_ignores_keepalive_bytes() {
+        let mut f = StreamFramer::default();
+        assert!(!f.in_message());
+        f.push(b"\r\n");
+        assert!(f.next_frame().unwrap().is_none());
+        assert!(!f.in_message(), "half a ping is no message");
+        f.push(b"\r\nOPT");
+        assert!(matches!(f.next_frame().unwrap(), Some(Frame::Keepalive)));
+        assert!(f.next_frame().unwrap().is_none());
+        assert!(f.in_message());
     }
 
     #[test]

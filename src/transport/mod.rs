@@ -12,25 +12,39 @@
 //! already has a connection to us uses it. For TLS the peer is its verified certificate
 //! identity: a request to a gateway goes over the connection that gateway opened to us, from
 //! whatever source port (see [`tls`]).
+//!
+//! Who may hold a connection: TLS peers by their verified certificate ([`tls`]), with
+//! handshake slots per side and per source address ([`handshake`]); plain TCP only from the
+//! addresses of the configured peers of that side (identity on plain TCP is the source
+//! address: anyone else's connection is closed at once). A message must arrive whole within
+//! its deadline, and writes are bounded per connection ([`conn`]). After every TLS reload
+//! (a changed file, SIGHUP, the scheduled CRL refresh) each live TLS connection's certificate
+//! is verified again, and a connection whose certificate is now refused (revoked) is closed.
 
+mod conn;
+pub mod handshake;
 pub mod ingress;
+mod stream;
 pub mod tls;
+mod udp;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Side, Transport};
-use crate::sip::{Frame, FramingError, Message, StreamFramer};
 use crate::transport::ingress::IngressTx;
+use conn::{enqueue, read_loop, write_loop};
+use stream::Stream;
+use udp::{bind_udp, udp_loop};
 
 pub use self::tls::TlsContext;
 pub use crate::flow::{ConnId, Flow, Inbound, PeerName};
@@ -42,6 +56,22 @@ pub struct StreamLimits {
     pub max_per_ip: usize,
     pub idle_timeout: Duration,
     pub max_message: usize,
+    /// A stream message must arrive whole within this time of its first byte.
+    pub message_timeout: Duration,
+    /// Messages queued per connection.
+    pub write_queue: usize,
+}
+
+/// A live TLS connection, as the re-verification after a reload needs it.
+#[derive(Clone)]
+struct LiveTls {
+    side: Side,
+    remote: SocketAddr,
+    identity: Option<PeerName>,
+    chain: Vec<CertificateDer<'static>>,
+    /// The name we verified the server against, for connections we opened.
+    server_name: Option<String>,
+    close: Arc<Notify>,
 }
 
 struct ConnEntry {
@@ -58,6 +88,7 @@ struct ConnTable {
     by_identity: HashMap<(Side, PeerName), (ConnKey, ConnId)>,
     per_ip: HashMap<IpAddr, usize>,
     total: usize,
+    tls: HashMap<ConnId, LiveTls>,
 }
 
 impl ConnTable {
@@ -81,9 +112,9 @@ pub struct Transports {
     next_id: Arc<AtomicU64>,
     inbound: IngressTx,
     limits: StreamLimits,
+    /// The addresses of the configured peers, by side: the only sources of plain TCP.
+    peers: RwLock<HashSet<(Side, IpAddr)>>,
 }
-
-const WRITE_QUEUE: usize = 256;
 
 impl Transports {
     /// Binds every configured listener and starts its receive loop. When TLS is in use the
@@ -113,6 +144,8 @@ impl Transports {
             max_per_ip: cfg.limits.max_connections_per_ip,
             idle_timeout: cfg.limits.tcp_idle_timeout,
             max_message: cfg.sip.max_message_bytes,
+            message_timeout: cfg.limits.message_timeout,
+            write_queue: cfg.limits.write_queue,
         };
         let mut udp = HashMap::new();
         let mut tcp_listeners = Vec::new();
@@ -144,13 +177,24 @@ impl Transports {
             }
         }
         // Default SNI names: the configured peers, by the addresses they resolve to statically.
+        // The same addresses are the peers until the routing table names them all.
         let mut server_names = HashMap::new();
+        let mut peers = HashSet::new();
         if let Some(ip) = cfg.static_host(cfg.cloud_peer.fqdn.as_str()) {
             server_names.insert((Side::Cloud, ip), cfg.cloud_peer.fqdn.to_string());
+            peers.insert((Side::Cloud, ip));
         }
         for g in &cfg.gateways {
             if let Some(ip) = cfg.static_host(&g.name.to_string()) {
                 server_names.insert((Side::Gateway, ip), tls::sni_name(&g.name));
+                peers.insert((Side::Gateway, ip));
+            }
+        }
+        for s in &cfg.sites {
+            for m in &s.mediation_servers {
+                if let Some(ip) = cfg.static_host(m.fqdn.as_str()) {
+                    peers.insert((Side::Gateway, ip));
+                }
             }
         }
         let t = Arc::new(Transports {
@@ -164,6 +208,7 @@ impl Transports {
             next_id: Arc::new(AtomicU64::new(1)),
             inbound,
             limits,
+            peers: RwLock::new(peers),
         });
         for (side, sock) in &t.udp {
             tokio::spawn(udp_loop(
@@ -172,6 +217,10 @@ impl Transports {
                 t.inbound.clone(),
                 t.limits.max_message,
             ));
+            tokio::spawn(udp::error_loop(*side, sock.clone(), t.inbound.clone()));
+        }
+        if let Some(ctx) = &t.tls {
+            tokio::spawn(recheck_loop(Arc::downgrade(&t), ctx.subscribe()));
         }
         for (side, lis) in tcp_listeners {
             tokio::spawn(accept_loop(side, lis, t.clone()));
@@ -190,6 +239,22 @@ impl Transports {
                 m.insert((side, ip), name);
             }
         }
+    }
+
+    /// Sets the addresses of the configured peers of each side (the routing table's resolved
+    /// hops): plain TCP is accepted from these only, and their TLS handshakes do not count
+    /// against the side's handshake slots (only against the per-source ones).
+    pub fn set_peer_addresses(&self, addrs: impl IntoIterator<Item = (Side, IpAddr)>) {
+        if let Ok(mut p) = self.peers.write() {
+            p.extend(addrs);
+        }
+    }
+
+    fn is_peer(&self, side: Side, ip: IpAddr) -> bool {
+        self.peers
+            .read()
+            .map(|p| p.contains(&(side, ip)))
+            .unwrap_or(false)
     }
 
     /// The live TLS configuration, when TLS is in use.
@@ -221,7 +286,17 @@ impl Transports {
                     .udp
                     .get(&side)
                     .ok_or(SendError::NoListener(side, transport))?;
-                match sock.try_send_to(&data, remote) {
+                let mut r = sock.try_send_to(&data, remote);
+                if let Err(e) = &r {
+                    if udp::is_icmp_error(e) {
+                        // The pending error of an ICMP message about an earlier datagram,
+                        // perhaps to another destination: report it for its own destination,
+                        // and send this one.
+                        udp::report(side, udp::drain_errors(sock), &self.inbound);
+                        r = sock.try_send_to(&data, remote);
+                    }
+                }
+                match r {
                     Ok(_) => Ok(()),
                     // A full socket buffer is loss; the transaction layer retransmits.
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
@@ -261,7 +336,7 @@ impl Transports {
                 table.by_remote.get(k).map(|c| c.tx.clone())
             });
             if let Some(tx) = existing {
-                return tx.try_send(data).map_err(|_| SendError::QueueFull);
+                return enqueue(&tx, data, self.limits.write_queue);
             }
             if let Some(b) = self.backoff.lock().ok().and_then(|m| m.get(&key).copied()) {
                 let left = b.until.saturating_duration_since(std::time::Instant::now());
@@ -294,8 +369,8 @@ impl Transports {
                     "no TCP or TLS listener on the {} side",
                     side.as_str()
                 )),
-                (Transport::Tls, Some(local)) => match name {
-                    Some(name) => t.connect_tls(side, local, remote, &name).await,
+                (Transport::Tls, Some(local)) => match &name {
+                    Some(name) => t.connect_tls(side, local, remote, name).await,
                     None => Err(format!(
                         "no configured name for {remote}: cannot verify a TLS server by address"
                     )),
@@ -310,7 +385,14 @@ impl Transports {
                     if let Ok(mut b) = t.backoff.lock() {
                         b.remove(&key);
                     }
-                    t.start(key, id, stream, identity, rx)
+                    t.start(
+                        key,
+                        id,
+                        stream,
+                        identity,
+                        rx,
+                        server_name_of(transport, &name),
+                    )
                 }
                 Err(e) => {
                     let wait = t.backoff.lock().ok().map(|mut m| {
@@ -354,11 +436,11 @@ impl Transports {
             crate::pki::tls::server_name(name).map_err(|e| format!("server name: {e}"))?;
         let identity = PeerName::intern(name).ok_or("too many peer names")?;
         let tcp = connect(local, remote).await.map_err(|e| e.to_string())?;
-        let _permit = ctx
-            .handshakes
-            .acquire()
+        // Our own budget: never queued behind inbound handshakes.
+        let _permit = tokio::time::timeout(ctx.handshake_timeout, ctx.slots.outbound())
             .await
-            .map_err(|_| "handshake limiter closed")?;
+            .map_err(|_| "no outbound handshake slot within the handshake timeout")?
+            .ok_or("handshake limiter closed")?;
         let connector = tokio_rustls::TlsConnector::from(ctx.client(side));
         let r =
             match tokio::time::timeout(ctx.handshake_timeout, connector.connect(server_name, tcp))
@@ -387,7 +469,7 @@ impl Transports {
         key: ConnKey,
     ) -> (ConnId, mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (tx, rx) = mpsc::channel::<Bytes>(self.limits.write_queue);
         table.total += 1;
         *table.per_ip.entry(key.2.ip()).or_insert(0) += 1;
         // A newer connection from the same address replaces the older one for sending.
@@ -417,7 +499,7 @@ impl Transports {
             let (id, _tx, rx) = self.reserve(&mut table, key);
             (id, rx)
         };
-        self.start(key, id, stream, identity, rx);
+        self.start(key, id, stream, identity, rx, None);
         Some(())
     }
 
@@ -429,14 +511,31 @@ impl Transports {
         stream: Stream,
         identity: Option<PeerName>,
         rx: mpsc::Receiver<Bytes>,
+        server_name: Option<String>,
     ) {
         let (side, transport, remote) = key;
         let Some(local) = stream.local_addr() else {
             self.unregister(key, id, None);
             return;
         };
-        if let (Some(name), Ok(mut table)) = (identity, self.conns.lock()) {
-            table.by_identity.insert((side, name), (key, id));
+        let close = Arc::new(Notify::new());
+        if let Ok(mut table) = self.conns.lock() {
+            if let Some(name) = identity {
+                table.by_identity.insert((side, name), (key, id));
+            }
+            if let Some(chain) = stream.peer_chain() {
+                table.tls.insert(
+                    id,
+                    LiveTls {
+                        side,
+                        remote,
+                        identity,
+                        chain,
+                        server_name,
+                        close: close.clone(),
+                    },
+                );
+            }
         }
         debug!(side = side.as_str(), %remote, conn = id, identity = ?identity, "connection open");
         let flow = Flow {
@@ -451,8 +550,9 @@ impl Transports {
         crate::stats::TRANSPORT.connection_opened(side, transport);
         tokio::spawn(async move {
             let (rd, wr) = tokio::io::split(stream);
-            let writer = tokio::spawn(write_loop(wr, rx));
-            read_loop(rd, flow, &t).await;
+            let writer = tokio::spawn(write_loop(wr, rx, t.limits.message_timeout, close.clone()));
+            let ended = read_loop(rd, flow, &t, &close).await;
+            debug!(side = side.as_str(), %remote, conn = id, ?ended, "connection ends");
             crate::stats::TRANSPORT.connection_closed(side, transport);
             writer.abort();
             t.unregister(key, id, identity);
@@ -462,6 +562,7 @@ impl Transports {
     fn unregister(&self, key: ConnKey, id: ConnId, identity: Option<PeerName>) {
         let (side, _, remote) = key;
         if let Ok(mut table) = self.conns.lock() {
+            table.tls.remove(&id);
             if table.by_remote.get(&key).is_some_and(|c| c.id == id) {
                 table.by_remote.remove(&key);
             }
@@ -505,71 +606,6 @@ fn next_backoff(prev: Option<Duration>) -> Duration {
     }
 }
 
-/// A stream connection: plain TCP or TLS (accepted or opened by us).
-enum Stream {
-    Tcp(TcpStream),
-    TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    TlsClient(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl Stream {
-    fn local_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Stream::Tcp(s) => s.local_addr().ok(),
-            Stream::TlsServer(s) => s.get_ref().0.local_addr().ok(),
-            Stream::TlsClient(s) => s.get_ref().0.local_addr().ok(),
-        }
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Stream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::TlsClient(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Stream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::TlsClient(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Stream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::TlsClient(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Stream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::TlsClient(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("no {1:?} listener on the {0:?} side")]
@@ -593,21 +629,6 @@ fn annotate(e: std::io::Error, side: Side, what: &str, addr: SocketAddr) -> std:
     )
 }
 
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() {
-        socket2::Domain::IPV4
-    } else {
-        socket2::Domain::IPV6
-    };
-    let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
-    // Room for bursts of signalling at load.
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
-}
-
 async fn connect(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpStream> {
     let sock = if remote.is_ipv4() {
         TcpSocket::new_v4()?
@@ -625,57 +646,17 @@ async fn connect(local: SocketAddr, remote: SocketAddr) -> std::io::Result<TcpSt
     Ok(stream)
 }
 
-async fn udp_loop(side: Side, sock: Arc<UdpSocket>, tx: IngressTx, max: usize) {
-    let local = match sock.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
-    };
-    let mut buf = vec![0u8; max.max(1500)];
-    loop {
-        let (n, remote) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                // ICMP port unreachable surfaces here on Linux; it is not fatal for the socket.
-                debug!(side = side.as_str(), error = %e, "UDP receive error");
-                continue;
-            }
-        };
-        let data = match buf.get(..n) {
-            Some(d) => d,
-            None => continue,
-        };
-        // RFC 5626 §4.4.1 keepalives and stray CRLFs carry nothing.
-        if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
-            continue;
-        }
-        let flow = Flow {
-            side,
-            transport: Transport::Udp,
-            local,
-            remote,
-            conn: None,
-            identity: None,
-        };
-        let bytes = Bytes::copy_from_slice(data);
-        let ev = match Message::parse(bytes.clone()) {
-            Ok(m) => Inbound::Message(flow, m),
-            Err(e) => Inbound::Malformed {
-                flow,
-                bytes,
-                response: e.response(),
-                reason: e.to_string(),
-            },
-        };
-        if tx.send(ev).await.is_err() {
-            return;
-        }
-    }
-}
-
 async fn accept_loop(side: Side, lis: TcpListener, t: Arc<Transports>) {
     loop {
         match lis.accept().await {
             Ok((stream, remote)) => {
+                if !t.is_peer(side, remote.ip()) {
+                    // Identity on plain TCP is the source address: no peer, no connection.
+                    crate::stats::TRANSPORT.tcp_refused();
+                    debug!(side = side.as_str(), %remote, "TCP connection from an address that is no peer of this side: closed");
+                    drop(stream);
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 t.register(side, Transport::Tcp, Stream::Tcp(stream), remote, None);
             }
@@ -718,16 +699,22 @@ async fn tls_accept_loop(side: Side, lis: TcpListener, t: Arc<Transports>) {
             );
             continue;
         }
-        let Ok(permit) = ctx.handshakes.clone().try_acquire_owned() else {
-            warn!(side = side.as_str(), %remote, "TLS connection refused: too many handshakes in progress");
-            crate::stats::TRANSPORT.tls_refused(
-                side,
-                crate::stats::HandshakeDirection::Inbound,
-                remote,
-                "too many handshakes in progress",
-                std::time::SystemTime::now(),
-            );
-            continue;
+        let permit = match ctx
+            .slots
+            .try_inbound(side, remote.ip(), t.is_peer(side, remote.ip()))
+        {
+            Ok(p) => p,
+            Err(no) => {
+                warn!(side = side.as_str(), %remote, reason = no.reason(), "TLS connection refused");
+                crate::stats::TRANSPORT.tls_refused(
+                    side,
+                    crate::stats::HandshakeDirection::Inbound,
+                    remote,
+                    no.reason(),
+                    std::time::SystemTime::now(),
+                );
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let t = t.clone();
@@ -766,71 +753,32 @@ async fn tls_accept_loop(side: Side, lis: TcpListener, t: Arc<Transports>) {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
-    while let Some(data) = rx.recv().await {
-        if wr.write_all(&data).await.is_err() {
-            return;
-        }
-        // TLS buffers records: push them out now.
-        if wr.flush().await.is_err() {
-            return;
-        }
-    }
+/// The name a TLS connection we open verifies its server against.
+fn server_name_of(transport: Transport, name: &Option<String>) -> Option<String> {
+    (transport == Transport::Tls)
+        .then(|| name.clone())
+        .flatten()
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut rd: R, flow: Flow, t: &Arc<Transports>) {
-    let mut framer = StreamFramer::new(t.limits.max_message);
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match tokio::time::timeout(t.limits.idle_timeout, rd.read(&mut buf)).await {
-            Err(_) => {
-                debug!(remote = %flow.remote, "connection idle, closing");
-                return;
-            }
-            Ok(Err(_)) | Ok(Ok(0)) => return,
-            Ok(Ok(n)) => n,
+/// After each TLS reload: every live TLS connection's certificate is verified again against
+/// the configuration now in force; one that would be refused today (revoked, its CA no longer
+/// trusted, its gateway no longer configured) is closed.
+async fn recheck_loop(
+    t: std::sync::Weak<Transports>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) {
+    while changes.changed().await.is_ok() {
+        let Some(t) = t.upgrade() else { return };
+        let Some(ctx) = t.tls.clone() else { return };
+        let live: Vec<(ConnId, LiveTls)> = match t.conns.lock() {
+            Ok(table) => table.tls.iter().map(|(id, c)| (*id, c.clone())).collect(),
+            Err(_) => continue,
         };
-        framer.push(buf.get(..n).unwrap_or_default());
-        loop {
-            match framer.next_frame() {
-                Ok(None) => break,
-                Ok(Some(Frame::Keepalive)) => {
-                    // RFC 5626 §4.4.1: a double-CRLF ping gets a single-CRLF pong.
-                    let _ = t.send(
-                        flow.side,
-                        flow.transport,
-                        flow.remote,
-                        Bytes::from_static(b"\r\n"),
-                    );
-                }
-                Ok(Some(Frame::Message(m))) => {
-                    if t.inbound.send(Inbound::Message(flow, m)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let fatal = !matches!(e, FramingError::Invalid(_));
-                    if let Some(head) = framer.rejected_head() {
-                        let ev = Inbound::Malformed {
-                            flow,
-                            bytes: Bytes::copy_from_slice(head),
-                            response: e.response(),
-                            reason: e.to_string(),
-                        };
-                        if t.inbound.send(ev).await.is_err() {
-                            return;
-                        }
-                    }
-                    if !fatal {
-                        // A well-framed but invalid message: answered, the stream goes on.
-                        continue;
-                    }
-                    // Framing is lost (RFC 3261 §18.3): give the proxy a moment to queue its
-                    // answer, then close.
-                    warn!(remote = %flow.remote, error = %e, "stream framing error, closing connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    return;
-                }
+        for (id, c) in live {
+            if let Err(reason) = ctx.recheck(c.side, &c.chain, c.server_name.as_deref()) {
+                warn!(side = c.side.as_str(), remote = %c.remote, conn = id, peer = ?c.identity, %reason, "closing TLS connection: its certificate is no longer accepted");
+                crate::stats::TRANSPORT.revoked_closed();
+                c.close.notify_one();
             }
         }
     }
@@ -862,6 +810,8 @@ mod tests {
             max_per_ip: 2,
             idle_timeout: Duration::from_secs(1),
             max_message: 1500,
+            message_timeout: Duration::from_secs(1),
+            write_queue: 8,
         };
         let mut t = ConnTable::default();
         let a: IpAddr = "127.0.0.2".parse().unwrap();

@@ -22,13 +22,16 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, ServerConfig};
-use tokio::sync::Semaphore;
+use tokio::sync::watch;
+
+use super::handshake::HandshakeSlots;
 use tracing::{error, info, warn};
 
 use crate::config::{CertSource, Config, HostName, Side};
 use crate::pki::tls::{
-    client_config, load_certs, load_crls, server_config_cloud_side, server_config_gateway_side,
-    GatewayIdentity, TlsMaterial, TrustAnchors,
+    client_config_with, cloud_client_verifier, crypto_provider, gateway_client_verifier,
+    load_certs, load_crls, server_config, GatewayClientVerifier, GatewayIdentity, PeerNameVerifier,
+    ScopedServerVerifier, TlsMaterial, TrustAnchors, TrustScopes,
 };
 use crate::pki::{
     appliance_certs, check_edge_cert, ApplianceCertRequest, CaStore, Finding, KeyType, PkiError,
@@ -40,8 +43,11 @@ use crate::pki::{
 pub struct TlsSources {
     pub gateway_side: CertSource,
     pub cloud_side: CertSource,
-    /// Trust anchors: the built-in CA's root (when it exists) and `tls.trust`.
+    /// Trust anchors of every scope: the built-in CA's root (when it exists) and `tls.trust`.
     pub trust: Vec<PathBuf>,
+    /// A gateway's own CA files (its vendor's), by its configured name: they vouch for that
+    /// gateway only.
+    pub gateway_trust: Vec<(String, Vec<PathBuf>)>,
     /// CRLs: `tls.crl`, else the built-in CA's CRL (when it exists).
     pub crl: Vec<PathBuf>,
 }
@@ -52,6 +58,9 @@ impl TlsSources {
         let mut v = self.gateway_side.files();
         v.extend(self.cloud_side.files());
         v.extend(self.trust.iter().cloned());
+        for (_, files) in &self.gateway_trust {
+            v.extend(files.iter().cloned());
+        }
         v.extend(self.crl.iter().cloned());
         v.sort();
         v.dedup();
@@ -93,15 +102,13 @@ pub fn planned_sources(cfg: &Config) -> TlsSources {
         trust.push(store.root_cert_path());
     }
     trust.extend(cfg.tls.trust.iter().cloned());
-    // CA files configured per gateway (its vendor's CA): the name binding still applies, so
-    // such a CA can vouch only for names that are configured gateways of our site.
-    for g in &cfg.gateways {
-        for t in &g.trust {
-            if !trust.contains(t) {
-                trust.push(t.clone());
-            }
-        }
-    }
+    // CA files configured per gateway (its vendor's CA) vouch for that gateway alone.
+    let gateway_trust = cfg
+        .gateways
+        .iter()
+        .filter(|g| !g.trust.is_empty())
+        .map(|g| (g.name.to_string(), g.trust.clone()))
+        .collect();
     let crl = match &cfg.tls.crl {
         Some(c) => vec![c.clone()],
         None if store.crl_path().exists() => vec![store.crl_path()],
@@ -111,6 +118,7 @@ pub fn planned_sources(cfg: &Config) -> TlsSources {
         gateway_side,
         cloud_side,
         trust,
+        gateway_trust,
         crl,
     }
 }
@@ -168,6 +176,7 @@ struct Policy {
     gateways: Vec<GatewayIdentity>,
     site: String,
     cloud_peer_names: Vec<String>,
+    allow_cn: bool,
 }
 
 impl Policy {
@@ -183,47 +192,85 @@ impl Policy {
                 .collect(),
             site: cfg.appliance.site.clone(),
             cloud_peer_names: cfg.tls.cloud_peer_names.clone(),
+            allow_cn: cfg.tls.allow_cn_identity,
         }
     }
 }
 
-/// One complete set of TLS configurations.
+/// One complete set of TLS configurations, with the verifiers inside them (kept to re-verify
+/// live connections after a reload: a revoked certificate's connection is closed).
 #[derive(Debug)]
 pub struct TlsConfigs {
     pub gateway_server: Arc<ServerConfig>,
     pub cloud_server: Arc<ServerConfig>,
     pub gateway_client: Arc<ClientConfig>,
     pub cloud_client: Arc<ClientConfig>,
+    gateway_verifier: Arc<GatewayClientVerifier>,
+    cloud_verifier: Arc<PeerNameVerifier>,
+    gateway_server_verifier: Arc<ScopedServerVerifier>,
+    cloud_server_verifier: Arc<ScopedServerVerifier>,
+}
+
+fn anchors(files: &[PathBuf]) -> Result<TrustAnchors, PkiError> {
+    let mut certs: Vec<CertificateDer<'static>> = Vec::new();
+    for t in files {
+        certs.extend(load_certs(t)?);
+    }
+    TrustAnchors::from_certs(certs).map_err(|e| PkiError::Tls(format!("trust anchors: {e}")))
 }
 
 fn build(src: &TlsSources, policy: &Policy) -> Result<TlsConfigs, PkiError> {
     let gw = load_material(&src.gateway_side)?;
     let cloud = load_material(&src.cloud_side)?;
-    let mut anchors: Vec<CertificateDer<'static>> = Vec::new();
-    for t in &src.trust {
-        anchors.extend(load_certs(t)?);
+    let common = anchors(&src.trust)?;
+    let mut gateways = Vec::new();
+    for (name, files) in &src.gateway_trust {
+        gateways.push((name.clone(), anchors(files)?));
     }
-    let trust = TrustAnchors::from_certs(anchors)
-        .map_err(|e| PkiError::Tls(format!("trust anchors: {e}")))?;
+    let gw_scopes = TrustScopes {
+        common: common.clone(),
+        gateways,
+    };
+    let cloud_scopes = TrustScopes {
+        common: common.clone(),
+        gateways: Vec::new(),
+    };
     let mut crls = Vec::new();
     for c in &src.crl {
         crls.extend(load_crls(c)?);
     }
+    let gw_provider = crypto_provider(gw.key_is_ecdsa());
+    let cloud_provider = crypto_provider(cloud.key_is_ecdsa());
+    let gateway_verifier = gateway_client_verifier(
+        &gw_scopes,
+        &crls,
+        policy.gateways.clone(),
+        &policy.site,
+        policy.allow_cn,
+        &gw_provider,
+    )?;
+    let cloud_verifier = cloud_client_verifier(
+        &common,
+        &crls,
+        policy.cloud_peer_names.clone(),
+        policy.allow_cn,
+        &cloud_provider,
+    )?;
+    let gateway_server_verifier = ScopedServerVerifier::new(&gw_scopes, &crls, &gw_provider)?;
+    let cloud_server_verifier = ScopedServerVerifier::new(&cloud_scopes, &crls, &cloud_provider)?;
     Ok(TlsConfigs {
-        gateway_server: server_config_gateway_side(
-            gw.clone(),
-            trust.clone(),
-            crls,
-            policy.gateways.clone(),
-            &policy.site,
-        )?,
-        cloud_server: server_config_cloud_side(
+        gateway_server: server_config(gw.clone(), gw_provider.clone(), gateway_verifier.clone())?,
+        cloud_server: server_config(
             cloud.clone(),
-            trust.clone(),
-            policy.cloud_peer_names.clone(),
+            cloud_provider.clone(),
+            cloud_verifier.clone(),
         )?,
-        gateway_client: client_config(gw, trust.clone())?,
-        cloud_client: client_config(cloud, trust)?,
+        gateway_client: client_config_with(gw, gw_provider, gateway_server_verifier.clone())?,
+        cloud_client: client_config_with(cloud, cloud_provider, cloud_server_verifier.clone())?,
+        gateway_verifier,
+        cloud_verifier,
+        gateway_server_verifier,
+        cloud_server_verifier,
     })
 }
 
@@ -241,9 +288,14 @@ pub struct TlsContext {
     policy: Policy,
     files: Vec<PathBuf>,
     stamps: Mutex<Vec<Option<SystemTime>>>,
-    /// Handshakes in progress (inbound and outbound, both sides).
-    pub handshakes: Arc<Semaphore>,
+    /// Handshake slots: per side and per source inbound, their own budget outbound.
+    pub slots: Arc<HandshakeSlots>,
     pub handshake_timeout: Duration,
+    /// Bumped on every successful reload: the transports re-verify live connections.
+    generation: watch::Sender<u64>,
+    /// Re-sign the built-in CA's CRL (when it is the one in use) and re-read every CRL.
+    crl_refresh: Duration,
+    own_crl: Option<CaStore>,
 }
 
 impl std::fmt::Debug for TlsContext {
@@ -272,8 +324,18 @@ impl TlsContext {
             policy,
             stamps: Mutex::new(stamps),
             files,
-            handshakes: Arc::new(Semaphore::new(cfg.tls.max_handshakes)),
+            slots: HandshakeSlots::new(
+                cfg.tls.max_handshakes,
+                cfg.tls.handshakes_per_source,
+                cfg.tls.outbound_handshakes,
+            ),
             handshake_timeout: cfg.tls.handshake_timeout,
+            generation: watch::channel(0).0,
+            crl_refresh: cfg.tls.crl_refresh,
+            own_crl: {
+                let store = CaStore::open(&cfg.appliance.state_dir);
+                (cfg.tls.crl.is_none() && store.is_initialised()).then_some(store)
+            },
         }))
     }
 
@@ -306,6 +368,7 @@ impl TlsContext {
         match build(&self.sources, &self.policy) {
             Ok(set) => {
                 self.current.store(Arc::new(set));
+                self.generation.send_modify(|g| *g += 1);
                 info!("TLS configuration reloaded");
                 Ok(())
             }
@@ -314,6 +377,46 @@ impl TlsContext {
                 Err(e)
             }
         }
+    }
+
+    /// Changes each time a reload succeeds.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Re-verifies the certificate chain a peer presented on an established connection
+    /// against the configuration now in force (CRLs, trust, names): `Err(reason)` when it
+    /// would be refused today. `server_name`: the name we connected to, for connections we
+    /// opened; `None` for accepted ones.
+    pub fn recheck(
+        &self,
+        side: Side,
+        chain: &[CertificateDer<'static>],
+        server_name: Option<&str>,
+    ) -> Result<(), String> {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Err("no certificate".into());
+        };
+        let now = rustls::pki_types::UnixTime::now();
+        let c = self.current.load();
+        let r = match (server_name, side) {
+            (None, Side::Gateway) => c
+                .gateway_verifier
+                .verify_chain(leaf, intermediates, now)
+                .map(|_| ()),
+            (None, Side::Cloud) => c.cloud_verifier.verify_chain(leaf, intermediates, now),
+            (Some(name), side) => {
+                use rustls::client::danger::ServerCertVerifier;
+                let sn = crate::pki::tls::server_name(name).map_err(|e| e.to_string())?;
+                let v = match side {
+                    Side::Gateway => &c.gateway_server_verifier,
+                    Side::Cloud => &c.cloud_server_verifier,
+                };
+                v.verify_server_cert(leaf, intermediates, &sn, &[], now)
+                    .map(|_| ())
+            }
+        };
+        r.map_err(|e| crate::pki::tls::describe_refusal(&e))
     }
 
     /// Has any watched file changed (mtime, appearance, removal) since the last (re)load?
@@ -330,6 +433,11 @@ impl TlsContext {
             let mut hup = signal(SignalKind::hangup()).ok();
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut crl_tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + ctx.crl_refresh,
+                ctx.crl_refresh,
+            );
+            crl_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let hup_recv = async {
                     match hup.as_mut() {
@@ -342,6 +450,9 @@ impl TlsContext {
                         info!("SIGHUP: reloading the TLS configuration");
                         let _ = ctx.reload();
                     }
+                    _ = crl_tick.tick() => {
+                        ctx.refresh_crls().await;
+                    }
                     _ = tick.tick() => {
                         if ctx.files_changed() {
                             // Give a writer replacing several files a moment to finish.
@@ -353,6 +464,24 @@ impl TlsContext {
                 }
             }
         });
+    }
+}
+
+impl TlsContext {
+    /// The scheduled CRL refresh: the built-in CA's CRL is re-signed (before its nextUpdate;
+    /// the file change reloads), and every configured CRL is re-read (a CRL replaced in place
+    /// with the same mtime, a CRL fetched by another tool).
+    async fn refresh_crls(self: &Arc<Self>) {
+        if let Some(store) = self.own_crl.clone() {
+            let r = tokio::task::spawn_blocking(move || store.refresh_crl()).await;
+            match r {
+                Ok(Ok(())) => info!("CRL re-signed by the built-in CA"),
+                Ok(Err(e)) => warn!(error = %e, "CRL refresh failed"),
+                Err(e) => warn!(error = %e, "CRL refresh failed"),
+            }
+        }
+        info!("scheduled CRL refresh: reloading");
+        let _ = self.reload();
     }
 }
 
@@ -511,18 +640,34 @@ mod tests {
     }
 
     #[test]
-    fn per_gateway_ca_files_join_the_trust_anchors() {
+    fn per_gateway_ca_files_are_scoped_to_their_gateway() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = lab_cfg(&dir.path().join("state"));
         cfg.gateways[1].trust = vec![dir.path().join("vendor-ca.pem")];
         cfg.gateways[0].trust = vec![dir.path().join("vendor-ca.pem")];
         let src = planned_sources(&cfg);
+        // Not among the anchors of every scope (the cloud side never trusts them) …
+        assert!(!src.trust.iter().any(|t| t.ends_with("vendor-ca.pem")));
+        // … but each gateway's own, and watched once.
+        assert_eq!(
+            src.gateway_trust,
+            vec![
+                (
+                    "gw1.lab.example".to_string(),
+                    vec![dir.path().join("vendor-ca.pem")]
+                ),
+                (
+                    "gw2.lab.example".to_string(),
+                    vec![dir.path().join("vendor-ca.pem")]
+                ),
+            ]
+        );
         let n = src
-            .trust
+            .files()
             .iter()
             .filter(|t| t.ends_with("vendor-ca.pem"))
             .count();
-        assert_eq!(n, 1, "listed once: {:?}", src.trust);
+        assert_eq!(n, 1);
     }
 
     #[test]

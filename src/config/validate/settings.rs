@@ -66,6 +66,20 @@ impl Validator<'_> {
                 1,
                 86_400,
             )?),
+            message_timeout: Duration::from_millis(self.in_range(
+                "limits.message_timeout_ms",
+                raw.message_timeout_ms,
+                5000,
+                100,
+                600_000,
+            )?),
+            write_queue: self.in_range(
+                "limits.write_queue",
+                raw.write_queue.map(|x| x as u64),
+                256,
+                4,
+                65_536,
+            )? as usize,
             drain_timeout: Duration::from_secs(self.in_range(
                 "limits.drain_timeout_s",
                 raw.drain_timeout_s,

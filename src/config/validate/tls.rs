@@ -117,6 +117,27 @@ impl Validator<'_> {
                 &format!("{max_handshakes} is out of range 1..=100000"),
             ));
         }
+        let handshakes_per_source = raw.handshakes_per_source.unwrap_or(8);
+        if !(1..=100_000).contains(&handshakes_per_source) {
+            return Err(self.err(
+                "tls.handshakes_per_source",
+                &format!("{handshakes_per_source} is out of range 1..=100000"),
+            ));
+        }
+        let outbound_handshakes = raw.outbound_handshakes.unwrap_or(64);
+        if !(1..=100_000).contains(&outbound_handshakes) {
+            return Err(self.err(
+                "tls.outbound_handshakes",
+                &format!("{outbound_handshakes} is out of range 1..=100000"),
+            ));
+        }
+        let crl_refresh = raw.crl_refresh_s.unwrap_or(3600);
+        if !(1..=86_400).contains(&crl_refresh) {
+            return Err(self.err(
+                "tls.crl_refresh_s",
+                &format!("{crl_refresh} is out of range 1..=86400"),
+            ));
+        }
         let cloud_peer_names = match &raw.cloud_peer_names {
             None => vec![peer.fqdn.to_string()],
             Some(names) if names.is_empty() => {
@@ -142,6 +163,10 @@ impl Validator<'_> {
             crl,
             handshake_timeout: Duration::from_secs(timeout),
             max_handshakes,
+            handshakes_per_source,
+            outbound_handshakes,
+            allow_cn_identity: raw.allow_cn_identity.unwrap_or(true),
+            crl_refresh: Duration::from_secs(crl_refresh),
             cloud_peer_names,
         })
     }
@@ -169,6 +194,12 @@ mod tests {
         assert_eq!(c.tls.handshake_timeout, Duration::from_secs(10));
         assert_eq!(c.tls.cloud_peer_names, vec!["sip.cloud.lab.example"]);
         assert!(c.tls.trust.is_empty());
+        assert_eq!(c.tls.handshakes_per_source, 8);
+        assert_eq!(c.tls.outbound_handshakes, 64);
+        assert!(c.tls.allow_cn_identity);
+        assert_eq!(c.tls.crl_refresh, Duration::from_secs(3600));
+        assert_eq!(c.limits.message_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.write_queue, 256);
     }
 
     #[test]
@@ -178,6 +209,8 @@ mod tests {
             "[tls]\ngateway_side = { cert = \"gw.crt\", key = \"/etc/k.key\", chain = \"c.pem\" }\n\
              cloud_side = { p12 = \"edge.p12\", p12_password_file = \"edge.pw\" }\n\
              trust = [\"vendor.pem\"]\ncrl = \"x.crl\"\nhandshake_timeout_s = 3\nmax_handshakes = 8\n\
+             handshakes_per_source = 2\noutbound_handshakes = 5\nallow_cn_identity = false\n\
+             crl_refresh_s = 60\n\
              cloud_peer_names = [\"sip.pstnhub.example\", \"SIP2.pstnhub.example\"]\n",
         );
         let c = Config::from_toml(Path::new("/etc/sipedge/s.toml"), &text).unwrap();
@@ -200,6 +233,10 @@ mod tests {
         assert_eq!(c.tls.crl, Some("/etc/sipedge/x.crl".into()));
         assert_eq!(c.tls.handshake_timeout, Duration::from_secs(3));
         assert_eq!(c.tls.max_handshakes, 8);
+        assert_eq!(c.tls.handshakes_per_source, 2);
+        assert_eq!(c.tls.outbound_handshakes, 5);
+        assert!(!c.tls.allow_cn_identity);
+        assert_eq!(c.tls.crl_refresh, Duration::from_secs(60));
         assert_eq!(
             c.tls.cloud_peer_names,
             vec!["sip.pstnhub.example", "sip2.pstnhub.example"]
@@ -223,6 +260,10 @@ mod tests {
         assert!(e.reason.contains("not both"), "{e}");
         let e = with("handshake_timeout_s = 0");
         assert_eq!(e.key, "tls.handshake_timeout_s");
+        let e = with("handshakes_per_source = 0");
+        assert_eq!(e.key, "tls.handshakes_per_source");
+        let e = with("crl_refresh_s = 0");
+        assert_eq!(e.key, "tls.crl_refresh_s");
         let e = with("cloud_peer_names = []");
         assert_eq!(e.key, "tls.cloud_peer_names");
         let e = with("cloud_peer_names = [\"bad name\"]");

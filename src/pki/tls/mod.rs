@@ -21,6 +21,7 @@
 //!
 //! The identity binding itself lives in [`verify`] (re-exported here).
 
+mod scoped;
 mod verify;
 
 use std::fmt;
@@ -38,9 +39,12 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use super::inspect::parse_cert;
 use super::{fsutil, normalize_name, PkiError};
-use verify::PeerNameVerifier;
+pub use scoped::{
+    cloud_client_verifier, gateway_client_verifier, ScopedServerVerifier, TrustScopes,
+};
 pub use verify::{
-    cert_identity, describe_refusal, peer_identity, GatewayClientVerifier, GatewayIdentity, Refusal,
+    cert_identity, cert_names, describe_refusal, identity_of, peer_identity, GatewayClientVerifier,
+    GatewayIdentity, PeerNameVerifier, Refusal,
 };
 
 /// Our certificate chain (leaf first) and private key.
@@ -258,7 +262,8 @@ fn webpki_verifier(
     builder.build().map_err(tls_err)
 }
 
-fn server_config(
+/// A server configuration with `verifier` deciding on client certificates.
+pub fn server_config(
     material: TlsMaterial,
     provider: Arc<CryptoProvider>,
     verifier: Arc<dyn ClientCertVerifier>,
@@ -290,12 +295,11 @@ pub fn server_config_gateway_side(
     our_site: &str,
 ) -> Result<Arc<ServerConfig>, PkiError> {
     let provider = crypto_provider(material.key_is_ecdsa());
-    let inner = webpki_verifier(&trust, crls, &provider)?;
-    let verifier = Arc::new(GatewayClientVerifier {
-        inner,
-        gateways,
-        our_site: our_site.to_string(),
-    });
+    let scopes = TrustScopes {
+        common: trust,
+        gateways: Vec::new(),
+    };
+    let verifier = gateway_client_verifier(&scopes, &crls, gateways, our_site, true, &provider)?;
     server_config(material, provider, verifier)
 }
 
@@ -308,11 +312,7 @@ pub fn server_config_cloud_side(
     peer_names: Vec<String>,
 ) -> Result<Arc<ServerConfig>, PkiError> {
     let provider = crypto_provider(material.key_is_ecdsa());
-    let inner = webpki_verifier(&trust, Vec::new(), &provider)?;
-    let verifier = Arc::new(PeerNameVerifier {
-        inner,
-        allowed: peer_names,
-    });
+    let verifier = cloud_client_verifier(&trust, &[], peer_names, true, &provider)?;
     server_config(material, provider, verifier)
 }
 
@@ -328,6 +328,23 @@ pub fn client_config(
         .with_protocol_versions(PROTOCOL_VERSIONS)
         .map_err(tls_err)?
         .with_root_certificates(trust.roots.clone())
+        .with_client_auth_cert(material.cert_chain, material.key)
+        .map_err(tls_err)?;
+    Ok(Arc::new(cfg))
+}
+
+/// Outbound connections with `verifier` deciding on the server certificate (scoped trust,
+/// CRLs: see [`ScopedServerVerifier`]).
+pub fn client_config_with(
+    material: TlsMaterial,
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+) -> Result<Arc<ClientConfig>, PkiError> {
+    let cfg = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(PROTOCOL_VERSIONS)
+        .map_err(tls_err)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(material.cert_chain, material.key)
         .map_err(tls_err)?;
     Ok(Arc::new(cfg))

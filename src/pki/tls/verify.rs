@@ -42,6 +42,10 @@ pub enum Refusal {
     PeerNotAllowed { name: String },
     #[error("certificate carries no DNS name, IP address or CN")]
     NoName,
+    #[error("certificate carries no subjectAltName and CN identities are refused (tls.allow_cn_identity = false)")]
+    CnRefused,
+    #[error("certificate for {name} is issued by a CA trusted only for another gateway")]
+    NotTrustedFor { name: String },
     #[error("certificate could not be parsed")]
     Unparseable,
 }
@@ -94,23 +98,62 @@ fn refuse(r: Refusal) -> rustls::Error {
 
 /// The identity a certificate asserts, as used for gateway binding and
 /// routing: the first DNS SAN, else the first IP SAN, else the subject CN
-/// (RFC 6125 §6.4.4: CN only when there is no SAN). One deterministic name
-/// keeps [`peer_identity`] equal to what the verifier checked; a device whose
-/// first SAN is not its configured name is refused with that name in the
-/// reason.
+/// (RFC 6125 §6.4.4: CN only when there is no SAN at all). One deterministic
+/// name keeps [`peer_identity`] equal to what the verifier checked; a device
+/// whose first SAN is not its configured name is refused with that name in
+/// the reason.
 pub fn cert_identity(cert: &CertificateDer<'_>) -> Option<String> {
-    let parsed = parse_cert(cert, "certificate").ok()?;
-    let (dns, ips) = san_names(&parsed);
-    if let Some(d) = dns.first() {
-        return Some(normalize_name(d));
-    }
-    if let Some(ip) = ips.first() {
-        return Some(ip.to_string());
-    }
-    subject_cn(&parsed).map(|cn| normalize_name(&cn))
+    identity_of(cert, true).ok()
 }
 
-fn same_name(configured: &str, presented: &str) -> bool {
+/// [`cert_identity`], with the CN fallback refused when `allow_cn` is false.
+pub fn identity_of(cert: &CertificateDer<'_>, allow_cn: bool) -> Result<String, Refusal> {
+    let parsed = parse_cert(cert, "certificate").map_err(|_| Refusal::Unparseable)?;
+    let (dns, ips) = san_names(&parsed);
+    if let Some(d) = dns.first() {
+        return Ok(normalize_name(d));
+    }
+    if let Some(ip) = ips.first() {
+        return Ok(ip.to_string());
+    }
+    if !allow_cn {
+        return Err(Refusal::CnRefused);
+    }
+    subject_cn(&parsed)
+        .map(|cn| normalize_name(&cn))
+        .ok_or(Refusal::NoName)
+}
+
+/// Every name a certificate asserts: its DNS and IP SANs, or its CN when it has no SAN at
+/// all (and `allow_cn`).
+pub fn cert_names(cert: &CertificateDer<'_>, allow_cn: bool) -> Result<Vec<String>, Refusal> {
+    let parsed = parse_cert(cert, "certificate").map_err(|_| Refusal::Unparseable)?;
+    let (dns, ips) = san_names(&parsed);
+    let mut names: Vec<String> = dns.iter().map(|d| normalize_name(d)).collect();
+    names.extend(ips.iter().map(|i| i.to_string()));
+    if !names.is_empty() {
+        return Ok(names);
+    }
+    if !allow_cn {
+        return Err(Refusal::CnRefused);
+    }
+    subject_cn(&parsed)
+        .map(|cn| vec![normalize_name(&cn)])
+        .ok_or(Refusal::NoName)
+}
+
+/// A chain refused for want of a trusted issuer (unknown issuer, or an anchor of that name
+/// whose signature does not verify): another set of anchors may still vouch for it.
+pub(super) fn issuer_error(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature
+        )
+    )
+}
+
+pub(super) fn same_name(configured: &str, presented: &str) -> bool {
     match (
         IpAddr::from_str(configured.trim()),
         IpAddr::from_str(presented.trim()),
@@ -130,20 +173,25 @@ pub fn peer_identity(conn: &ServerConnection) -> Option<String> {
 }
 
 /// WebPKI verification, then identity binding to a gateway of our site.
+///
+/// Trust is scoped: `inner` holds the anchors that may vouch for any gateway (our root and
+/// `tls.trust`); a gateway's own `trust` files (its vendor's CA) are in `scoped` under that
+/// gateway's name and vouch for that gateway only, so a certificate from gw1's vendor CA that
+/// names gw2 is refused.
 #[derive(Debug)]
 pub struct GatewayClientVerifier {
     pub(super) inner: Arc<dyn ClientCertVerifier>,
+    pub(super) scoped: Vec<(String, Arc<dyn ClientCertVerifier>)>,
+    pub(super) hints: Vec<DistinguishedName>,
     pub(super) gateways: Vec<GatewayIdentity>,
     pub(super) our_site: String,
+    pub(super) allow_cn: bool,
 }
 
 impl GatewayClientVerifier {
     /// The gateway (configured name) a certificate identifies, or why not.
     pub fn check_identity(&self, cert: &CertificateDer<'_>) -> Result<String, Refusal> {
-        if parse_cert(cert, "certificate").is_err() {
-            return Err(Refusal::Unparseable);
-        }
-        let id = cert_identity(cert).ok_or(Refusal::NoName)?;
+        let id = identity_of(cert, self.allow_cn)?;
         let mut other_site = None;
         for g in self.gateways.iter().filter(|g| same_name(&g.name, &id)) {
             if g.site == self.our_site {
@@ -160,6 +208,48 @@ impl GatewayClientVerifier {
             None => Err(Refusal::NotConfigured { name: id }),
         }
     }
+
+    /// The whole check, as in the handshake: a chain to the common anchors, or to the anchors
+    /// of the very gateway the certificate names; then the name binding.
+    pub fn verify_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<String, rustls::Error> {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Ok(_) => self.check_identity(end_entity).map_err(refuse),
+            Err(e) if issuer_error(&e) && !self.scoped.is_empty() => {
+                let name = self.check_identity(end_entity).map_err(|_| e.clone())?;
+                let own = self
+                    .scoped
+                    .iter()
+                    .filter(|(n, _)| same_name(n, &name))
+                    .map(|(_, v)| v.verify_client_cert(end_entity, intermediates, now));
+                let mut last = e;
+                for r in own {
+                    match r {
+                        Ok(_) => return Ok(name),
+                        Err(e2) if issuer_error(&e2) => last = e2,
+                        Err(e2) => return Err(e2),
+                    }
+                }
+                // Another gateway's CA vouches for it: say so, it is an attack or a mix-up.
+                let foreign = self.scoped.iter().any(|(n, v)| {
+                    !same_name(n, &name)
+                        && v.verify_client_cert(end_entity, intermediates, now).is_ok()
+                });
+                if foreign {
+                    return Err(refuse(Refusal::NotTrustedFor { name }));
+                }
+                Err(last)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl ClientCertVerifier for GatewayClientVerifier {
@@ -172,7 +262,7 @@ impl ClientCertVerifier for GatewayClientVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        &self.hints
     }
 
     fn verify_client_cert(
@@ -182,21 +272,14 @@ impl ClientCertVerifier for GatewayClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let presented = cert_identity(end_entity).unwrap_or_else(|| "?".into());
-        if let Err(e) = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)
-        {
-            tracing::warn!(peer = %presented, reason = %describe_refusal(&e), "gateway certificate refused");
-            return Err(e);
-        }
-        match self.check_identity(end_entity) {
+        match self.verify_chain(end_entity, intermediates, now) {
             Ok(name) => {
                 tracing::debug!(gateway = %name, "gateway certificate accepted");
                 Ok(ClientCertVerified::assertion())
             }
-            Err(r) => {
-                tracing::warn!(peer = %presented, reason = %r, "gateway certificate refused");
-                Err(refuse(r))
+            Err(e) => {
+                tracing::warn!(peer = %presented, reason = %describe_refusal(&e), "gateway certificate refused");
+                Err(e)
             }
         }
     }
@@ -224,12 +307,39 @@ impl ClientCertVerifier for GatewayClientVerifier {
     }
 }
 
-/// Cloud-side client verification: WebPKI, then (when the list is not
-/// empty) the certificate identity must be one of `allowed`.
+/// Cloud-side client verification: WebPKI against the cloud side's anchors only (our root
+/// and `tls.trust`, never a gateway's CA), then (when the list is not empty) one of the
+/// certificate's names (SANs; the CN only without any SAN, and only when allowed) must be one
+/// of `allowed`.
 #[derive(Debug)]
-pub(super) struct PeerNameVerifier {
+pub struct PeerNameVerifier {
     pub(super) inner: Arc<dyn ClientCertVerifier>,
     pub(super) allowed: Vec<String>,
+    pub(super) allow_cn: bool,
+}
+
+impl PeerNameVerifier {
+    /// The whole check, as in the handshake.
+    pub fn verify_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let names = cert_names(end_entity, self.allow_cn).map_err(refuse)?;
+        if self.allowed.is_empty()
+            || names
+                .iter()
+                .any(|n| self.allowed.iter().any(|a| same_name(a, n)))
+        {
+            return Ok(());
+        }
+        Err(refuse(Refusal::PeerNotAllowed {
+            name: names.first().cloned().unwrap_or_default(),
+        }))
+    }
 }
 
 impl ClientCertVerifier for PeerNameVerifier {
@@ -248,34 +358,13 @@ impl ClientCertVerifier for PeerNameVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)
-            .inspect_err(
-                |e| tracing::warn!(reason = %describe_refusal(e), "cloud peer certificate refused"),
-            )?;
-        if self.allowed.is_empty() {
-            return Ok(verified);
+        match self.verify_chain(end_entity, intermediates, now) {
+            Ok(()) => Ok(ClientCertVerified::assertion()),
+            Err(e) => {
+                tracing::warn!(reason = %describe_refusal(&e), "cloud peer certificate refused");
+                Err(e)
+            }
         }
-        let parsed =
-            parse_cert(end_entity, "certificate").map_err(|_| refuse(Refusal::Unparseable))?;
-        let (dns, _) = san_names(&parsed);
-        let names: Vec<String> = if dns.is_empty() {
-            subject_cn(&parsed).into_iter().collect()
-        } else {
-            dns
-        };
-        if names
-            .iter()
-            .any(|n| self.allowed.iter().any(|a| same_name(a, n)))
-        {
-            return Ok(verified);
-        }
-        let r = Refusal::PeerNotAllowed {
-            name: names.first().cloned().unwrap_or_default(),
-        };
-        tracing::warn!(reason = %r, "cloud peer certificate refused");
-        Err(refuse(r))
     }
     fn verify_tls12_signature(
         &self,
