@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use sipedge::admin::logging::LogFormat;
 use sipedge::config::Config;
+use sipedge::proxy::driver::Stop;
 
 #[derive(Parser)]
 #[command(
@@ -257,10 +258,17 @@ fn run(cfg: Config) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let (tx, rx) = tokio::sync::watch::channel(false);
+        let (tx, rx) = tokio::sync::watch::channel(Stop::Running);
         tokio::spawn(async move {
-            wait_for_signal().await;
-            let _ = tx.send(true);
+            // The first SIGTERM/SIGINT drains (new calls refused until the last call ends);
+            // a second one stops at once. The sender lives on: the driver watches it.
+            let mut signals = Signals::install();
+            let mut next = Stop::Drain;
+            loop {
+                signals.wait().await;
+                let _ = tx.send(next);
+                next = Stop::Now;
+            }
         });
         match sipedge::server::run(Arc::new(cfg), rx).await {
             Ok(stats) => {
@@ -275,16 +283,28 @@ fn run(cfg: Config) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught for the life of the process.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => Signals(Some((t, i))),
+            _ => Signals(None),
+        }
+    }
+
+    async fn wait(&mut self) {
+        let Some((term, int)) = self.0.as_mut() else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

@@ -61,6 +61,14 @@ const DRAINING: Family = gauge(
     "sipedge_draining",
     "1 while draining after SIGTERM/SIGINT (new calls refused).",
 );
+const MAINTENANCE: Family = gauge(
+    "sipedge_maintenance",
+    "1 in maintenance mode (sipedge maintenance enter: new calls and OPTIONS refused with 503).",
+);
+const CONFIG_RELOADS: Family = counter(
+    "sipedge_config_reloads_total",
+    "Configuration reloads (SIGHUP, file change, POST /config/reload) by result (ok, failed).",
+);
 const ACTIVE_CALLS_ALL: Family = gauge(
     "sipedge_active_calls",
     "Calls in progress (the core's dialogs; media sessions while the core keeps no dialog table).",
@@ -134,7 +142,7 @@ const UNKNOWN_SENDERS: Family = counter(
 );
 const SHED: Family = counter(
     "sipedge_overload_shed_total",
-    "Requests shed by overload control before any state, by reason.",
+    "Requests refused with a stateless 503 before any state, by reason (overload, maintenance, draining).",
 );
 const FOREIGN_RESPONSES: Family = counter(
     "sipedge_foreign_responses_total",
@@ -335,6 +343,10 @@ pub struct OpsMetrics {
     pub start_time: u64,
     pub ready: bool,
     pub draining: bool,
+    pub maintenance: bool,
+    /// Reloads applied (or found unchanged), and refused.
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
     pub calls: CallStats,
     pub call_record_errors: u64,
     pub log_lines_dropped: u64,
@@ -358,6 +370,10 @@ fn render_ops(e: &mut Exposition, snap: &Published, ops: &OpsMetrics) {
     e.single(&START_TIME, ops.start_time);
     e.single(&READY, u8::from(ops.ready));
     e.single(&DRAINING, u8::from(ops.draining));
+    e.single(&MAINTENANCE, u8::from(ops.maintenance));
+    e.header(&CONFIG_RELOADS);
+    e.sample(&CONFIG_RELOADS, &[("result", "ok")], ops.reloads_ok);
+    e.sample(&CONFIG_RELOADS, &[("result", "failed")], ops.reloads_failed);
     e.single(&ACTIVE_CALLS_ALL, active_calls(snap));
     e.header(&CALLS_ENDED);
     for ((direction, site, gateway, outcome), n) in &ops.calls.calls {
@@ -436,7 +452,14 @@ pub fn render(snap: &Published, ops: &OpsMetrics) -> String {
     e.single(&UNKNOWN_SENDERS, s.unknown_senders);
     e.single(&FOREIGN_RESPONSES, s.foreign_responses);
     e.header(&SHED);
-    for reason in ["peer_rate", "call_rate", "calls", "transactions"] {
+    for reason in [
+        "peer_rate",
+        "call_rate",
+        "calls",
+        "transactions",
+        "maintenance",
+        "draining",
+    ] {
         let n = s.shed.get(reason).copied().unwrap_or(0);
         e.sample(&SHED, &[("reason", reason)], n);
     }

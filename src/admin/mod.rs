@@ -15,6 +15,7 @@
 //! | `explain.rs` | `route explain` inbound (from a gateway) and outbound |
 //! | `plan.rs` | `sipedge plan dns` / `plan firewall` |
 //! | `doctor.rs` | `sipedge doctor`: the configuration against the world |
+//! | `maintenance.rs` | maintenance mode: the switch, kept in the state directory |
 //! | `logging.rs` | log set-up: colour only on a terminal, JSON field names, a non-blocking writer |
 //! | `sd_notify.rs` | systemd notifications (READY, STOPPING, WATCHDOG, STATUS) |
 
@@ -26,6 +27,7 @@ pub mod explain;
 pub mod http;
 pub mod json;
 pub mod logging;
+pub mod maintenance;
 pub mod metrics;
 pub mod plan;
 pub mod sd_notify;

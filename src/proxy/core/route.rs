@@ -48,6 +48,9 @@ impl Core {
             Ok(Routing::Follow { target, gateway }) => {
                 // A request of a call: a BYE ends it here, whatever its own fate downstream.
                 if let Some(call) = self.call_of(&req, &gateway) {
+                    if let Some(c) = req.cseq() {
+                        self.calls.saw_request(&call, flow.side, c.seq);
+                    }
                     if req.method() == Some(&Method::Bye) {
                         let caller_side = match self.calls.get(&call).map(|c| c.direction) {
                             Some(Direction::Inbound) => Side::Gateway,
@@ -156,6 +159,14 @@ impl Core {
             Sender::Gateway { name, .. } => (Direction::Inbound, Some(name.clone())),
             Sender::CloudPeer => (Direction::Outbound, None),
         };
+        let mut cseq = [0, 0];
+        if let Some(c) = req.cseq() {
+            let side = match direction {
+                Direction::Inbound => Side::Gateway,
+                Direction::Outbound => Side::Cloud,
+            };
+            cseq[super::calls::side_index(side)] = c.seq;
+        }
         self.calls.start(
             call.clone(),
             Call {
@@ -171,6 +182,8 @@ impl Core {
                 ringing: None,
                 answer: None,
                 session_of: None,
+                dialog: None,
+                cseq,
             },
         );
         if let Some(e) = self.servers.get_mut(key) {
