@@ -66,6 +66,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Maintenance mode of the running appliance (Enter-CcUpdate / Exit-CcUpdate).
+    #[command(subcommand)]
+    Maintenance(sipedge::admin::service_cli::MaintenanceCommand),
+    /// Reload the running appliance's configuration file now (as SIGHUP does) and show the
+    /// outcome.
+    Reload {
+        #[arg(long)]
+        json: bool,
+    },
     /// Call records: `cdr show --last N [--json]`, `cdr tail`.
     #[command(subcommand)]
     Cdr(sipedge::cdr::show::CdrCommand),
@@ -161,6 +170,12 @@ fn main() -> ExitCode {
         }
         Command::Route(cmd) => admin_result(sipedge::admin::cli::run_route(cmd, &cfg)),
         Command::Plan(cmd) => plan(cmd, &cfg),
+        Command::Maintenance(cmd) => {
+            admin_result(sipedge::admin::service_cli::run_maintenance(cmd, &cfg))
+        }
+        Command::Reload { json } => {
+            admin_result(sipedge::admin::service_cli::run_reload(&cfg, json))
+        }
         Command::Doctor { timeout, json } => doctor(&cfg, timeout, json),
         Command::Cdr(cmd) => {
             let dir = sipedge::cdr::writer::cdr_dir(&cfg.appliance.state_dir);

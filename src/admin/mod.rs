@@ -5,6 +5,8 @@
 //! | file | holds |
 //! |---|---|
 //! | `cli.rs` | the directory and routing commands (cmdlets) |
+//! | `client.rs` | the CLI's requests to the running appliance's admin API |
+//! | `service_cli.rs` | `maintenance enter\|exit\|status`, `reload` (through the admin API) |
 //! | `http.rs` | the admin HTTP API: JSON, `/metrics`, `/healthz`, `/readyz`, `/status` |
 //! | `json.rs` | directory objects as JSON (cmdlet field names) |
 //! | `metrics.rs` | the one module that names every exported series |
@@ -22,6 +24,7 @@
 pub mod calls;
 pub mod certs;
 pub mod cli;
+pub mod client;
 pub mod doctor;
 pub mod explain;
 pub mod http;
@@ -31,5 +34,6 @@ pub mod maintenance;
 pub mod metrics;
 pub mod plan;
 pub mod sd_notify;
+pub mod service_cli;
 pub mod state;
 pub mod status;
