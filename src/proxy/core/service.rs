@@ -116,18 +116,18 @@ impl Core {
         }
         let calls = self.calls.keys();
         for key in &calls {
-            let byes = self
-                .calls
-                .get(key)
-                .map(|c| c.byes(&key.call_id_str()))
-                .unwrap_or_default();
-            if byes.is_empty() {
-                warn!(call_id = %key.call_id_str(), "drain timeout: call not confirmed, ended without BYE");
+            let Some(call) = self.calls.get(key) else {
+                continue;
+            };
+            let byes = call.byes(&key.call_id_str());
+            let status = if call.answer.is_some() { 200 } else { 487 };
+            if byes.is_empty() && status == 200 {
+                warn!(call_id = %key.call_id_str(), "drain timeout: answered call without a dialog to address; ended without BYE");
             }
             for b in &byes {
                 self.send_bye(now, b, DRAIN_REASON);
             }
-            self.end_call(now, key, 200, "drain timeout", EndedBy::Appliance);
+            self.end_call(now, key, status, "drain timeout", EndedBy::Appliance);
         }
         calls.len()
     }
