@@ -274,6 +274,26 @@ fn a_second_sigterm_stops_at_once() {
     assert!(st.success(), "{st}");
 }
 
+#[test]
+fn maintenance_and_reload_fail_with_a_reason_without_a_running_appliance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = lab_config_in(tmp.path());
+    for args in [
+        &["maintenance", "status"][..],
+        &["maintenance", "enter"],
+        &["reload"],
+    ] {
+        let out = cli(&cfg, args);
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains("admin token") && text(&out).contains("has the appliance run"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    assert!(!tmp.path().join("state/maintenance").exists());
+}
+
 const GW3: &str = "127.0.0.8:5060";
 
 fn add_gw3(text: &str) -> String {

@@ -636,6 +636,32 @@ mod tests {
     }
 
     #[test]
+    fn maintenance_reloads_and_out_of_service_refusals() {
+        let mut snap = Published::default();
+        snap.proxy.shed.insert("maintenance", 3);
+        snap.proxy.shed.insert("draining", 1);
+        let ops = OpsMetrics {
+            maintenance: true,
+            reloads_ok: 2,
+            reloads_failed: 1,
+            ..OpsMetrics::default()
+        };
+        let t = render(&snap, &ops);
+        for line in [
+            "sipedge_maintenance 1\n",
+            "sipedge_config_reloads_total{result=\"ok\"} 2\n",
+            "sipedge_config_reloads_total{result=\"failed\"} 1\n",
+            "sipedge_overload_shed_total{reason=\"maintenance\"} 3\n",
+            "sipedge_overload_shed_total{reason=\"draining\"} 1\n",
+            "sipedge_overload_shed_total{reason=\"peer_rate\"} 0\n",
+        ] {
+            assert!(t.contains(line), "{line} missing:\n{t}");
+        }
+        let t = render(&Published::default(), &OpsMetrics::default());
+        assert!(t.contains("sipedge_maintenance 0\n"));
+    }
+
+    #[test]
     fn without_media_no_media_family() {
         let t = render(&Published::default(), &OpsMetrics::default());
         assert!(!t.contains("sipedge_media_"));
