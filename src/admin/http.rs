@@ -498,6 +498,11 @@ async fn set_maintenance(st: &AdminState, headers: &HeaderMap, on: bool) -> ApiR
         .await
         .map_err(|e| ApiError(500, format!("internal: {e}")))?
         .map_err(|e| ApiError(500, format!("maintenance state not kept: {e}")))?;
+    // Answer once the core refuses (or takes) new calls: a script may rely on it.
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while st.live.load().maintenance != on && tokio::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     Ok(axum::Json(maintenance_json(st)))
 }
 

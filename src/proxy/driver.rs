@@ -99,6 +99,8 @@ pub async fn run(mut core: Core, mut io: Io, mut stop: watch::Receiver<Stop>) ->
             _ = publish.tick() => io.published.store(Arc::new(core.published())),
             Ok(()) = io.maintenance.changed() => {
                 core.set_maintenance(*io.maintenance.borrow_and_update());
+                // The admin API answers once the core's snapshot shows it.
+                io.published.store(Arc::new(core.published()));
             }
             Some(r) = io.reloads.recv() => {
                 info!(gateways = r.table.gateways.len(), sites = r.table.sites.len(), "configuration reloaded: in force for new calls");

@@ -333,6 +333,7 @@ impl Core {
             media: self.anchor.as_ref().map(Anchor::snapshot),
             health: self.health_states(),
             live: self.live(),
+            maintenance: self.maintenance,
         }
     }
 
