@@ -30,6 +30,8 @@ pub(super) struct Call {
     pub answer: Option<Instant>,
     /// The gateway whose session count this established call holds.
     pub session_of: Option<String>,
+    /// The signalling side the initial INVITE came from.
+    pub caller_on: Side,
     /// The dialog as the 2xx of the initial INVITE set it up (enough for BYEs of our own).
     pub dialog: Option<DialogInfo>,
     /// Highest CSeq seen in requests from each side's UA (gateway side, cloud side).
@@ -39,10 +41,7 @@ pub(super) struct Call {
 impl Call {
     /// The signalling side of the caller (the initial INVITE's sender).
     pub fn caller_side(&self) -> Side {
-        match self.direction {
-            Direction::Inbound => Side::Gateway,
-            Direction::Outbound => Side::Cloud,
-        }
+        self.caller_on
     }
 
     /// BYEs for both legs, as a UAC for each side (§15.1.1): toward the callee as the caller
@@ -265,6 +264,7 @@ mod tests {
             ringing: None,
             answer: None,
             session_of: None,
+            caller_on: Side::Cloud,
             dialog: None,
             cseq: [0, 1],
         }

@@ -52,10 +52,10 @@ impl Core {
                         self.calls.saw_request(&call, flow.side, c.seq);
                     }
                     if req.method() == Some(&Method::Bye) {
-                        let caller_side = match self.calls.get(&call).map(|c| c.direction) {
-                            Some(Direction::Inbound) => Side::Gateway,
-                            _ => Side::Cloud,
-                        };
+                        let caller_side = self
+                            .calls
+                            .get(&call)
+                            .map_or(Side::Cloud, |c| c.caller_side());
                         let by = if flow.side == caller_side {
                             EndedBy::Caller
                         } else {
@@ -159,13 +159,18 @@ impl Core {
             Sender::Gateway { name, .. } => (Direction::Inbound, Some(name.clone())),
             Sender::CloudPeer => (Direction::Outbound, None),
         };
-        let mut cseq = [0, 0];
-        if let Some(c) = req.cseq() {
-            let side = match direction {
+        // The side the INVITE came from (a call another site hands over comes on the gateway
+        // side yet is routed as an outbound call).
+        let caller = self.servers.get(key).map_or(
+            match direction {
                 Direction::Inbound => Side::Gateway,
                 Direction::Outbound => Side::Cloud,
-            };
-            cseq[super::calls::side_index(side)] = c.seq;
+            },
+            |e| e.flow.side,
+        );
+        let mut cseq = [0, 0];
+        if let Some(c) = req.cseq() {
+            cseq[super::calls::side_index(caller)] = c.seq;
         }
         self.calls.start(
             call.clone(),
@@ -182,6 +187,7 @@ impl Core {
                 ringing: None,
                 answer: None,
                 session_of: None,
+                caller_on: caller,
                 dialog: None,
                 cseq,
             },
