@@ -23,6 +23,7 @@
 //! | [`pki`] | IO | the built-in root CA (issue, sign, export, revoke) and the TLS verifiers |
 //! | [`admin`] | IO | cmdlet-like CLI, admin HTTP API, metrics exposition |
 //! | [`server`] | IO | the composition root: wires all of the above and runs them |
+//! | [`reload`] | IO | configuration reload (SIGHUP, file change, API): validated, then in force at once |
 //! | [`state`] | IO | secrets kept in the state directory (0600) |
 //!
 //! Pure modules import no tokio, no socket and no clock: time is passed in.
@@ -35,6 +36,7 @@ pub mod flow;
 pub mod media;
 pub mod pki;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod sdp;
 pub mod server;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use sipedge::admin::logging::LogFormat;
 use sipedge::config::Config;
+use sipedge::proxy::driver::Stop;
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +63,15 @@ enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=60))]
         timeout: u64,
         /// The checks as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Maintenance mode of the running appliance (Enter-CcUpdate / Exit-CcUpdate).
+    #[command(subcommand)]
+    Maintenance(sipedge::admin::service_cli::MaintenanceCommand),
+    /// Reload the running appliance's configuration file now (as SIGHUP does) and show the
+    /// outcome.
+    Reload {
         #[arg(long)]
         json: bool,
     },
@@ -169,6 +179,12 @@ fn main() -> ExitCode {
         }
         Command::Route(cmd) => admin_result(sipedge::admin::cli::run_route(cmd, &cfg)),
         Command::Plan(cmd) => plan(cmd, &cfg),
+        Command::Maintenance(cmd) => {
+            admin_result(sipedge::admin::service_cli::run_maintenance(cmd, &cfg))
+        }
+        Command::Reload { json } => {
+            admin_result(sipedge::admin::service_cli::run_reload(&cfg, json))
+        }
         Command::Doctor { timeout, json } => doctor(&cfg, timeout, json),
         Command::Cdr(cmd) => {
             let dir = sipedge::cdr::writer::cdr_dir(&cfg.appliance.state_dir);
@@ -266,10 +282,17 @@ fn run(cfg: Config) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let (tx, rx) = tokio::sync::watch::channel(false);
+        let (tx, rx) = tokio::sync::watch::channel(Stop::Running);
         tokio::spawn(async move {
-            wait_for_signal().await;
-            let _ = tx.send(true);
+            // The first SIGTERM/SIGINT drains (new calls refused until the last call ends);
+            // a second one stops at once. The sender lives on: the driver watches it.
+            let mut signals = Signals::install();
+            let mut next = Stop::Drain;
+            loop {
+                signals.wait().await;
+                let _ = tx.send(next);
+                next = Stop::Now;
+            }
         });
         match sipedge::server::run(Arc::new(cfg), rx).await {
             Ok(stats) => {
@@ -284,16 +307,28 @@ fn run(cfg: Config) -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught for the life of the process.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => Signals(Some((t, i))),
+            _ => Signals(None),
+        }
+    }
+
+    async fn wait(&mut self) {
+        let Some((term, int)) = self.0.as_mut() else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

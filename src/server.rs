@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::admin::calls::StatsSink;
+use crate::admin::maintenance::Maintenance;
 use crate::admin::sd_notify::{self, Notifier};
 use crate::admin::state::OpsState;
 use crate::cdr::CallRecord;
@@ -20,7 +21,8 @@ use crate::config::{Config, Side, Transport};
 use crate::directory::{spawn_watcher, Store, StoreError};
 use crate::media::{MediaError, RelayBackend};
 use crate::proxy::anchor::Anchor;
-use crate::proxy::{driver, Core};
+use crate::proxy::driver::{self, Stop};
+use crate::proxy::Core;
 use crate::routing::RoutingTable;
 use crate::stats::{ProxyStats, Published, Readiness};
 use crate::transport::ingress::{ingress, IngressLimits};
@@ -107,16 +109,20 @@ fn spawn_watchdog(n: Arc<Notifier>, timeout: Duration, published: Arc<ArcSwap<Pu
     });
 }
 
-/// Runs the appliance until `shutdown` turns true and the drain ends.
-pub async fn run(
-    cfg: Arc<Config>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<ProxyStats, StartError> {
+/// Runs the appliance until `stop` asks for the drain and it ends, or says stop now.
+pub async fn run(cfg: Arc<Config>, stop: watch::Receiver<Stop>) -> Result<ProxyStats, StartError> {
     let notifier = Notifier::from_env().map(Arc::new);
     notify(notifier.as_deref(), "STATUS=starting");
     let readiness = Arc::new(Readiness::default());
     let ops = Arc::new(OpsState::new(cfg.clone(), readiness.clone()));
+    // Maintenance survives restarts: the state directory says whether we are in it.
+    let (maintenance, maintenance_rx) =
+        Maintenance::open(&cfg.appliance.state_dir, readiness.clone())?;
+    let maintenance = Arc::new(maintenance);
+    let (reload_tx, reload_rx) = mpsc::channel::<crate::reload::Request>(4);
+    let (core_reload_tx, core_reload_rx) = mpsc::channel::<driver::Reload>(4);
     let table = resolve_table(&cfg).await?;
+    let shared_table = Arc::new(ArcSwap::from_pointee(table.clone()));
     crate::routing::warm_up();
     // The directory: imported, then watched for changes made by the CLI or the API.
     let store = Store::open(&cfg)?;
@@ -130,10 +136,12 @@ pub async fn run(
         let state = crate::admin::http::AdminState {
             store: Arc::new(std::sync::Mutex::new(store)),
             token: Arc::new(token),
-            table: Arc::new(table.clone()),
+            table: shared_table.clone(),
             dir: dir.clone(),
             live: published.clone(),
             ops: ops.clone(),
+            maintenance: maintenance.clone(),
+            reload: reload_tx,
         };
         info!(%addr, "admin API listening");
         tokio::spawn(crate::admin::http::serve(listener, state));
@@ -158,6 +166,14 @@ pub async fn run(
     readiness.set_listeners_bound(true);
     transports.set_server_names(table.tls_names());
     transports.set_peer_addresses(table.peer_addresses());
+    crate::reload::Reloader {
+        running: cfg.clone(),
+        core: core_reload_tx,
+        table: shared_table,
+        transports: transports.clone(),
+        ops: ops.clone(),
+    }
+    .spawn(reload_rx);
     ops.refresh_certificates();
     ops.spawn_refresh(dir.clone());
     let mut local = HashMap::new();
@@ -183,16 +199,16 @@ pub async fn run(
     );
     // Readiness and systemd follow the drain.
     {
-        let mut shutdown = shutdown.clone();
+        let mut stop = stop.clone();
         let readiness = readiness.clone();
         let n = notifier.clone();
         tokio::spawn(async move {
-            while shutdown.changed().await.is_ok() {
-                if *shutdown.borrow() {
+            while stop.changed().await.is_ok() {
+                if *stop.borrow() != Stop::Running {
                     readiness.set_draining(true);
                     notify(
                         n.as_deref(),
-                        "STOPPING=1\nSTATUS=draining: new calls refused",
+                        "STOPPING=1\nSTATUS=draining: new calls refused until the last call ends",
                     );
                     break;
                 }
@@ -209,6 +225,8 @@ pub async fn run(
         published,
         drain_timeout: cfg.limits.drain_timeout,
         records: Some(records_tx),
+        maintenance: maintenance_rx,
+        reloads: core_reload_rx,
     };
     notify(
         notifier.as_deref(),
@@ -220,7 +238,7 @@ pub async fn run(
             ))
         ),
     );
-    let stats = driver::run(core, io, shutdown).await;
+    let stats = driver::run(core, io, stop).await;
     // The driver dropped the records' sender: the writer writes what is queued and stops.
     if tokio::task::spawn_blocking(move || writer.join())
         .await

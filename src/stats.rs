@@ -161,6 +161,9 @@ pub struct Published {
     /// Probed targets: name → healthy.
     pub health: HashMap<String, bool>,
     pub live: Live,
+    /// The core is in maintenance mode (refusing new calls); published at once when it
+    /// changes, so the API can answer once it is in force.
+    pub maintenance: bool,
 }
 
 // ---------------------------------------------------------------- readiness

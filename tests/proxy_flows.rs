@@ -515,3 +515,248 @@ fn received_and_rport_are_recorded_in_the_callers_via() {
     );
     assert_eq!(status(&to(&out, GW1)), vec![180]);
 }
+
+/// An answered call gw1 → alice (call-N): the 200 at gw1 and the Route set gw1 uses.
+fn answered_call(s: &mut Sim, n: u32) -> (Message, Vec<String>) {
+    let out = s.send(
+        Side::Gateway,
+        GW1,
+        &invite(n, "sip:+14255550100@mediation.lab.example", GW1),
+    );
+    let fwd = to(&out, PEER).pop().unwrap();
+    let out = s.send(
+        Side::Cloud,
+        PEER,
+        &answer(&fwd, 200, "OK", "sip:callee@127.0.0.3:5060"),
+    );
+    let ok = to(&out, GW1)
+        .into_iter()
+        .find(|m| m.status() == Some(200))
+        .unwrap();
+    let mut routes: Vec<String> = ok
+        .record_routes()
+        .map(|r| String::from_utf8_lossy(r.raw()).into_owned())
+        .collect();
+    routes.reverse();
+    (ok, routes)
+}
+
+fn in_dialog(method: &str, n: u32, cseq: u32, routes: &[String]) -> String {
+    let mut route = String::new();
+    for r in routes {
+        route.push_str(&format!("Route: {r}\r\n"));
+    }
+    format!(
+        "{method} sip:callee@127.0.0.3:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {GW1};branch=z9hG4bK-{method}{n}-{cseq};rport\r\n\
+         {route}Max-Forwards: 70\r\nFrom: <sip:caller@{GW1}>;tag=a{n}\r\n\
+         To: <sip:+14255550100@mediation.lab.example>;tag=uas\r\nCall-ID: call-{n}\r\nCSeq: {cseq} {method}\r\n\
+         Contact: <sip:caller@{GW1}>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn maintenance_refuses_new_calls_and_options_statelessly_and_keeps_calls_in_progress() {
+    let mut s = Sim::new();
+    let (_, routes) = answered_call(&mut s, 20);
+    s.core.set_maintenance(true);
+    // A new call: one stateless 503 with Retry-After, no 100 Trying, nothing forwarded.
+    let out = s.send(
+        Side::Gateway,
+        GW1,
+        &invite(21, "sip:+14255550100@mediation.lab.example", GW1),
+    );
+    let at_gw = to(&out, GW1);
+    assert_eq!(status(&at_gw), vec![503], "{out:?}");
+    assert!(at_gw[0]
+        .header(sipedge::sip::HeaderName::RetryAfter)
+        .is_some());
+    assert!(to(&out, PEER).is_empty());
+    // Stateless: never retransmitted.
+    let later = s.advance(Duration::from_secs(5));
+    assert!(!status(&to(&later, GW1)).contains(&503), "{later:?}");
+    // OPTIONS (the peers' keep-alive) too, from either side.
+    let opt = |from: &str, ruri: &str| {
+        format!(
+            "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-o{from};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:p@{from}>;tag=o\r\nTo: <{ruri}>\r\nCall-ID: opt-{from}\r\n\
+             CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let out = s.send(Side::Cloud, PEER, &opt(PEER, "sip:ap.lab.example:5062"));
+    assert_eq!(status(&to(&out, PEER)), vec![503]);
+    let out = s.send(
+        Side::Gateway,
+        GW1,
+        &opt(GW1, "sip:mediation.lab.example:5068"),
+    );
+    assert_eq!(status(&to(&out, GW1)), vec![503]);
+    // The call in progress: its in-dialog requests pass, and it ends normally.
+    let out = s.send(Side::Gateway, GW1, &in_dialog("INFO", 20, 2, &routes));
+    assert!(to(&out, PEER)
+        .iter()
+        .any(|m| m.method() == Some(&sipedge::sip::Method::Info)));
+    let out = s.send(Side::Gateway, GW1, &in_dialog("BYE", 20, 3, &routes));
+    assert!(to(&out, PEER)
+        .iter()
+        .any(|m| m.method() == Some(&sipedge::sip::Method::Bye)));
+    assert_eq!(s.core.active_calls(), 0);
+    assert_eq!(s.core.published().proxy.shed.get("maintenance"), Some(&3));
+    // Back in service: calls are taken again.
+    s.core.set_maintenance(false);
+    let out = s.send(
+        Side::Gateway,
+        GW1,
+        &invite(22, "sip:+14255550100@mediation.lab.example", GW1),
+    );
+    assert_eq!(status(&to(&out, GW1)), vec![100]);
+    assert!(to(&out, PEER).iter().any(|m| m.is_request()));
+}
+
+#[test]
+fn drain_timeout_hangs_up_both_legs_with_dialog_cseq_and_cancels_ringing_calls() {
+    let mut s = Sim::new();
+    let (ok, routes) = answered_call(&mut s, 30);
+    // gw1 sent CSeq 1 (INVITE) then 4 (INFO); the peer sent 9 (INFO toward gw1).
+    let out = s.send(Side::Gateway, GW1, &in_dialog("INFO", 30, 4, &routes));
+    let info = to(&out, PEER).pop().unwrap();
+    s.send(
+        Side::Cloud,
+        PEER,
+        &answer(&info, 200, "OK", "sip:callee@127.0.0.3:5060"),
+    );
+    let rr_peer: Vec<String> = info
+        .record_routes()
+        .map(|r| String::from_utf8_lossy(r.raw()).into_owned())
+        .collect();
+    assert!(rr_peer.is_empty());
+    let fwd_routes: Vec<String> = ok
+        .record_routes()
+        .map(|r| String::from_utf8_lossy(r.raw()).into_owned())
+        .collect();
+    let peer_info = format!(
+        "INFO sip:caller@{GW1} SIP/2.0\r\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK-pinfo;rport\r\n\
+         Route: {}\r\nRoute: {}\r\nMax-Forwards: 70\r\n\
+         From: <sip:+14255550100@mediation.lab.example>;tag=uas\r\nTo: <sip:caller@{GW1}>;tag=a30\r\n\
+         Call-ID: call-30\r\nCSeq: 9 INFO\r\nContent-Length: 0\r\n\r\n",
+        fwd_routes[0], fwd_routes[1]
+    );
+    let out = s.send(Side::Cloud, PEER, &peer_info);
+    let at_gw = to(&out, GW1)
+        .into_iter()
+        .find(|m| m.method() == Some(&sipedge::sip::Method::Info))
+        .expect("the peer's INFO reaches gw1");
+    s.send(
+        Side::Gateway,
+        GW1,
+        &answer(&at_gw, 200, "OK", &format!("sip:caller@{GW1}")),
+    );
+    // A second call, still ringing.
+    let out = s.send(
+        Side::Gateway,
+        GW1,
+        &invite(31, "sip:+14255550100@mediation.lab.example", GW1),
+    );
+    let ringing = to(&out, PEER).pop().unwrap();
+    s.send(
+        Side::Cloud,
+        PEER,
+        &answer(&ringing, 180, "Ringing", "sip:callee@127.0.0.3:5060"),
+    );
+
+    s.core.start_drain();
+    assert!(!s.core.is_drained(), "two calls up");
+    let out = s.send(
+        Side::Gateway,
+        GW1,
+        &invite(32, "sip:+14255550100@mediation.lab.example", GW1),
+    );
+    assert_eq!(
+        status(&to(&out, GW1)),
+        vec![503],
+        "new calls refused while draining"
+    );
+    assert_eq!(s.core.published().proxy.shed.get("draining"), Some(&1));
+
+    assert_eq!(s.core.hang_up_all(s.now), 2);
+    let out = s.drain();
+    let byes_gw: Vec<Message> = to(&out, GW1)
+        .into_iter()
+        .filter(|m| m.method() == Some(&sipedge::sip::Method::Bye))
+        .collect();
+    let byes_peer: Vec<Message> = to(&out, PEER)
+        .into_iter()
+        .filter(|m| m.method() == Some(&sipedge::sip::Method::Bye))
+        .collect();
+    assert_eq!((byes_gw.len(), byes_peer.len()), (1, 1), "{out:?}");
+    let text = |m: &Message| String::from_utf8_lossy(m.as_bytes()).into_owned();
+    let (to_gw, to_peer) = (text(&byes_gw[0]), text(&byes_peer[0]));
+    // Toward gw1 as the callee: its Contact, the callee's identity as From, a CSeq above 9.
+    assert!(
+        to_gw.starts_with(&format!("BYE sip:caller@{GW1} SIP/2.0")),
+        "{to_gw}"
+    );
+    assert!(
+        to_gw.contains("CSeq: 10 BYE") && to_gw.contains("Call-ID: call-30"),
+        "{to_gw}"
+    );
+    assert!(
+        to_gw.contains("From: <sip:+14255550100@mediation.lab.example>;tag=uas"),
+        "{to_gw}"
+    );
+    assert!(
+        to_gw.contains("To: <sip:caller@127.0.0.2:5060>;tag=a30"),
+        "{to_gw}"
+    );
+    // Toward the peer as the caller: a CSeq above gw1's 4.
+    assert!(
+        to_peer.starts_with("BYE sip:callee@127.0.0.3:5060 SIP/2.0"),
+        "{to_peer}"
+    );
+    assert!(to_peer.contains("CSeq: 5 BYE"), "{to_peer}");
+    for t in [&to_gw, &to_peer] {
+        assert!(
+            t.contains("Reason: SIP;cause=503;text=\"appliance shutting down\""),
+            "{t}"
+        );
+    }
+    // The ringing call: a CANCEL to the peer.
+    assert!(
+        to(&out, PEER)
+            .iter()
+            .any(|m| m.method() == Some(&sipedge::sip::Method::Cancel)),
+        "{out:?}"
+    );
+    assert_eq!(s.core.active_calls(), 0);
+    assert!(
+        !s.core.is_drained(),
+        "our BYEs and the CANCEL wait for their answers"
+    );
+    for m in byes_peer.iter().chain(
+        to(&out, PEER)
+            .iter()
+            .filter(|m| m.method() == Some(&sipedge::sip::Method::Cancel)),
+    ) {
+        s.send(
+            Side::Cloud,
+            PEER,
+            &answer(m, 200, "OK", "sip:callee@127.0.0.3:5060"),
+        );
+    }
+    s.send(
+        Side::Gateway,
+        GW1,
+        &answer(&byes_gw[0], 200, "OK", &format!("sip:caller@{GW1}")),
+    );
+    let out = s.send(
+        Side::Cloud,
+        PEER,
+        &answer(
+            &ringing,
+            487,
+            "Request Terminated",
+            "sip:callee@127.0.0.3:5060",
+        ),
+    );
+    assert_eq!(status(&to(&out, GW1)), vec![487]);
+    assert!(s.core.is_drained());
+}

@@ -198,12 +198,12 @@ pub enum CliError {
 }
 
 /// Prints a line; a closed stdout (`| head`) is not an error worth a panic.
-fn out(line: &str) {
+pub(super) fn out(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout(), "{line}");
 }
 
-fn print_json(v: &serde_json::Value) {
+pub(super) fn print_json(v: &serde_json::Value) {
     out(&serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
 }
 
@@ -451,35 +451,10 @@ pub fn run_route(cmd: RouteCommand, cfg: &Config) -> Result<(), CliError> {
 /// `GET /route/explain` on the running server's admin listener (loopback, bearer token from
 /// the state directory); `None` when there is no server, no token or no valid answer.
 fn explain_from_server(cfg: &Config, from: &str, to: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let addr = cfg.admin.listen?;
-    let token = std::fs::read_to_string(cfg.appliance.state_dir.join("admin.token")).ok()?;
-    let timeout = std::time::Duration::from_secs(2);
-    let mut sock = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
-    sock.set_read_timeout(Some(timeout)).ok()?;
-    let q = |v: &str| -> String {
-        v.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    let req = format!(
-        "GET /route/explain?from={}&to={} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        q(from),
-        q(to),
-        token.trim()
-    );
-    sock.write_all(req.as_bytes()).ok()?;
-    let mut resp = Vec::new();
-    sock.read_to_end(&mut resp).ok()?;
-    let text = String::from_utf8(resp).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return None;
+    use super::client::{query_value as q, request};
+    let path = format!("/route/explain?from={}&to={}", q(from), q(to));
+    match request(cfg, "GET", &path) {
+        Ok((200, v)) => Some(v),
+        _ => None,
     }
-    serde_json::from_str(body).ok()
 }

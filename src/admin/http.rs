@@ -20,6 +20,8 @@
 //! | `GET /route/explain?from=…&to=…` | (route explain, with live health and load; `from` a gateway: inbound) |
 //! | `GET /status.json` | the status page's data (see [`super::status`]) |
 //! | `GET /tls/refusals[?last=N]` | the newest TLS refusals with their reasons |
+//! | `GET /maintenance`, `POST /maintenance/enter`, `POST /maintenance/exit` | maintenance mode (Enter-CcUpdate / Exit-CcUpdate): `{"maintenance", "since", "active_calls"}` |
+//! | `GET /config/reload`, `POST /config/reload` | the last configuration reload's outcome; reload now and answer it (`{"result", "trigger", "at", "error", "needs_restart"}`) |
 //!
 //! Without the token: `GET /metrics`; `GET /healthz` (200 while the process serves: `status`,
 //! `version`, `pid`, `uptime_s`); `GET /readyz` (200 `{"status":"ready"}` when listeners are
@@ -41,7 +43,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::json::{mediation_server_json, tenant_json, user_json};
-use super::state::OpsState;
+use super::maintenance::Maintenance;
+use super::state::{OpsState, ReloadReport};
 use super::status;
 use crate::config::VoiceRoutingPolicy;
 use crate::directory::{Store, StoreError, TenantPatch, UserPatch};
@@ -52,11 +55,16 @@ use crate::stats::{Published, TRANSPORT};
 pub struct AdminState {
     pub store: Arc<Mutex<Store>>,
     pub token: Arc<String>,
-    pub table: Arc<RoutingTable>,
+    /// The routing table in force (swapped by a reload).
+    pub table: Arc<ArcSwap<RoutingTable>>,
     pub dir: Arc<ArcSwap<Directory>>,
     pub live: Arc<ArcSwap<Published>>,
-    /// Readiness, call statistics, certificates, directory changes.
+    /// Readiness, call statistics, certificates, directory changes, reloads.
     pub ops: Arc<OpsState>,
+    /// The maintenance switch.
+    pub maintenance: Arc<Maintenance>,
+    /// Asks the reloader for a reload now; it answers with the outcome.
+    pub reload: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<ReloadReport>>,
 }
 
 /// Reads the admin token, or creates it (0600) at first start.
@@ -369,7 +377,8 @@ async fn explain(
     let to = q.to.ok_or_else(|| ApiError(400, "to: required".into()))?;
     let dir = st.dir.load();
     let live = st.live.load();
-    let (direction, r) = super::explain::explain(&st.table, &dir, &live.live, &from, &to)
+    let table = st.table.load();
+    let (direction, r) = super::explain::explain(&table, &dir, &live.live, &from, &to)
         .map_err(|e| ApiError(400, e))?;
     let mut v = super::cli::routed_json(&r);
     v["direction"] = serde_json::json!(direction.as_str());
@@ -439,7 +448,7 @@ async fn status_data(State(st): State<AdminState>, headers: HeaderMap) -> ApiRes
     let snap = st.live.load();
     let refusals = TRANSPORT.recent_refusals(status::REFUSALS_SHOWN);
     Ok(axum::Json(status::status_json(
-        &st.table,
+        &st.table.load(),
         &snap,
         &st.ops,
         &refusals,
@@ -468,6 +477,76 @@ async fn tls_refusals(
     )))
 }
 
+fn maintenance_json(st: &AdminState) -> serde_json::Value {
+    let s = st.maintenance.status();
+    serde_json::json!({
+        "maintenance": s.maintenance,
+        "since": s.since,
+        "active_calls": super::metrics::active_calls(&st.live.load()),
+    })
+}
+
+async fn get_maintenance(State(st): State<AdminState>, headers: HeaderMap) -> ApiResult {
+    authorize(&st, &headers)?;
+    Ok(axum::Json(maintenance_json(&st)))
+}
+
+async fn set_maintenance(st: &AdminState, headers: &HeaderMap, on: bool) -> ApiResult {
+    authorize(st, headers)?;
+    let m = st.maintenance.clone();
+    tokio::task::spawn_blocking(move || m.set(on))
+        .await
+        .map_err(|e| ApiError(500, format!("internal: {e}")))?
+        .map_err(|e| ApiError(500, format!("maintenance state not kept: {e}")))?;
+    // Answer once the core refuses (or takes) new calls: a script may rely on it.
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while st.live.load().maintenance != on && tokio::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(axum::Json(maintenance_json(st)))
+}
+
+async fn enter_maintenance(State(st): State<AdminState>, headers: HeaderMap) -> ApiResult {
+    set_maintenance(&st, &headers, true).await
+}
+
+async fn exit_maintenance(State(st): State<AdminState>, headers: HeaderMap) -> ApiResult {
+    set_maintenance(&st, &headers, false).await
+}
+
+fn reload_json(r: Option<ReloadReport>) -> serde_json::Value {
+    match r {
+        Some(r) => serde_json::to_value(r).unwrap_or_default(),
+        None => serde_json::json!({ "result": "none" }),
+    }
+}
+
+async fn get_reload(State(st): State<AdminState>, headers: HeaderMap) -> ApiResult {
+    authorize(&st, &headers)?;
+    Ok(axum::Json(reload_json(st.ops.last_reload())))
+}
+
+async fn post_reload(State(st): State<AdminState>, headers: HeaderMap) -> ApiResult {
+    authorize(&st, &headers)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    st.reload
+        .send(tx)
+        .await
+        .map_err(|_| ApiError(503, "the reloader is not running".into()))?;
+    let r = rx
+        .await
+        .map_err(|_| ApiError(503, "the reloader gave no answer".into()))?;
+    let failed = r.result == "failed";
+    let v = reload_json(Some(r));
+    if failed {
+        return Err(ApiError(
+            422,
+            v["error"].as_str().unwrap_or("reload failed").to_owned(),
+        ));
+    }
+    Ok(axum::Json(v))
+}
+
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/users", get(list_users).post(add_user))
@@ -489,6 +568,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/status.css", get(status_style))
         .route("/status.json", get(status_data))
         .route("/tls/refusals", get(tls_refusals))
+        .route("/maintenance", get(get_maintenance))
+        .route("/maintenance/enter", post(enter_maintenance))
+        .route("/maintenance/exit", post(exit_maintenance))
+        .route("/config/reload", get(get_reload).post(post_reload))
         .with_state(state)
 }
 

@@ -61,6 +61,14 @@ const DRAINING: Family = gauge(
     "sipedge_draining",
     "1 while draining after SIGTERM/SIGINT (new calls refused).",
 );
+const MAINTENANCE: Family = gauge(
+    "sipedge_maintenance",
+    "1 in maintenance mode (sipedge maintenance enter: new calls and OPTIONS refused with 503).",
+);
+const CONFIG_RELOADS: Family = counter(
+    "sipedge_config_reloads_total",
+    "Configuration reloads (SIGHUP, file change, POST /config/reload) by result (ok, failed).",
+);
 const ACTIVE_CALLS_ALL: Family = gauge(
     "sipedge_active_calls",
     "Calls in progress (the core's dialogs; media sessions while the core keeps no dialog table).",
@@ -138,7 +146,7 @@ const UNKNOWN_SENDERS: Family = counter(
 );
 const SHED: Family = counter(
     "sipedge_overload_shed_total",
-    "Requests shed by overload control before any state, by reason.",
+    "Requests refused with a stateless 503 before any state, by reason (overload, maintenance, draining).",
 );
 const FOREIGN_RESPONSES: Family = counter(
     "sipedge_foreign_responses_total",
@@ -352,6 +360,10 @@ pub struct OpsMetrics {
     pub start_time: u64,
     pub ready: bool,
     pub draining: bool,
+    pub maintenance: bool,
+    /// Reloads applied (or found unchanged), and refused.
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
     pub calls: CallStats,
     pub call_record_errors: u64,
     pub log_lines_dropped: u64,
@@ -375,6 +387,10 @@ fn render_ops(e: &mut Exposition, snap: &Published, ops: &OpsMetrics) {
     e.single(&START_TIME, ops.start_time);
     e.single(&READY, u8::from(ops.ready));
     e.single(&DRAINING, u8::from(ops.draining));
+    e.single(&MAINTENANCE, u8::from(ops.maintenance));
+    e.header(&CONFIG_RELOADS);
+    e.sample(&CONFIG_RELOADS, &[("result", "ok")], ops.reloads_ok);
+    e.sample(&CONFIG_RELOADS, &[("result", "failed")], ops.reloads_failed);
     e.single(&ACTIVE_CALLS_ALL, active_calls(snap));
     e.header(&CALLS_ENDED);
     for ((direction, site, gateway, outcome), n) in &ops.calls.calls {
@@ -463,6 +479,8 @@ pub fn render(snap: &Published, ops: &OpsMetrics) -> String {
         "calls",
         "transactions",
         "ingress_full",
+        "maintenance",
+        "draining",
     ] {
         let n = s.shed.get(reason).copied().unwrap_or(0);
         e.sample(&SHED, &[("reason", reason)], n);
@@ -646,6 +664,32 @@ mod tests {
             t.contains("sipedge_target_healthy{target=\"a\\\"b\\\\c\\nd\"} 1\n"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn maintenance_reloads_and_out_of_service_refusals() {
+        let mut snap = Published::default();
+        snap.proxy.shed.insert("maintenance", 3);
+        snap.proxy.shed.insert("draining", 1);
+        let ops = OpsMetrics {
+            maintenance: true,
+            reloads_ok: 2,
+            reloads_failed: 1,
+            ..OpsMetrics::default()
+        };
+        let t = render(&snap, &ops);
+        for line in [
+            "sipedge_maintenance 1\n",
+            "sipedge_config_reloads_total{result=\"ok\"} 2\n",
+            "sipedge_config_reloads_total{result=\"failed\"} 1\n",
+            "sipedge_overload_shed_total{reason=\"maintenance\"} 3\n",
+            "sipedge_overload_shed_total{reason=\"draining\"} 1\n",
+            "sipedge_overload_shed_total{reason=\"peer_rate\"} 0\n",
+        ] {
+            assert!(t.contains(line), "{line} missing:\n{t}");
+        }
+        let t = render(&Published::default(), &OpsMetrics::default());
+        assert!(t.contains("sipedge_maintenance 0\n"));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! | file | holds |
 //! |---|---|
 //! | `cli.rs` | the directory and routing commands (cmdlets) |
+//! | `client.rs` | the CLI's requests to the running appliance's admin API |
+//! | `service_cli.rs` | `maintenance enter\|exit\|status`, `reload` (through the admin API) |
 //! | `http.rs` | the admin HTTP API: JSON, `/metrics`, `/healthz`, `/readyz`, `/status` |
 //! | `json.rs` | directory objects as JSON (cmdlet field names) |
 //! | `metrics.rs` | the one module that names every exported series |
@@ -15,19 +17,23 @@
 //! | `explain.rs` | `route explain` inbound (from a gateway) and outbound |
 //! | `plan.rs` | `sipedge plan dns` / `plan firewall` |
 //! | `doctor.rs` | `sipedge doctor`: the configuration against the world |
+//! | `maintenance.rs` | maintenance mode: the switch, kept in the state directory |
 //! | `logging.rs` | log set-up: colour only on a terminal, JSON field names, a non-blocking writer |
 //! | `sd_notify.rs` | systemd notifications (READY, STOPPING, WATCHDOG, STATUS) |
 
 pub mod calls;
 pub mod certs;
 pub mod cli;
+pub mod client;
 pub mod doctor;
 pub mod explain;
 pub mod http;
 pub mod json;
 pub mod logging;
+pub mod maintenance;
 pub mod metrics;
 pub mod plan;
 pub mod sd_notify;
+pub mod service_cli;
 pub mod state;
 pub mod status;

@@ -16,6 +16,21 @@ use crate::config::Config;
 use crate::routing::Directory;
 use crate::stats::{Readiness, TRANSPORT};
 
+/// The outcome of the last configuration reload (`GET /config/reload`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReloadReport {
+    /// `applied`, `unchanged` (the file says what runs already) or `failed`.
+    pub result: &'static str,
+    /// What asked for it: `sighup`, `file` (its modification time changed) or `api`.
+    pub trigger: &'static str,
+    /// When (Unix seconds).
+    pub at: u64,
+    /// Why the file was refused (the running configuration stays), when it was.
+    pub error: Option<String>,
+    /// Keys changed in the file that need a restart (their running values stay).
+    pub needs_restart: Vec<&'static str>,
+}
+
 /// The appliance's state for `/healthz`, `/readyz`, `/metrics` and `/status`.
 #[derive(Debug)]
 pub struct OpsState {
@@ -28,6 +43,10 @@ pub struct OpsState {
     pub directory_changes: AtomicU64,
     pub directory_users: AtomicUsize,
     pub started: SystemTime,
+    /// The last configuration reload, and how many were applied (or unchanged) and failed.
+    pub last_reload: Mutex<Option<ReloadReport>>,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
 }
 
 impl OpsState {
@@ -42,6 +61,9 @@ impl OpsState {
             directory_changes: AtomicU64::new(0),
             directory_users: AtomicUsize::new(0),
             started: SystemTime::now(),
+            last_reload: Mutex::new(None),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
         }
     }
 
@@ -55,6 +77,9 @@ impl OpsState {
                 .map_or(0, |d| d.as_secs()),
             ready: self.readiness.not_ready().is_empty(),
             draining: self.readiness.draining(),
+            maintenance: self.readiness.maintenance(),
+            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
             calls: self.calls.lock().map(|c| c.clone()).unwrap_or_default(),
             call_record_errors: self.call_record_errors.load().load(Ordering::Relaxed),
             log_lines_dropped: super::logging::dropped_lines(),
@@ -63,6 +88,25 @@ impl OpsState {
             directory_changes: self.directory_changes.load(Ordering::Relaxed),
             directory_users: self.directory_users.load(Ordering::Relaxed),
         }
+    }
+
+    /// Records a reload's outcome (for `GET /config/reload` and the metrics).
+    pub fn record_reload(&self, report: ReloadReport) {
+        let n = if report.result == "failed" {
+            &self.reloads_failed
+        } else {
+            &self.reloads_ok
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        *self.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    }
+
+    /// The last reload's outcome, if any.
+    pub fn last_reload(&self) -> Option<ReloadReport> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counts the failed writes of this call-record writer.

@@ -18,6 +18,7 @@
 //!   the mirror table by table (one file per group of tables) and builds the model; the first
 //!   value refused is the error.
 //! - `model.rs`: the validated model, [`Config`] and its tables, with `Config`'s accessors.
+//! - `reload.rs`: what a reload may change on a running appliance, what needs a restart.
 //! - `types.rs`: the validated newtypes and small enums ([`ConfigError`], [`Fqdn`],
 //!   [`HostName`], [`Transport`], [`Side`], [`SrtpMode`], [`VoiceRoutingPolicy`],
 //!   [`CertSource`]).
@@ -26,6 +27,7 @@
 
 mod model;
 mod raw;
+mod reload;
 mod types;
 mod validate;
 mod warnings;

@@ -64,6 +64,28 @@ impl Health {
         }
     }
 
+    /// A reloaded table: the targets become those of `table` (a target kept keeps its last
+    /// answer and its health; a new one counts as healthy from `now`; a removed one is
+    /// forgotten). The next round stays when it was due; `interval` applies from then on.
+    pub fn retarget(&mut self, now: Instant, table: &RoutingTable, interval: Duration) {
+        let fresh = Health::new(now, table, interval);
+        let old = std::mem::take(&mut self.targets);
+        self.targets = fresh
+            .targets
+            .into_iter()
+            .map(|mut t| {
+                if let Some(o) = old.iter().find(|o| o.hop.name == t.hop.name) {
+                    t.last_answer = o.last_answer;
+                }
+                t
+            })
+            .collect();
+        let names: HashSet<&str> = self.targets.iter().map(|t| t.hop.name.as_str()).collect();
+        self.demoted.retain(|n| names.contains(n.as_str()));
+        self.interval = interval;
+        self.window = fresh.window;
+    }
+
     pub fn next_probe(&self) -> Instant {
         self.next_probe
     }
@@ -160,6 +182,44 @@ mod tests {
         assert!(h.demoted().is_empty());
         assert_eq!(h.changes, 2);
         assert_eq!(h.states().get("gw1.lab.example"), Some(&true));
+    }
+
+    #[test]
+    fn retarget_keeps_known_targets_health_and_adds_new_ones() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut h = Health::new(t0, &table(), s);
+        for k in 1..=4 {
+            h.poll_probe(t0 + s * k);
+        }
+        h.on_answer(t0 + s * 4, "gw2.lab.example");
+        h.on_answer(t0 + s * 4, "sip.cloud.lab.example");
+        h.on_answer(t0 + s * 4, "gw1.remote.example");
+        h.poll_probe(t0 + s * 5);
+        assert_eq!(h.demoted().len(), 1);
+        assert!(h.demoted().contains("gw1.lab.example"));
+        let text = include_str!("../../config/sipedge.toml").replace(
+            "[[gateways]]\nname = \"gw1.remote.example\"",
+            "[[gateways]]\nname = \"gw3.lab.example\"\nport = 5060\ntransport = \"udp\"\nsite = \"lab\"\n\n[[gateways]]\nname = \"gw1.remote.example\"",
+        ).replace("\"gw2.lab.example\" = \"127.0.0.5\"", "\"gw2.lab.example\" = \"127.0.0.5\"\n\"gw3.lab.example\" = \"127.0.0.8\"");
+        let cfg = Config::from_toml(Path::new("config/sipedge.toml"), &text).unwrap();
+        let bigger = RoutingTable::build(&cfg, &|n| cfg.static_host(n)).unwrap();
+        h.retarget(t0 + s * 5, &bigger, s * 2);
+        let states = h.states();
+        assert_eq!(states.len(), 5, "{states:?}");
+        assert_eq!(states.get("gw3.lab.example"), Some(&true));
+        assert_eq!(states.get("gw1.lab.example"), Some(&false), "health kept");
+        // A smaller table forgets the removed target, demoted or not.
+        let text = include_str!("../../config/sipedge.toml").replace(
+            "[[gateways]]\nname = \"gw1.lab.example\"\nport = 5060\ntransport = \"udp\"\nsite = \"lab\"\n",
+            "",
+        )
+        .replace("peers = { \"gw1.lab.example\" = 5000 }\n", "");
+        let cfg = Config::from_toml(Path::new("config/sipedge.toml"), &text).unwrap();
+        let smaller = RoutingTable::build(&cfg, &|n| cfg.static_host(n)).unwrap();
+        h.retarget(t0 + s * 6, &smaller, s);
+        assert!(h.demoted().is_empty());
+        assert!(!h.states().contains_key("gw1.lab.example"));
     }
 
     /// The core sends the probes on its own timer, consumes the answers (nothing is relayed)

@@ -1,7 +1,9 @@
 //! The stateful proxy: [`core::Core`] is the RFC 3261 §16 proxy as a sans-IO state machine
 //! (phases admit → route → forward → relay_response → fail → log); [`driver`] is the tokio loop
-//! that feeds it. SIGTERM/SIGINT start a graceful drain: new INVITEs get 503 with Retry-After,
-//! transactions in flight finish, then the loop ends (bounded by `limits.drain_timeout_s`).
+//! that feeds it. Maintenance mode and the drain (SIGTERM/SIGINT) refuse new calls and OPTIONS
+//! with 503 and Retry-After while calls in progress go on; the drain ends when the last call has
+//! ended, or at `limits.drain_timeout_s` with a BYE of ours to both legs of every call left
+//! (`core/service.rs`). A reloaded configuration reaches the core through the driver.
 //! [`anchor`] binds media anchoring to dialogs over a [`crate::media::MediaBackend`];
 //! [`health`] keeps the OPTIONS health of the targets.
 

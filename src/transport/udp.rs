@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
+use crate::transport::ingress::IngressTx;
 use bytes::Bytes;
 use nix::sys::socket::{self as nxs, MsgFlags, SockaddrIn, SockaddrIn6};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use crate::transport::ingress::IngressTx;
 use tracing::{debug, info};
 
 use crate::config::{Side, Transport};
@@ -146,12 +146,7 @@ pub(super) async fn error_loop(side: Side, sock: Arc<UdpSocket>, tx: IngressTx) 
     }
 }
 
-pub(super) async fn udp_loop(
-    side: Side,
-    sock: Arc<UdpSocket>,
-    tx: IngressTx,
-    max: usize,
-) {
+pub(super) async fn udp_loop(side: Side, sock: Arc<UdpSocket>, tx: IngressTx, max: usize) {
     let local = match sock.local_addr() {
         Ok(a) => a,
         Err(_) => return,

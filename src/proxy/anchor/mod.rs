@@ -198,6 +198,18 @@ pub struct Anchor {
     pub stats: AnchorStats,
 }
 
+/// Each gateway's name, static address and SRTP mode.
+fn gateway_modes(cfg: &Config) -> Vec<(String, Option<IpAddr>, SrtpMode)> {
+    cfg.gateways
+        .iter()
+        .map(|g| {
+            let name = g.name.to_string();
+            let ip = cfg.static_host(&name);
+            (name, ip, g.srtp)
+        })
+        .collect()
+}
+
 impl std::fmt::Debug for Anchor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Anchor")
@@ -228,17 +240,8 @@ impl Anchor {
         settings: MediaSettings,
         media: Box<dyn MediaBackend>,
     ) -> Anchor {
-        let gateways = cfg
-            .gateways
-            .iter()
-            .map(|g| {
-                let name = g.name.to_string();
-                let ip = cfg.static_host(&name);
-                (name, ip, g.srtp)
-            })
-            .collect();
         let addresses = AddressPolicy::from_config(cfg, &settings);
-        let mut a = Anchor::new(settings, cfg.cloud_peer.srtp, gateways, media);
+        let mut a = Anchor::new(settings, cfg.cloud_peer.srtp, gateway_modes(cfg), media);
         a.addresses = addresses;
         a.set_latching(
             cfg.cloud_peer.latching,
@@ -260,6 +263,33 @@ impl Anchor {
             .into_iter()
             .map(|(n, m)| (n.to_ascii_lowercase(), m))
             .collect();
+    }
+
+    /// A reloaded configuration: SRTP modes, codecs and the media timeout of `cfg` apply to
+    /// calls set up from now on (media supervision uses the new timeout for every call); calls
+    /// in progress keep their negotiation and keys. The address and port range stay (they need
+    /// a restart).
+    pub fn reconfigure(&mut self, cfg: &Config, settings: &MediaSettings) {
+        self.settings = MediaSettings {
+            ip: self.settings.ip,
+            port_min: self.settings.port_min,
+            port_max: self.settings.port_max,
+            relay_workers: self.settings.relay_workers,
+            ..settings.clone()
+        };
+        self.policies = [
+            CodecPolicy::new(settings.gateway_codecs.iter().cloned()),
+            CodecPolicy::new(settings.cloud_codecs.iter().cloned()),
+        ];
+        self.cloud_srtp = cfg.cloud_peer.srtp;
+        self.gateways = gateway_modes(cfg);
+        self.addresses = AddressPolicy::from_config(cfg, &self.settings);
+        self.set_latching(
+            cfg.cloud_peer.latching,
+            cfg.gateways
+                .iter()
+                .map(|g| (g.name.to_string(), g.latching)),
+        );
     }
 
     /// An anchor over `settings` and `media`, with the cloud peer's and each gateway's SRTP

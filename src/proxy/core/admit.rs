@@ -1,7 +1,8 @@
 //! **admit**: a request arrives. Its sender is identified first — a configured peer by its
 //! verified TLS identity or source address — and a request from anyone else gets no state at
 //! all (at most a rate-limited stateless 403). Out-of-dialog requests pass the overload limits
-//! before a transaction exists (a stateless 503 with Retry-After otherwise). Retransmissions
+//! before a transaction exists (a stateless 503 with Retry-After otherwise; so do all of them
+//! in maintenance and during the drain). Retransmissions
 //! find their server transaction (§17.2.3) from the same peer only; a new INVITE gets its
 //! transaction and 100 Trying; Max-Forwards (483), Proxy-Require (420), the Request-URI scheme
 //! (416) and loops (482) are checked; OPTIONS to us is answered; ACK and CANCEL take their own
@@ -112,7 +113,11 @@ impl Core {
         // Overload control, before any state: out-of-dialog requests by peer and call rates,
         // every request by the size of the transaction table.
         let initial = req.to_hdr().and_then(|t| t.tag()).is_none();
-        let shed = if initial {
+        let shed = if initial && self.out_of_service().is_some() {
+            // Maintenance or drain: new calls and OPTIONS get a 503, so the peers move on to
+            // the next appliance; calls in progress keep their in-dialog requests.
+            self.out_of_service()
+        } else if initial {
             self.overload
                 .admit(
                     now,
@@ -248,14 +253,6 @@ impl Core {
 
     /// The admit phase: returns the rejection, if any.
     pub(super) fn admit(&self, req: &Message, method: &Method) -> Result<(), Refusal> {
-        if self.draining
-            && *method == Method::Invite
-            && req.to_hdr().and_then(|t| t.tag()).is_none()
-        {
-            return Err(
-                Refusal::new(503, "draining: new calls refused".into()).with("Retry-After", b"60")
-            );
-        }
         // §16.3 step 3.
         if req.max_forwards() == Some(0)
             && !(*method == Method::Options && self.is_us_uri(req.request_uri()))
@@ -392,9 +389,16 @@ impl Core {
             return;
         }
         info!("CANCEL: cancelling pending branches");
+        self.cancel_invite(now, &invite);
+    }
+
+    /// Cancels the INVITE of server transaction `invite` (§16.10): no further target is tried,
+    /// the branch in progress gets a CANCEL (its 487 goes upstream), or the caller gets a 487
+    /// at once when no branch is in progress.
+    pub(super) fn cancel_invite(&mut self, now: Instant, invite: &ServerKey) {
         let mut to_cancel = Vec::new();
         let mut answer_487 = false;
-        if let Some(e) = self.servers.get_mut(&invite) {
+        if let Some(e) = self.servers.get_mut(invite) {
             if let Some(ctx) = e.ctx.as_mut() {
                 ctx.cancelled = true;
                 ctx.remaining.clear();
@@ -410,11 +414,11 @@ impl Core {
         if answer_487 {
             if let Some(orig) = self
                 .servers
-                .get(&invite)
+                .get(invite)
                 .and_then(|e| e.ctx.as_ref())
                 .map(|c| c.request.clone())
             {
-                self.respond(now, &invite, &orig, 487, &[]);
+                self.respond(now, invite, &orig, 487, &[]);
             }
         }
     }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use crate::cdr::{CallRecord, Direction, EndedBy, LegRecord};
+use crate::config::Side;
 use crate::media::SessionSnapshot;
+use crate::proxy::anchor::{ByeSpec, DialogInfo};
 use crate::proxy::CallKey;
 
 /// A call in progress or established.
@@ -28,6 +30,58 @@ pub(super) struct Call {
     pub answer: Option<Instant>,
     /// The gateway whose session count this established call holds.
     pub session_of: Option<String>,
+    /// The signalling side the initial INVITE came from.
+    pub caller_on: Side,
+    /// The dialog as the 2xx of the initial INVITE set it up (enough for BYEs of our own).
+    pub dialog: Option<DialogInfo>,
+    /// Highest CSeq seen in requests from each side's UA (gateway side, cloud side).
+    pub cseq: [u32; 2],
+}
+
+impl Call {
+    /// The signalling side of the caller (the initial INVITE's sender).
+    pub fn caller_side(&self) -> Side {
+        self.caller_on
+    }
+
+    /// BYEs for both legs, as a UAC for each side (§15.1.1): toward the callee as the caller
+    /// and toward the caller as the callee, each with a CSeq above what that UA's peer used.
+    /// Empty before the dialog is confirmed.
+    pub fn byes(&self, call_id: &str) -> Vec<ByeSpec> {
+        let Some(d) = &self.dialog else {
+            return Vec::new();
+        };
+        let caller = self.caller_side();
+        let callee = caller.other();
+        vec![
+            ByeSpec {
+                side: callee,
+                request_uri: d.callee_contact.clone(),
+                routes: d.routes_to_callee.clone(),
+                from: d.caller_from.clone(),
+                to: d.callee_to.clone(),
+                call_id: call_id.to_owned(),
+                cseq: self.cseq[side_index(caller)].saturating_add(1),
+            },
+            ByeSpec {
+                side: caller,
+                request_uri: d.caller_contact.clone(),
+                routes: d.routes_to_caller.clone(),
+                from: d.callee_to.clone(),
+                to: d.caller_from.clone(),
+                call_id: call_id.to_owned(),
+                cseq: self.cseq[side_index(callee)].saturating_add(1),
+            },
+        ]
+    }
+}
+
+/// Index of a side in per-side arrays.
+pub(super) fn side_index(side: Side) -> usize {
+    match side {
+        Side::Gateway => 0,
+        Side::Cloud => 1,
+    }
 }
 
 /// Every call, and the counts kept with them.
@@ -73,6 +127,21 @@ impl Calls {
             *n = n.saturating_add(1);
         } else {
             *n = n.saturating_sub(1);
+        }
+    }
+
+    /// A request of the call came from `side` with CSeq number `seq`.
+    pub fn saw_request(&mut self, key: &CallKey, side: Side, seq: u32) {
+        if let Some(c) = self.calls.get_mut(key) {
+            let n = &mut c.cseq[side_index(side)];
+            *n = (*n).max(seq);
+        }
+    }
+
+    /// The 2xx of the initial INVITE went upstream: the dialog (the first one is kept).
+    pub fn confirmed(&mut self, key: &CallKey, dialog: DialogInfo) {
+        if let Some(c) = self.calls.get_mut(key) {
+            c.dialog.get_or_insert(dialog);
         }
     }
 
@@ -195,6 +264,9 @@ mod tests {
             ringing: None,
             answer: None,
             session_of: None,
+            caller_on: Side::Cloud,
+            dialog: None,
+            cseq: [0, 1],
         }
     }
 

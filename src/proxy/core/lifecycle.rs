@@ -114,11 +114,4 @@ impl Core {
             );
         }
     }
-
-    /// The drain timed out: every call left ends (their records are made; the process exits).
-    pub fn end_all_calls(&mut self, now: Instant) {
-        for call in self.calls.keys() {
-            self.end_call(now, &call, 200, "drain timeout", EndedBy::Appliance);
-        }
-    }
 }

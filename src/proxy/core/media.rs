@@ -37,27 +37,48 @@ impl Core {
         a.on_request(now, req, hop, call)
     }
 
-    /// Lets the anchor rewrite a response about to go upstream on `key`'s server transaction.
+    /// Lets the anchor rewrite a response about to go upstream on `key`'s server transaction
+    /// (`dialog`: what a 2xx to the initial INVITE confirmed).
     pub(super) fn anchor_response(
         &mut self,
         now: Instant,
         key: &ServerKey,
         resp: &Message,
-        code: u16,
+        dialog: Option<DialogInfo>,
     ) -> Option<Message> {
         self.anchor.as_ref()?;
         let e = self.servers.get(key)?;
         let call = e.call.clone()?;
         let from = e.flow.side.other();
         let request = e.ctx.as_ref()?.request.clone();
-        let dialog = ((200..300).contains(&code)
-            && request.method() == Some(&Method::Invite)
-            && request.to_hdr().and_then(|t| t.tag()).is_none())
-        .then(|| self.dialog_info(&request, resp))
-        .flatten();
         self.anchor
             .as_mut()?
             .on_response(now, &request, resp, from, dialog, &call)
+    }
+
+    /// A 2xx to an initial INVITE about to go upstream on `key`: the dialog it confirms, kept
+    /// with the call (the core's BYEs) and handed to the anchor.
+    pub(super) fn confirm_dialog(
+        &mut self,
+        key: &ServerKey,
+        resp: &Message,
+        code: u16,
+    ) -> Option<DialogInfo> {
+        if !(200..300).contains(&code) {
+            return None;
+        }
+        let e = self.servers.get(key)?;
+        let request = &e.ctx.as_ref()?.request;
+        let initial = request.method() == Some(&Method::Invite)
+            && request.to_hdr().and_then(|t| t.tag()).is_none();
+        if !initial {
+            return None;
+        }
+        let dialog = self.dialog_info(request, resp)?;
+        if let Some(call) = e.call.clone() {
+            self.calls.confirmed(&call, dialog.clone());
+        }
+        Some(dialog)
     }
 
     /// What a BYE of ours needs, from the initial INVITE and its 2xx (§12.1: remote targets
@@ -98,7 +119,7 @@ impl Core {
         }
         for t in a.sweep(now) {
             for bye in &t.byes {
-                self.send_bye(now, bye);
+                self.send_bye(now, bye, anchor::MEDIA_TIMEOUT_REASON);
             }
             self.finish_call(
                 now,

@@ -6,7 +6,8 @@
 //! through the anchor's [`crate::media::MediaBackend`], so no socket is opened here either.
 //!
 //! A request passes through named phases, each visible as a `tracing` span:
-//! **admit** (parse checks, sender identity, Max-Forwards, loops, Proxy-Require, drain) →
+//! **admit** (parse checks, sender identity, overload, maintenance and drain, Max-Forwards,
+//! loops, Proxy-Require) →
 //! **route** (Route-set or routing policy) → **forward** (Via, Record-Route, client
 //! transaction per target) → **relay_response** (§16.7 response context) → **fail** (failover
 //! to the next target, or the best final response upstream) → **log**.
@@ -24,6 +25,7 @@
 //! | `txns.rs` | transaction output, events and timer slots |
 //! | `media.rs` | the media anchor's hooks |
 //! | `probes.rs` | OPTIONS health probes and per-gateway session counts |
+//! | `service.rs` | out of service (maintenance, drain and its BYEs) and configuration reload |
 
 mod admit;
 mod calls;
@@ -38,6 +40,7 @@ mod probes;
 mod resolve;
 mod response;
 mod route;
+mod service;
 mod txns;
 mod unknown;
 
@@ -61,7 +64,7 @@ use crate::sip::Message;
 use crate::stats::{ProxyStats, Published};
 
 use super::health::Health;
-use crate::txn::{BranchKey, ClientKey, ClientTxn, ServerKey, ServerTxn, State, TimerConfig};
+use crate::txn::{BranchKey, ClientKey, ClientTxn, ServerKey, ServerTxn, TimerConfig};
 
 /// The methods we allow (OPTIONS answers carry them).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO, UPDATE, PRACK";
@@ -175,6 +178,9 @@ pub struct Core {
     parked: HashMap<String, Vec<Parked>>,
     resolve_out: VecDeque<String>,
     spread: u64,
+    /// Maintenance mode: new out-of-dialog requests get a 503 (see `service.rs`).
+    maintenance: bool,
+    /// The drain after SIGTERM: the same, until the last call has ended.
     draining: bool,
     pub stats: ProxyStats,
     /// The directory snapshot, swapped by the store watcher while calls run.
@@ -280,6 +286,7 @@ impl Core {
             parked: HashMap::new(),
             resolve_out: VecDeque::new(),
             spread: 0,
+            maintenance: false,
             draining: false,
             stats: ProxyStats::default(),
             anchor: None,
@@ -326,6 +333,7 @@ impl Core {
             media: self.anchor.as_ref().map(Anchor::snapshot),
             health: self.health_states(),
             live: self.live(),
+            maintenance: self.maintenance,
         }
     }
 
@@ -336,12 +344,6 @@ impl Core {
 
     pub fn anchor(&self) -> Option<&Anchor> {
         self.anchor.as_ref()
-    }
-
-    /// Replaces the routing table (configuration reload); transactions in flight keep theirs.
-    pub fn set_table(&mut self, table: RoutingTable) {
-        self.overload.set_limits(overload_limits(&self.cfg, &table));
-        self.table = table;
     }
 
     /// The record of a call that ended, for the call-record writer.
@@ -368,24 +370,6 @@ impl Core {
             self.heap.pop();
         }
         media
-    }
-
-    /// Starts the graceful drain: new INVITEs get 503 with Retry-After.
-    pub fn start_drain(&mut self) {
-        self.draining = true;
-    }
-
-    /// Nothing left in flight: every server transaction has sent its final response and every
-    /// client transaction has received one. (Transactions lingering in Completed/Accepted only
-    /// absorb retransmissions; the drain need not wait for them.)
-    pub fn is_idle(&self) -> bool {
-        let live = |s: State| matches!(s, State::Calling | State::Trying | State::Proceeding);
-        !self.servers.values().any(|e| live(e.txn.state()))
-            && !self.clients.values().any(|c| live(c.txn.state()))
-    }
-
-    pub fn transaction_count(&self) -> (usize, usize) {
-        (self.servers.len(), self.clients.len())
     }
 
     // ---------------------------------------------------------------- events in

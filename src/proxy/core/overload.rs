@@ -93,6 +93,10 @@ pub enum Shed {
     Calls,
     /// The transaction table is full.
     Transactions,
+    /// Maintenance mode: the appliance takes no new calls (nor OPTIONS) until it leaves it.
+    Maintenance,
+    /// The drain after SIGTERM: no new calls before the process exits.
+    Draining,
 }
 
 impl Shed {
@@ -103,6 +107,8 @@ impl Shed {
             Shed::CallRate => "call_rate",
             Shed::Calls => "calls",
             Shed::Transactions => "transactions",
+            Shed::Maintenance => "maintenance",
+            Shed::Draining => "draining",
         }
     }
 }

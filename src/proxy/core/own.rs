@@ -1,5 +1,6 @@
 //! Requests of our own, each in a client transaction no server transaction waits for: CANCEL
-//! of a branch (§9.1), the ACK of a non-2xx (§17.1.1.3), and the BYEs of a media timeout.
+//! of a branch (§9.1), the ACK of a non-2xx (§17.1.1.3), and the BYEs of a media timeout or
+//! of the drain's end.
 
 use std::time::Instant;
 
@@ -7,7 +8,6 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::{ClientEntry, Core, RouteError};
-use crate::proxy::anchor;
 use crate::proxy::anchor::ByeSpec;
 use crate::routing::NextHop;
 use crate::sip::{HeaderName, Message, NameAddr};
@@ -77,8 +77,8 @@ impl Core {
     }
 
     /// Sends a BYE of our own in its own client transaction (RFC 3261 §15.1.1 as a UAC for
-    /// both sides: the dialog's identifiers, a CSeq above the sender's, RFC 3326 Reason).
-    pub(super) fn send_bye(&mut self, now: Instant, b: &ByeSpec) {
+    /// both sides: the dialog's identifiers, a CSeq above the sender's, RFC 3326 `reason`).
+    pub(super) fn send_bye(&mut self, now: Instant, b: &ByeSpec, reason: &str) {
         let next = b
             .routes
             .first()
@@ -117,18 +117,14 @@ impl Core {
         s.push_str(&format!(
             "Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} BYE\r\n\
              Reason: {}\r\nContent-Length: 0\r\n\r\n",
-            b.from,
-            b.to,
-            b.call_id,
-            b.cseq,
-            anchor::MEDIA_TIMEOUT_REASON
+            b.from, b.to, b.call_id, b.cseq, reason
         ));
         let data = Bytes::from(s);
         let ckey = ClientKey::new(branch.as_bytes(), b"BYE");
         if self.clients.contains_key(&ckey) {
             return;
         }
-        info!(call_id = %b.call_id, side = b.side.as_str(), addr = %hop.addr, "media timeout: BYE");
+        info!(call_id = %b.call_id, side = b.side.as_str(), addr = %hop.addr, %reason, "BYE of ours");
         if !self.start_own_request(now, ckey, hop, data) {
             warn!(call_id = %b.call_id, "BYE: built message does not parse");
         }

@@ -266,7 +266,8 @@ impl Core {
         code: u16,
     ) {
         self.call_progress(now, key, code);
-        let anchored = self.anchor_response(now, key, resp, code);
+        let dialog = self.confirm_dialog(key, resp, code);
+        let anchored = self.anchor_response(now, key, resp, dialog);
         let resp = anchored.as_ref().unwrap_or(resp);
         let mut ed = resp.edit();
         ed.pop_via();

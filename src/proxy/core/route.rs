@@ -48,11 +48,14 @@ impl Core {
             Ok(Routing::Follow { target, gateway }) => {
                 // A request of a call: a BYE ends it here, whatever its own fate downstream.
                 if let Some(call) = self.call_of(&req, &gateway) {
+                    if let Some(c) = req.cseq() {
+                        self.calls.saw_request(&call, flow.side, c.seq);
+                    }
                     if req.method() == Some(&Method::Bye) {
-                        let caller_side = match self.calls.get(&call).map(|c| c.direction) {
-                            Some(Direction::Inbound) => Side::Gateway,
-                            _ => Side::Cloud,
-                        };
+                        let caller_side = self
+                            .calls
+                            .get(&call)
+                            .map_or(Side::Cloud, |c| c.caller_side());
                         let by = if flow.side == caller_side {
                             EndedBy::Caller
                         } else {
@@ -156,6 +159,19 @@ impl Core {
             Sender::Gateway { name, .. } => (Direction::Inbound, Some(name.clone())),
             Sender::CloudPeer => (Direction::Outbound, None),
         };
+        // The side the INVITE came from (a call another site hands over comes on the gateway
+        // side yet is routed as an outbound call).
+        let caller = self.servers.get(key).map_or(
+            match direction {
+                Direction::Inbound => Side::Gateway,
+                Direction::Outbound => Side::Cloud,
+            },
+            |e| e.flow.side,
+        );
+        let mut cseq = [0, 0];
+        if let Some(c) = req.cseq() {
+            cseq[super::calls::side_index(caller)] = c.seq;
+        }
         self.calls.start(
             call.clone(),
             Call {
@@ -171,6 +187,9 @@ impl Core {
                 ringing: None,
                 answer: None,
                 session_of: None,
+                caller_on: caller,
+                dialog: None,
+                cseq,
             },
         );
         if let Some(e) = self.servers.get_mut(key) {
