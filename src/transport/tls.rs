@@ -180,6 +180,19 @@ impl Policy {
                     name: g.name.to_string(),
                     site: g.site.clone(),
                 })
+                // Other sites' mediation servers hand calls over on the gateway side with
+                // mutual TLS, their mediation FQDN as identity: admitted like our gateways
+                // (the core tells them apart by name).
+                .chain(
+                    cfg.sites
+                        .iter()
+                        .filter(|s| s.name != cfg.appliance.site)
+                        .flat_map(|s| s.mediation_servers.iter())
+                        .map(|m| GatewayIdentity {
+                            name: m.fqdn.to_string(),
+                            site: cfg.appliance.site.clone(),
+                        }),
+                )
                 .collect(),
             site: cfg.appliance.site.clone(),
             cloud_peer_names: cfg.tls.cloud_peer_names.clone(),

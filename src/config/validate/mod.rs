@@ -9,10 +9,12 @@
 //! - `tenant.rs`: `[appliance]`, `[tenant]`, `[[users]]`;
 //! - `listen.rs`: `[listen.gateway]`, `[listen.cloud]`, `[admin]`;
 //! - `peers.rs`: `[cloud_peer]`, `[[sites]]`, `[[gateways]]`, `[hosts]`;
+//! - `dialplan.rs`: `[[dial_plans]]` and the sites' `emergency_numbers`;
 //! - `settings.rs`: `[sip]`, `[limits]`, `[routing]`;
 //! - `media.rs`: `[media]`;
 //! - `tls.rs`: `[tls]`.
 
+mod dialplan;
 mod listen;
 mod media;
 mod overload;
@@ -63,7 +65,8 @@ impl Config {
         let (gateway_listen, cloud_listen) = v.listen(&raw.listen)?;
         let tenant = v.tenant(&raw.tenant)?;
         let cloud_peer = v.cloud_peer(&raw.cloud_peer)?;
-        let (sites, site_names) = v.sites(&raw.sites, &appliance)?;
+        let dial_plans = v.dial_plans(&raw.dial_plans)?;
+        let (sites, site_names) = v.sites(&raw.sites, &appliance, &dial_plans)?;
         let gateways = v.gateways(base, &raw.gateways, &site_names)?;
         let hosts = v.hosts(&raw.hosts)?;
         v.gateway_addresses(&gateways, &hosts)?;
@@ -100,6 +103,7 @@ impl Config {
             media,
             tls,
             overload,
+            dial_plans,
         })
     }
 }
