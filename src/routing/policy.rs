@@ -12,15 +12,13 @@
 //!   called number is normalised to E.164 (484); the user whose line URI it is is found (404)
 //!   and must have enterprise voice (480); the call goes to the cloud peer with the
 //!   Request-URI set to the user's SIP address.
-//! - **Outbound** (from the cloud peer): a Request-URI host that is a hybrid mediation server
-//!   FQDN is a conference escalation (routed through that server's site, or 404 when it is not
-//!   registered). Else the caller (P-Asserted-Identity, else From) must be a known user (403)
-//!   with enterprise voice (403); the dialled number must be E.164 (484); the target site is
-//!   the user's hybrid PSTN site, else the tenant's default site (the site whose access edge
-//!   FQDN is the tenant's *peer destination*), else 403; the voice routing policy may refuse
-//!   international numbers (403). This appliance's site → its gateways (priority groups, weight
-//!   spread, healthy first, demoted last, full ones skipped; none → 503 with Retry-After);
-//!   another site → that site's mediation servers.
+//!   The cloud peers are tried in priority order, healthy first.
+//! - **Outbound** (from the cloud peer, or handed over by another site's appliance): see
+//!   `outbound.rs` — conference escalation, caller and site, emergency numbers, enterprise
+//!   voice, dial plan, E.164 (484), the voice routing policy (403). This appliance's site → its
+//!   gateways (priority groups, weight spread, healthy first, demoted last, full ones skipped;
+//!   none → 503 with Retry-After); another site → that site's mediation servers, those down
+//!   skipped (all down → 503). A handed-over call always goes to this site's gateways.
 //!
 //! What makes a dialled number international is defined with the numbers, in `e164.rs`. The
 //! trial order of this site's gateways ([`RoutingTable::site_gateways`]) is policy too: it
