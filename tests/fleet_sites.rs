@@ -193,18 +193,23 @@ fn final_response(agent: &Agent, t: Duration) -> String {
     panic!("no final response within {t:?}");
 }
 
-/// An in-dialog request: `route` as the Route set, the dialog's tags and Call-ID.
-fn in_dialog(
-    method: &str,
-    agent: &Agent,
-    ruri: &str,
-    route: &[String],
-    from: &str,
-    to: &str,
-    call_id: &str,
-    cseq: u32,
-) -> String {
+/// One side's view of a dialog: its route set, its From and To (with the tags), the Call-ID.
+struct Dialog<'a> {
+    route: &'a [String],
+    from: &'a str,
+    to: &'a str,
+    call_id: &'a str,
+}
+
+/// An in-dialog request of `d` to `ruri`.
+fn in_dialog(method: &str, agent: &Agent, ruri: &str, d: &Dialog<'_>, cseq: u32) -> String {
     let a = agent.addr();
+    let Dialog {
+        route,
+        from,
+        to,
+        call_id,
+    } = d;
     let routes: String = route.iter().map(|r| format!("Route: {r}\r\n")).collect();
     format!(
         "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {a};branch=z9hG4bK-{method}-{cseq}-{}\r\n\
@@ -261,8 +266,14 @@ fn erin_through_the_lab_reaches_gw1_remote_via_the_remote_appliance() {
     let call_id = header(&ok, "Call-ID").unwrap().to_owned();
     let contact = header(&ok, "Contact").unwrap();
     let target = contact.trim_start_matches('<').trim_end_matches('>');
+    let caller_side = Dialog {
+        route: &route,
+        from: &from_hdr,
+        to: &to,
+        call_id: &call_id,
+    };
     cloud.send_to(
-        in_dialog("ACK", &cloud, target, &route, &from_hdr, &to, &call_id, 1).as_bytes(),
+        in_dialog("ACK", &cloud, target, &caller_side, 1).as_bytes(),
         LAB_CLOUD,
     );
     let (ack, _) = wait_for(&gw_remote, "ACK ", T).expect("the ACK reaches gw1.remote");
@@ -271,18 +282,14 @@ fn erin_through_the_lab_reaches_gw1_remote_via_the_remote_appliance() {
     let gw_route = record_routes(&inv);
     let caller_contact = header(&inv, "Contact").unwrap();
     let caller_target = caller_contact.trim_start_matches('<').trim_end_matches('>');
+    let callee_side = Dialog {
+        route: &gw_route,
+        from: &to,
+        to: &from_hdr,
+        call_id: &call_id,
+    };
     gw_remote.send_to(
-        in_dialog(
-            "BYE",
-            &gw_remote,
-            caller_target,
-            &gw_route,
-            &to,
-            &from_hdr,
-            &call_id,
-            2,
-        )
-        .as_bytes(),
+        in_dialog("BYE", &gw_remote, caller_target, &callee_side, 2).as_bytes(),
         REMOTE_GW,
     );
     let (bye, from) = wait_for(&cloud, "BYE ", T).expect("gw1.remote's BYE reaches the cloud");

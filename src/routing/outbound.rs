@@ -19,7 +19,7 @@ use super::e164::{called_number, is_international, normalize_e164};
 use super::policy::{caller_uri, reject, reject_with, to_site, Decision, Live, Routed};
 use super::table::RoutingTable;
 use crate::config::VoiceRoutingPolicy;
-use crate::sip::{Message, Scheme, Uri};
+use crate::sip::{Message, Scheme};
 
 /// Who handed the call over: `(mediation FQDN, site)` of another site's appliance; `None`:
 /// the cloud peer.
@@ -103,7 +103,6 @@ fn emergency(
 /// Outbound: see the module doc for the order of the checks.
 pub(super) fn outbound(
     req: &Message,
-    uri: &Uri<'_>,
     via: Via<'_>,
     table: &RoutingTable,
     dir: &Directory,
@@ -117,8 +116,11 @@ pub(super) fn outbound(
             "outbound: handed over by mediation server {fqdn} of site {site}"
         )),
     }
+    let Some(uri) = req.request_uri() else {
+        return reject(400, "no Request-URI".into(), trace);
+    };
     let host = String::from_utf8_lossy(uri.host()).to_ascii_lowercase();
-    let raw = called_number(uri).unwrap_or_default();
+    let raw = called_number(&uri).unwrap_or_default();
 
     // Conference escalation: the Request-URI names a hybrid mediation server. A handed-over
     // call names our mediation server with the number dialled: that is no escalation.

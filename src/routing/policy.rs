@@ -223,17 +223,10 @@ pub fn route(
     }
     match sender {
         Sender::Gateway { name, site } => inbound(&uri, name, site, table, dir, live, trace),
-        Sender::Appliance { fqdn, site } => outbound(
-            req,
-            &uri,
-            Some((fqdn, site)),
-            table,
-            dir,
-            live,
-            spread,
-            trace,
-        ),
-        Sender::CloudPeer => outbound(req, &uri, None, table, dir, live, spread, trace),
+        Sender::Appliance { fqdn, site } => {
+            outbound(req, Some((fqdn, site)), table, dir, live, spread, trace)
+        }
+        Sender::CloudPeer => outbound(req, None, table, dir, live, spread, trace),
     }
 }
 
