@@ -83,7 +83,18 @@ impl Config {
             None => None,
         };
         let tls = v.tls(base, &raw.tls, &cloud_peer)?;
-        let overload = v.overload(&raw.overload, &gateways, cloud_peer.fqdn.as_str())?;
+        // Other sites' mediation servers hand calls over: a rate of their own may be set.
+        let appliances: Vec<String> = sites
+            .iter()
+            .filter(|s| s.name != appliance.site)
+            .flat_map(|s| s.mediation_servers.iter().map(|m| m.fqdn.to_string()))
+            .collect();
+        let overload = v.overload(
+            &raw.overload,
+            &gateways,
+            cloud_peer.fqdn.as_str(),
+            &appliances,
+        )?;
 
         Ok(Config {
             file: path.to_owned(),
