@@ -30,10 +30,15 @@ struct Node {
 }
 
 fn node(file: &str, ip: &str, now: Instant) -> Node {
+    node_with(file, ip, now, |t| t)
+}
+
+/// An appliance on `config/<file>` with `edit` applied to its text.
+fn node_with(file: &str, ip: &str, now: Instant, edit: impl FnOnce(String) -> String) -> Node {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("config")
         .join(file);
-    let cfg = Config::load(&path).unwrap();
+    let cfg = Config::from_toml(&path, &edit(std::fs::read_to_string(&path).unwrap())).unwrap();
     let table = RoutingTable::build(&cfg, &|n| cfg.static_host(n)).unwrap();
     let gw = addr(&format!("{ip}:5068"));
     let cloud = addr(&format!("{ip}:5062"));
@@ -74,7 +79,31 @@ impl Net {
     /// `from` sends `text` to `to` (an appliance listener); everything that follows is
     /// delivered until nothing moves.
     fn send(&mut self, from: &str, to: SocketAddr, text: &str) {
-        let mut queue = vec![(addr(from), to, text.to_owned())];
+        self.deliver(vec![(addr(from), to, text.to_owned())]);
+    }
+
+    /// The clock moves to `at`: each core's timers run and what they send is delivered.
+    fn advance(&mut self, at: Instant) {
+        self.now = at;
+        let mut queue = Vec::new();
+        for n in &mut self.nodes {
+            n.core.handle_timeout(at);
+            while let Some(t) = n.core.poll_transmit() {
+                let from = match t.side {
+                    Side::Gateway => n.gw,
+                    Side::Cloud => n.cloud,
+                };
+                queue.push((
+                    from,
+                    t.remote,
+                    String::from_utf8_lossy(&t.data).into_owned(),
+                ));
+            }
+        }
+        self.deliver(queue);
+    }
+
+    fn deliver(&mut self, mut queue: Vec<(SocketAddr, SocketAddr, String)>) {
         while let Some((src, dst, data)) = queue.pop() {
             let Some(i) = self
                 .nodes
@@ -360,4 +389,85 @@ fn a_lab_gateway_is_refused_by_the_remote_appliance_and_bob_by_his_policy() {
     let (_, r) = net.one(CLOUD, "SIP/2.0 403");
     assert!(r.contains("Call-ID: bob-1"), "{r}");
     assert!(net.take("127.0.0.2:5060", "INVITE ").is_empty());
+}
+
+/// Three cloud peers, the first silent: the call goes to the second when the failover timer
+/// expires, and never to the third.
+#[test]
+fn a_silent_first_cloud_peer_hands_the_call_to_the_second_after_the_failover_timer() {
+    let mut net = Net::new();
+    let t0 = net.now;
+    net.nodes[0] = node_with("sipedge.toml", "127.0.0.1", t0, |t| {
+        t.replace(
+            "fqdn = \"sip.cloud.lab.example\"",
+            "fqdns = [\"sip.cloud.lab.example\", \"sip2.cloud.lab.example\", \"sip3.cloud.lab.example\"]",
+        )
+        .replace(
+            "[hosts]\n",
+            "[hosts]\n\"sip2.cloud.lab.example\" = \"127.0.0.8\"\n\"sip3.cloud.lab.example\" = \"127.0.0.9\"\n",
+        )
+        .replace("failover_timer_s = 10", "failover_timer_s = 2")
+    });
+    let lab_gw = net.nodes[0].gw;
+    net.send(
+        "127.0.0.2:5060",
+        lab_gw,
+        &invite(
+            "127.0.0.2:5060",
+            "sip:+14255550100@mediation.lab.example;user=phone",
+            "+12065550100@gw1.lab.example",
+            "fo-1",
+        ),
+    );
+    let (_, first) = net.one(CLOUD, "INVITE ");
+    assert!(first.starts_with("INVITE sip:alice@lab.example"), "{first}");
+    net.advance(t0 + std::time::Duration::from_millis(1900));
+    assert!(
+        net.take("127.0.0.8:5060", "INVITE ").is_empty(),
+        "not before the timer"
+    );
+    net.advance(t0 + std::time::Duration::from_millis(2100));
+    let (from, second) = net.one("127.0.0.8:5060", "INVITE ");
+    assert_eq!(from, net.nodes[0].cloud);
+    assert!(
+        second.starts_with("INVITE sip:alice@lab.example"),
+        "{second}"
+    );
+    // The silent one never rang: no CANCEL for it (RFC 3261 §9.1); the second answers and
+    // the third is never tried.
+    assert!(net.take(CLOUD, "CANCEL ").is_empty());
+    net.send(
+        "127.0.0.8:5060",
+        net.nodes[0].cloud,
+        &reply(&second, 200, "127.0.0.8:5060"),
+    );
+    let (_, ok) = net.one("127.0.0.2:5060", "SIP/2.0 200");
+    assert!(ok.contains("Call-ID: fo-1"), "{ok}");
+    assert!(net.take("127.0.0.9:5060", "INVITE ").is_empty());
+}
+
+/// 911 from bob (international calls disallowed) and from carol (no site) reaches a gateway
+/// of lab with the number unchanged.
+#[test]
+fn emergency_calls_of_bob_and_carol_reach_a_lab_gateway() {
+    let mut net = Net::new();
+    let lab_cloud = net.nodes[0].cloud;
+    for (caller, call) in [
+        ("bob@lab.example", "sos-bob"),
+        ("carol@lab.example", "sos-carol"),
+    ] {
+        net.send(
+            CLOUD,
+            lab_cloud,
+            &invite(CLOUD, "sip:911@ap.lab.example;user=phone", caller, call),
+        );
+        let mut got = net.take("127.0.0.2:5060", "INVITE ");
+        got.extend(net.take("127.0.0.5:5060", "INVITE "));
+        assert_eq!(got.len(), 1, "{caller}: {got:?}");
+        assert!(got[0].1.starts_with("INVITE sip:911@gw"), "{}", got[0].1);
+        assert!(
+            net.take(CLOUD, "SIP/2.0 4").is_empty(),
+            "{caller}: no refusal"
+        );
+    }
 }
