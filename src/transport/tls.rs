@@ -3,8 +3,10 @@
 //! their atomic reload, handshake limits, and the verified peer identity carried by each flow.
 //!
 //! * Gateway side server: [`pki::tls::server_config_gateway_side`] — a client certificate is
-//!   required, chained to our trust anchors, not revoked, and naming a gateway of our site;
-//!   the verifier decides inside the handshake, so a refused peer gets a TLS alert.
+//!   required, chained to our trust anchors, not revoked, and naming a gateway of our site or
+//!   another site's mediation server (an appliance handing over calls; the site CA goes in
+//!   `tls.trust`); the verifier decides inside the handshake, so a refused peer gets a TLS
+//!   alert.
 //! * Cloud side server: [`pki::tls::server_config_cloud_side`] — mutual TLS, the peer's
 //!   certificate must carry one of `tls.cloud_peer_names`.
 //! * Clients (outbound to gateways and to the cloud peer): our certificate of that side as the
