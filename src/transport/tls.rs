@@ -526,6 +526,21 @@ mod tests {
     }
 
     #[test]
+    fn other_sites_mediation_servers_are_admitted_gateway_side_identities() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = lab_cfg(&dir.path().join("state"));
+        let p = Policy::of(&cfg);
+        let admitted = |n: &str| p.gateways.iter().any(|g| g.name == n && g.site == p.site);
+        assert!(admitted("mediation.remote.example"));
+        assert!(admitted("gw1.lab.example"));
+        assert!(!admitted("mediation.lab.example"), "not our own");
+        assert!(
+            !admitted("gw1.remote.example"),
+            "another site's gateway stays refused"
+        );
+    }
+
+    #[test]
     fn per_gateway_ca_files_join_the_trust_anchors() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = lab_cfg(&dir.path().join("state"));
