@@ -106,7 +106,8 @@ impl Health {
 
     /// A response to one of our OPTIONS came from `name`.
     pub fn on_answer(&mut self, now: Instant, name: &str) {
-        if let Some(t) = self.targets.iter_mut().find(|t| t.hop.name == name) {
+        // Health is a name's: an answer from any of its addresses keeps every one of them.
+        for t in self.targets.iter_mut().filter(|t| t.hop.name == name) {
             t.last_answer = now;
         }
         if self.demoted.remove(name) {

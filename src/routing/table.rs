@@ -96,20 +96,42 @@ impl Sender {
 /// A name resolver for building the table: static entries, then the system (done by the
 /// caller, which passes a closure).
 pub type Resolve<'a> = dyn Fn(&str) -> Option<IpAddr> + 'a;
+
+/// A resolver giving every address of a name, in the resolver's order.
+pub type ResolveAll<'a> = dyn Fn(&str) -> Vec<IpAddr> + 'a;
+
+/// Most addresses kept for one cloud peer name.
+pub const MAX_ADDRESSES_PER_NAME: usize = 8;
 impl RoutingTable {
     /// Builds the table from the configuration; `resolve` maps a name to an address (static
     /// `[hosts]` entries first, then the system resolver — the IO layer decides).
     pub fn build(cfg: &Config, resolve: &Resolve<'_>) -> Result<RoutingTable, String> {
+        RoutingTable::build_all(cfg, &|n| resolve(n).into_iter().collect())
+    }
+
+    /// [`RoutingTable::build`] with every address of each name: a cloud peer whose name has
+    /// several addresses is one target per address (in the resolver's order, at most
+    /// [`MAX_ADDRESSES_PER_NAME`]), all under its name; gateways and mediation servers take
+    /// the first (their address names them).
+    pub fn build_all(cfg: &Config, resolve_all: &ResolveAll<'_>) -> Result<RoutingTable, String> {
+        let resolve = |n: &str| resolve_all(n).into_iter().next();
         let mut cloud_peers = Vec::new();
         for f in &cfg.cloud_peer.fqdns {
-            let ip =
-                resolve(f.as_str()).ok_or_else(|| format!("cloud peer {f} does not resolve"))?;
-            cloud_peers.push(NextHop {
+            let mut ips: Vec<IpAddr> = Vec::new();
+            for ip in resolve_all(f.as_str()) {
+                if !ips.contains(&ip) && ips.len() < MAX_ADDRESSES_PER_NAME {
+                    ips.push(ip);
+                }
+            }
+            if ips.is_empty() {
+                return Err(format!("cloud peer {f} does not resolve"));
+            }
+            cloud_peers.extend(ips.into_iter().map(|ip| NextHop {
                 name: f.to_string(),
                 addr: SocketAddr::new(ip, cfg.cloud_peer.port),
                 transport: cfg.cloud_peer.transport,
                 side: Side::Cloud,
-            });
+            }));
         }
         let cloud_peer = cloud_peers
             .first()
@@ -410,5 +432,46 @@ mod tests {
             ip("127.0.0.5"),
             "gw2.lab.example".to_string()
         )));
+    }
+
+    #[test]
+    fn every_address_of_a_cloud_peer_name_is_a_target_of_its_own() {
+        let cfg = Config::from_toml(
+            std::path::Path::new("config/sipedge.toml"),
+            include_str!("../../config/sipedge.toml"),
+        )
+        .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let t = RoutingTable::build_all(&cfg, &|n| {
+            if n == "sip.cloud.lab.example" {
+                vec![ip("127.0.0.3"), ip("127.0.0.13"), ip("127.0.0.3")]
+            } else {
+                cfg.static_host(n).into_iter().collect()
+            }
+        })
+        .unwrap();
+        let addrs: Vec<String> = t.cloud_peers.iter().map(|p| p.addr.to_string()).collect();
+        assert_eq!(
+            addrs,
+            ["127.0.0.3:5060", "127.0.0.13:5060"],
+            "deduplicated, in order"
+        );
+        assert!(t
+            .cloud_peers
+            .iter()
+            .all(|p| p.name == "sip.cloud.lab.example"));
+        assert_eq!(t.cloud_peer.addr.ip(), ip("127.0.0.3"));
+        assert_eq!(
+            t.identify(Side::Cloud, ip("127.0.0.13")),
+            Some(Sender::CloudPeer)
+        );
+        let none = RoutingTable::build_all(&cfg, &|n| {
+            if n == "sip.cloud.lab.example" {
+                Vec::new()
+            } else {
+                cfg.static_host(n).into_iter().collect()
+            }
+        });
+        assert!(none.unwrap_err().contains("does not resolve"));
     }
 }
