@@ -68,8 +68,9 @@ pub struct Transmit {
 /// name), interned so that [`Flow`] stays `Copy`.
 ///
 /// Only names that passed verification are interned, and verification admits only configured
-/// names (gateways of our site, `tls.cloud_peer_names`, the FQDNs we connect to), so the set is
-/// bounded by the configuration; [`PeerName::intern`] also refuses beyond [`MAX_NAMES`].
+/// names (gateways of our site, other sites' mediation servers, `tls.cloud_peer_names`, the
+/// FQDNs we connect to), so the set is bounded by the configuration; [`PeerName::intern`]
+/// also refuses beyond [`MAX_NAMES`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerName(&'static str);
 

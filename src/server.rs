@@ -45,24 +45,26 @@ pub enum StartError {
 /// the system resolver.
 pub async fn resolve_table(cfg: &Config) -> Result<RoutingTable, StartError> {
     let names = RoutingTable::names_to_resolve(cfg);
-    let mut resolved: HashMap<String, IpAddr> = HashMap::new();
+    // Every address of a name (a cloud peer is tried at each of them).
+    let mut resolved: HashMap<String, Vec<IpAddr>> = HashMap::new();
     for n in names {
         if let Some(ip) = cfg.static_host(&n) {
-            resolved.insert(n, ip);
+            resolved.insert(n, vec![ip]);
             continue;
         }
         let found = tokio::net::lookup_host(format!("{n}:0"))
             .await
-            .map(|mut a| a.next());
+            .map(|a| a.map(|a| a.ip()).collect::<Vec<IpAddr>>());
         match found {
-            Ok(Some(a)) => {
-                resolved.insert(n, a.ip());
+            Ok(ips) if !ips.is_empty() => {
+                resolved.insert(n, ips);
             }
-            Ok(None) => warn!(name = %n, "name has no address"),
+            Ok(_) => warn!(name = %n, "name has no address"),
             Err(e) => warn!(name = %n, error = %e, "name does not resolve"),
         }
     }
-    RoutingTable::build(cfg, &|n| resolved.get(n).copied()).map_err(StartError::Resolve)
+    RoutingTable::build_all(cfg, &|n| resolved.get(n).cloned().unwrap_or_default())
+        .map_err(StartError::Resolve)
 }
 
 /// The media anchor of `[media]` over the real relay; `None` when the table is absent.

@@ -39,8 +39,8 @@ pub fn gateway_sender(table: &RoutingTable, from: &str) -> Option<Sender> {
         }
         for m in &s.mediation_servers {
             if m.name.eq_ignore_ascii_case(&host_only) {
-                return Some(Sender::Gateway {
-                    name: m.name.clone(),
+                return Some(Sender::Appliance {
+                    fqdn: m.name.clone(),
                     site: s.name.clone(),
                 });
             }
@@ -85,7 +85,10 @@ pub fn explain(
         return Err(format!("--to: {to:?} is not a number"));
     }
     let Sender::Gateway { name, .. } = &sender else {
-        return Err("--from: not a gateway".into());
+        return Err(format!(
+            "--from: {from} is another site's mediation server: a call it hands over is routed \
+             by its caller's policy to this site's gateways; explain it with --from <user>"
+        ));
     };
     let us = table.own_names.first().map_or("localhost", |s| s.as_str());
     let text = format!(
@@ -169,5 +172,23 @@ mod tests {
         .unwrap();
         assert_eq!(dir, ExplainDirection::Outbound);
         assert!(matches!(r.decision, Decision::Forward { .. }));
+    }
+
+    #[test]
+    fn another_sites_mediation_server_is_an_appliance_explained_by_its_caller() {
+        let (t, d) = lab();
+        assert!(matches!(
+            gateway_sender(&t, "mediation.remote.example"),
+            Some(Sender::Appliance { .. })
+        ));
+        let e = explain(
+            &t,
+            &d,
+            &Live::default(),
+            "mediation.remote.example",
+            "+14255550100",
+        )
+        .unwrap_err();
+        assert!(e.contains("routed by its caller's policy"), "{e}");
     }
 }

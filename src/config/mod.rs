@@ -41,7 +41,7 @@ pub use types::{
 };
 
 pub use model::{
-    AdminSettings, Appliance, CloudPeer, Config, Gateway, Limits, MediaSettings, MediationServer,
-    OverloadSettings, RoutingSettings, SideListen, SipSettings, Site, Tenant, TlsSettings,
-    UnknownSenders, UserDecl, DEFAULT_CODECS,
+    AdminSettings, Appliance, CloudPeer, Config, DialPlanDecl, DialRule, Gateway, Limits,
+    MediaSettings, MediationServer, OverloadSettings, RoutingSettings, SideListen, SipSettings,
+    Site, Tenant, TlsSettings, UnknownSenders, UserDecl, DEFAULT_CODECS, DEFAULT_EMERGENCY_NUMBERS,
 };

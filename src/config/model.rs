@@ -43,7 +43,10 @@ pub struct Tenant {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudPeer {
+    /// The first (primary) cloud peer: the one name the cloud side is known by.
     pub fqdn: Fqdn,
+    /// Every cloud peer FQDN in priority order (`fqdn` first); one port and transport for all.
+    pub fqdns: Vec<Fqdn>,
     pub port: u16,
     pub transport: Transport,
     /// SRTP on the cloud leg (default `required`, as Direct Routing demands).
@@ -64,6 +67,29 @@ pub struct Site {
     pub name: String,
     pub access_edge_fqdn: Fqdn,
     pub mediation_servers: Vec<MediationServer>,
+    /// Dialled strings always routed to this site's gateways, whatever the caller's policy.
+    pub emergency_numbers: Vec<String>,
+    /// The name of the site's dial plan (a `[[dial_plans]]` entry).
+    pub dial_plan: Option<String>,
+}
+
+/// The default emergency numbers of a site.
+pub const DEFAULT_EMERGENCY_NUMBERS: &[&str] = &["911", "112", "999", "933"];
+
+/// One normalization rule of a dial plan: `pattern` (a regular expression, checked when the
+/// file is read) → `translation` (`$1`… name its groups).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialRule {
+    pub name: String,
+    pub pattern: String,
+    pub translation: String,
+}
+
+/// `[[dial_plans]]`: named normalization rules, first match wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialPlanDecl {
+    pub name: String,
+    pub rules: Vec<DialRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +232,7 @@ pub struct Config {
     pub tls: TlsSettings,
     pub admin: AdminSettings,
     pub overload: OverloadSettings,
+    pub dial_plans: Vec<DialPlanDecl>,
 }
 
 /// What requests from addresses that are no peer get.

@@ -34,6 +34,25 @@ pub struct RawConfig {
     pub tls: RawTls,
     #[serde(default)]
     pub overload: RawOverload,
+    #[serde(default)]
+    pub dial_plans: Vec<RawDialPlan>,
+}
+
+/// `[[dial_plans]]`: a named list of normalization rules (first match wins).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDialPlan {
+    pub name: String,
+    #[serde(default)]
+    pub rules: Vec<RawDialRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDialRule {
+    pub name: String,
+    pub pattern: String,
+    pub translation: String,
 }
 
 /// `[overload]`: rates and caps applied before any state is kept.
@@ -95,7 +114,9 @@ pub struct RawTenant {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCloudPeer {
-    pub fqdn: String,
+    /// The single-peer form; `fqdns` lists several in priority order.
+    pub fqdn: Option<String>,
+    pub fqdns: Option<Vec<String>>,
     pub port: Option<u16>,
     pub transport: Option<String>,
     pub srtp: Option<String>,
@@ -109,6 +130,10 @@ pub struct RawSite {
     pub access_edge_fqdn: String,
     #[serde(default)]
     pub mediation_servers: Vec<RawMediationServer>,
+    /// Numbers always routed to this site's gateways (default 911, 112, 999, 933).
+    pub emergency_numbers: Option<Vec<String>>,
+    /// The `[[dial_plans]]` entry applied to this site's users (UseOnPremDialPlan).
+    pub dial_plan: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -50,6 +50,14 @@ impl Config {
             "limits.tcp_idle_timeout_s",
         );
         check(
+            self.limits.message_timeout != new.limits.message_timeout,
+            "limits.message_timeout_ms",
+        );
+        check(
+            self.limits.write_queue != new.limits.write_queue,
+            "limits.write_queue",
+        );
+        check(
             self.sip.max_message_bytes != new.sip.max_message_bytes,
             "sip.max_message_bytes",
         );
@@ -83,6 +91,8 @@ impl Config {
         c.limits.max_connections = self.limits.max_connections;
         c.limits.max_connections_per_ip = self.limits.max_connections_per_ip;
         c.limits.tcp_idle_timeout = self.limits.tcp_idle_timeout;
+        c.limits.message_timeout = self.limits.message_timeout;
+        c.limits.write_queue = self.limits.write_queue;
         c.sip.max_message_bytes = self.sip.max_message_bytes;
         c.media = match (&self.media, &new.media) {
             (Some(a), Some(b)) => Some(MediaSettings {

@@ -1,7 +1,7 @@
 //! Target health from OPTIONS (Teams Direct Routing style), sans-IO like the core.
 //!
 //! Every `options_interval` the core sends an OPTIONS to each gateway whose `send_options` is
-//! set and to the cloud peer. Any response (whatever its status: the far end is alive) within
+//! set, to every cloud peer and to the other sites' mediation servers. Any response (whatever its status: the far end is alive) within
 //! the health window (3 intervals) keeps a target healthy; a target with no response in the
 //! window is *demoted*: routing tries it last, never skips it. A response promotes it again at
 //! once. Each change is logged once.
@@ -37,7 +37,8 @@ pub struct Health {
 }
 
 impl Health {
-    /// Probes every gateway with `send_options` and the cloud peer; the first round goes out one
+    /// Probes every gateway with `send_options`, the cloud peers and the other sites' mediation
+    /// servers; the first round goes out one
     /// interval after `now` (start-up is not the moment to probe: the targets count as healthy
     /// until a window passes without an answer).
     pub fn new(now: Instant, table: &RoutingTable, interval: Duration) -> Health {
@@ -50,10 +51,15 @@ impl Health {
                 last_answer: now,
             })
             .collect();
-        targets.push(Probed {
-            hop: table.cloud_peer.clone(),
+        targets.extend(table.cloud_peers.iter().map(|p| Probed {
+            hop: p.clone(),
             last_answer: now,
-        });
+        }));
+        // Other sites' appliances, which calls of their users are handed to.
+        targets.extend(table.other_appliances().map(|(_, m)| Probed {
+            hop: m.clone(),
+            last_answer: now,
+        }));
         Health {
             interval,
             window: interval * WINDOW_INTERVALS,
@@ -122,7 +128,8 @@ impl Health {
 
     /// A response to one of our OPTIONS came from `name`.
     pub fn on_answer(&mut self, now: Instant, name: &str) {
-        if let Some(t) = self.targets.iter_mut().find(|t| t.hop.name == name) {
+        // Health is a name's: an answer from any of its addresses keeps every one of them.
+        for t in self.targets.iter_mut().filter(|t| t.hop.name == name) {
             t.last_answer = now;
         }
         if self.demoted.remove(name) {
@@ -162,15 +169,18 @@ mod tests {
             h.on_answer(now, "gw2.lab.example");
             h.on_answer(now, "sip.cloud.lab.example");
             h.on_answer(now, "gw1.remote.example");
+            h.on_answer(now, "mediation.remote.example");
             let round = h.poll_probe(now);
-            // Three gateways (send_options defaults to true) and the cloud peer.
-            assert_eq!(round.len(), 4);
+            // Three gateways (send_options defaults to true), the cloud peer and the remote
+            // site's mediation server.
+            assert_eq!(round.len(), 5);
             assert!(h.demoted().is_empty(), "within the window at {k} s");
         }
         let now = t0 + s * 4 + Duration::from_millis(1);
         h.on_answer(now, "gw2.lab.example");
         h.on_answer(now, "sip.cloud.lab.example");
         h.on_answer(now, "gw1.remote.example");
+        h.on_answer(now, "mediation.remote.example");
         h.poll_probe(now);
         assert!(h.demoted().contains("gw1.lab.example"));
         assert_eq!(h.demoted().len(), 1);
@@ -288,7 +298,14 @@ mod tests {
             now,
             &["gw2.lab.example", "sip.cloud.lab.example"],
         );
-        assert_eq!(first.len(), 4, "three gateways and the cloud peer");
+        assert_eq!(
+            first.len(),
+            5,
+            "three gateways, the cloud peer, the remote mediation server"
+        );
+        assert!(first.iter().any(|t| t
+            .data
+            .starts_with(b"OPTIONS sip:mediation.remote.example:5068")));
         let to_gw1 = first
             .iter()
             .map(|t| String::from_utf8_lossy(&t.data).into_owned())
@@ -311,6 +328,7 @@ mod tests {
         assert_eq!(states.get("gw1.lab.example"), Some(&false));
         assert_eq!(states.get("gw2.lab.example"), Some(&true));
         assert_eq!(states.get("sip.cloud.lab.example"), Some(&true));
+        assert_eq!(states.get("mediation.remote.example"), Some(&false));
         assert!(core.live().demoted.contains("gw1.lab.example"));
     }
 

@@ -15,7 +15,9 @@
 //! | file | holds |
 //! |---|---|
 //! | `table.rs` | [`RoutingTable`] from the configuration: [`NextHop`], [`GatewayEntry`], [`SiteEntry`]; names to resolve, who the [`Sender`] is (`identify_flow`), TLS names |
+//! | `dialplan.rs` | [`DialPlan`] (normalization rules, first match wins), [`is_emergency`] |
 //! | `e164.rs` | [`E164`]: [`normalize_e164`], [`warm_up`], [`is_international`], the called number of a Request-URI |
+//! | `outbound.rs` | outbound calls (from the cloud peer, or handed over by another site's appliance): caller, site, emergency numbers, dial plan, policy |
 //! | `policy.rs` | [`route`], [`explain`] → [`Routed`] ([`Decision`] + trace); [`Live`]; the gateway trial order (`RoutingTable::site_gateways`) |
 //! | `directory.rs` | [`Directory`], the tenant directory snapshot: users, tenant hybrid configuration, hybrid mediation servers |
 //! | `test_support.rs` | unit-test fixtures: the lab configuration's table, directory and gateway |
@@ -23,16 +25,22 @@
 //! Every public item is re-exported here: callers use `routing::X` (and
 //! `routing::directory::user_from_decl`).
 
+mod dialplan;
 pub mod directory;
 mod e164;
+mod outbound;
 mod policy;
 mod table;
 #[cfg(test)]
 mod test_support;
 
+pub use dialplan::{dial_string, is_emergency, DialPlan, Normalized};
 pub use directory::{
     line_uri_number, DirUser, Directory, HybridMediationServer, TenantHybridConfig,
 };
 pub use e164::{is_international, normalize_e164, warm_up, E164};
 pub use policy::{explain, route, Decision, Live, Routed};
-pub use table::{GatewayEntry, NextHop, Resolve, RoutingTable, Sender, SiteEntry};
+pub use table::{
+    GatewayEntry, NextHop, Resolve, ResolveAll, RoutingTable, Sender, SiteEntry,
+    MAX_ADDRESSES_PER_NAME,
+};

@@ -12,15 +12,13 @@
 //!   called number is normalised to E.164 (484); the user whose line URI it is is found (404)
 //!   and must have enterprise voice (480); the call goes to the cloud peer with the
 //!   Request-URI set to the user's SIP address.
-//! - **Outbound** (from the cloud peer): a Request-URI host that is a hybrid mediation server
-//!   FQDN is a conference escalation (routed through that server's site, or 404 when it is not
-//!   registered). Else the caller (P-Asserted-Identity, else From) must be a known user (403)
-//!   with enterprise voice (403); the dialled number must be E.164 (484); the target site is
-//!   the user's hybrid PSTN site, else the tenant's default site (the site whose access edge
-//!   FQDN is the tenant's *peer destination*), else 403; the voice routing policy may refuse
-//!   international numbers (403). This appliance's site → its gateways (priority groups, weight
-//!   spread, healthy first, demoted last, full ones skipped; none → 503 with Retry-After);
-//!   another site → that site's mediation servers.
+//!   The cloud peers are tried in priority order, healthy first.
+//! - **Outbound** (from the cloud peer, or handed over by another site's appliance): see
+//!   `outbound.rs` — conference escalation, caller and site, emergency numbers, enterprise
+//!   voice, dial plan, E.164 (484), the voice routing policy (403). This appliance's site → its
+//!   gateways (priority groups, weight spread, healthy first, demoted last, full ones skipped;
+//!   none → 503 with Retry-After); another site → that site's mediation servers, those down
+//!   skipped (all down → 503). A handed-over call always goes to this site's gateways.
 //!
 //! What makes a dialled number international is defined with the numbers, in `e164.rs`. The
 //! trial order of this site's gateways ([`RoutingTable::site_gateways`]) is policy too: it
@@ -29,9 +27,9 @@
 use std::collections::{HashMap, HashSet};
 
 use super::directory::Directory;
-use super::e164::{called_number, is_international, normalize_e164};
+use super::e164::{called_number, normalize_e164};
+use super::outbound::outbound;
 use super::table::{GatewayEntry, NextHop, RoutingTable, Sender};
-use crate::config::VoiceRoutingPolicy;
 use crate::sip::{HeaderName, Message, Method, NameAddr, Scheme, Uri};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +43,9 @@ pub enum Decision {
         request_uri: Option<String>,
         /// The tenant user of the call (the called user inbound, the caller outbound).
         user: Option<String>,
+        /// `Some(number)`: the number a dial plan normalized the dialled string to; the
+        /// Request-URI becomes `sip:<number>@<target>;user=phone` (ignored with `request_uri`).
+        called: Option<String>,
     },
     Reject {
         status: u16,
@@ -152,7 +153,7 @@ impl RoutingTable {
 }
 
 /// Who the caller is, by P-Asserted-Identity (RFC 3325 §9.1), else by From.
-fn caller_uri(req: &Message) -> Option<(String, &'static str)> {
+pub(super) fn caller_uri(req: &Message) -> Option<(String, &'static str)> {
     let from_pai = req
         .header_values(HeaderName::PAssertedIdentity)
         .filter_map(|v| NameAddr::parse(v).ok())
@@ -180,11 +181,11 @@ fn uri_identity(uri: &Uri<'_>) -> Option<String> {
     }
 }
 
-fn reject(status: u16, reason: String, trace: Vec<String>) -> Routed {
+pub(super) fn reject(status: u16, reason: String, trace: Vec<String>) -> Routed {
     reject_with(status, reason, Vec::new(), trace)
 }
 
-fn reject_with(
+pub(super) fn reject_with(
     status: u16,
     reason: String,
     headers: Vec<(&'static str, String)>,
@@ -221,8 +222,37 @@ pub fn route(
         return non_call(sender, table, live, spread, trace);
     }
     match sender {
-        Sender::Gateway { name, site } => inbound(&uri, name, site, table, dir, trace),
-        Sender::CloudPeer => outbound(req, &uri, table, dir, live, spread, trace),
+        Sender::Gateway { name, site } => inbound(&uri, name, site, table, dir, live, trace),
+        Sender::Appliance { fqdn, site } => {
+            outbound(req, Some((fqdn, site)), table, dir, live, spread, trace)
+        }
+        Sender::CloudPeer => outbound(req, None, table, dir, live, spread, trace),
+    }
+}
+
+impl RoutingTable {
+    /// The cloud peers in trial order: priority order, healthy before demoted.
+    pub fn cloud_targets(&self, live: &Live, trace: &mut Vec<String>) -> Vec<NextHop> {
+        let (healthy, demoted): (Vec<&NextHop>, Vec<&NextHop>) = self
+            .cloud_peers
+            .iter()
+            .partition(|p| !live.demoted.contains(&p.name));
+        let out: Vec<NextHop> = healthy.into_iter().chain(demoted).cloned().collect();
+        if out.len() > 1 {
+            for p in &out {
+                trace.push(format!(
+                    "cloud peer {} ({}): {}",
+                    p.name,
+                    p.addr,
+                    if live.demoted.contains(&p.name) {
+                        "demoted (no OPTIONS answer)"
+                    } else {
+                        "healthy"
+                    }
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -253,14 +283,20 @@ fn non_call(
             trace.push(format!("target: cloud peer {}", table.cloud_peer.name));
             Routed {
                 decision: Decision::Forward {
-                    targets: vec![table.cloud_peer.clone()],
+                    targets: table.cloud_targets(live, &mut trace),
                     rewrite_host: true,
                     request_uri: None,
                     user: None,
+                    called: None,
                 },
                 trace,
             }
         }
+        Sender::Appliance { fqdn, .. } => reject(
+            403,
+            format!("mediation server {fqdn} of another site hands over calls only"),
+            trace,
+        ),
         Sender::CloudPeer => to_site(&table.own_site.clone(), table, live, spread, trace),
     }
 }
@@ -272,6 +308,7 @@ fn inbound(
     site: &str,
     table: &RoutingTable,
     dir: &Directory,
+    live: &Live,
     mut trace: Vec<String>,
 ) -> Routed {
     trace.push(format!("inbound: sender gateway {name} of site {site}"));
@@ -321,195 +358,21 @@ fn inbound(
         "target: cloud peer {} with Request-URI {ruri}",
         table.cloud_peer.name
     ));
+    let targets = table.cloud_targets(live, &mut trace);
     Routed {
         decision: Decision::Forward {
-            targets: vec![table.cloud_peer.clone()],
+            targets,
             rewrite_host: false,
             request_uri: Some(ruri),
             user: Some(user.sip_address.clone()),
+            called: None,
         },
         trace,
     }
 }
 
-/// Outbound: the cloud peer calls the PSTN for a user (or a conference escalates).
-fn outbound(
-    req: &Message,
-    uri: &Uri<'_>,
-    table: &RoutingTable,
-    dir: &Directory,
-    live: &Live,
-    spread: u64,
-    mut trace: Vec<String>,
-) -> Routed {
-    trace.push("outbound: sender cloud peer".into());
-    let host = String::from_utf8_lossy(uri.host()).to_ascii_lowercase();
-
-    // Conference escalation: the Request-URI names a hybrid mediation server.
-    if uri.scheme() != Scheme::Tel {
-        if let Some(ms) = dir.mediation_server(&host) {
-            trace.push(format!(
-                "conference escalation: {host} is registered as hybrid mediation server {:?} (edge {})",
-                ms.identity, ms.access_proxy_external_fqdn
-            ));
-            let site = table.site_of_mediation_fqdn(&host).or_else(|| {
-                table.sites.iter().find(|s| {
-                    s.access_edge_fqdn
-                        .eq_ignore_ascii_case(&ms.access_proxy_external_fqdn)
-                })
-            });
-            let Some(site) = site else {
-                return reject(
-                    404,
-                    format!(
-                        "Not Found: hybrid mediation server {host} belongs to no configured site"
-                    ),
-                    trace,
-                );
-            };
-            trace.push(format!("site {} (its mediation server)", site.name));
-            return to_site(&site.name, table, live, spread, trace);
-        }
-        if table.site_of_mediation_fqdn(&host).is_some() {
-            return reject(
-                404,
-                format!(
-                    "Not Found: mediation server {host} is not registered (Set-CsHybridMediationServer)"
-                ),
-                trace,
-            );
-        }
-    }
-
-    let Some((caller, by)) = caller_uri(req) else {
-        return reject(403, "Forbidden: no caller identity".into(), trace);
-    };
-    let user = if caller.starts_with('+') {
-        dir.user_by_number(&caller)
-    } else {
-        dir.user_by_address(&caller)
-    };
-    let Some(user) = user else {
-        return reject(
-            403,
-            format!("Forbidden: caller {caller} ({by}) is not a user of the tenant"),
-            trace,
-        );
-    };
-    trace.push(format!("caller {} (by {by})", user.sip_address));
-    if !user.enterprise_voice {
-        return reject(
-            403,
-            format!(
-                "Forbidden: enterprise voice is not enabled for {}",
-                user.sip_address
-            ),
-            trace,
-        );
-    }
-    let raw = called_number(uri).unwrap_or_default();
-    let Some(number) = normalize_e164(&raw) else {
-        return reject(
-            484,
-            format!("Address Incomplete: dialled number {raw:?} is not E.164"),
-            trace,
-        );
-    };
-    trace.push(format!(
-        "dialled {} (country code {}{})",
-        number.number,
-        number.code,
-        number
-            .region
-            .as_deref()
-            .map(|r| format!(", region {r}"))
-            .unwrap_or_default()
-    ));
-
-    // Target site.
-    let site = if let Some(s) = &user.pstn_site {
-        trace.push(format!("site {s}: the user's hybrid PSTN site"));
-        s.clone()
-    } else if let Some(pd) = dir.tenant.peer_destination_fqdn() {
-        match table
-            .sites
-            .iter()
-            .find(|s| s.access_edge_fqdn.eq_ignore_ascii_case(&pd))
-        {
-            Some(s) => {
-                trace.push(format!(
-                    "site {}: the tenant's default site (its access edge {pd} is the peer destination); the user has no hybrid PSTN site",
-                    s.name
-                ));
-                s.name.clone()
-            }
-            None => {
-                return reject(
-                    403,
-                    format!(
-                        "Forbidden: no PSTN site for user {} (no hybrid PSTN site; peer destination {pd} is no site's access edge)",
-                        user.sip_address
-                    ),
-                    trace,
-                )
-            }
-        }
-    } else {
-        return reject(
-            403,
-            format!(
-                "Forbidden: no PSTN site for user {} (no hybrid PSTN site, no peer destination)",
-                user.sip_address
-            ),
-            trace,
-        );
-    };
-
-    // International policy.
-    let own = user.line_number().as_deref().and_then(normalize_e164);
-    let international = own.as_ref().is_none_or(|o| is_international(o, &number));
-    trace.push(format!(
-        "policy {}: the number is {}",
-        user.voice_routing_policy.as_str(),
-        if international {
-            "international"
-        } else {
-            "national"
-        }
-    ));
-    if international
-        && user.voice_routing_policy == VoiceRoutingPolicy::InternationalCallsDisallowed
-    {
-        let agent = table.own_names.get(1).map_or("sipedge", |s| s.as_str());
-        return reject_with(
-            403,
-            "Forbidden: international calls are not allowed by InternationalCallsDisallowed"
-                .into(),
-            vec![
-                (
-                    "Warning",
-                    format!(
-                        "399 {agent} \"voice routing policy InternationalCallsDisallowed forbids {}\"",
-                        number.number
-                    ),
-                ),
-                (
-                    "Reason",
-                    "SIP;cause=403;text=\"InternationalCallsDisallowed\"".to_owned(),
-                ),
-            ],
-            trace,
-        );
-    }
-    let mut routed = to_site(&site, table, live, spread, trace);
-    if let Decision::Forward { user: u, .. } = &mut routed.decision {
-        *u = Some(user.sip_address.clone());
-    }
-    routed
-}
-
 /// Routes to the PSTN through `site`: its gateways when it is ours, else its mediation servers.
-fn to_site(
+pub(super) fn to_site(
     site: &str,
     table: &RoutingTable,
     live: &Live,
@@ -532,6 +395,7 @@ fn to_site(
                 rewrite_host: true,
                 request_uri: None,
                 user: None,
+                called: None,
             },
             trace,
         };
@@ -551,20 +415,32 @@ fn to_site(
             trace,
         );
     }
-    let mut targets: Vec<NextHop> = s.mediation_servers.clone();
-    // Healthy first.
-    targets.sort_by_key(|h| live.demoted.contains(&h.name));
-    for t in &targets {
+    // Another site's appliances that do not answer OPTIONS are skipped: the call would only
+    // wait for the failover timer there.
+    let mut targets: Vec<NextHop> = Vec::new();
+    for t in &s.mediation_servers {
+        let down = live.demoted.contains(&t.name);
         trace.push(format!(
             "candidate {} ({}): mediation server of site {site}{}",
             t.name,
             t.addr,
-            if live.demoted.contains(&t.name) {
-                ", demoted"
+            if down {
+                ", skipped: down (no OPTIONS answer)"
             } else {
                 ""
             }
         ));
+        if !down {
+            targets.push(t.clone());
+        }
+    }
+    if targets.is_empty() {
+        return reject_with(
+            503,
+            format!("Service Unavailable: every mediation server of site {site} is down"),
+            vec![("Retry-After", "30".to_owned())],
+            trace,
+        );
     }
     Routed {
         decision: Decision::Forward {
@@ -572,6 +448,7 @@ fn to_site(
             rewrite_host: true,
             request_uri: None,
             user: None,
+            called: None,
         },
         trace,
     }
@@ -613,7 +490,7 @@ pub fn explain(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::config::{Config, VoiceRoutingPolicy};
     use crate::routing::test_support::{dir, gw1, table};
     use crate::routing::{HybridMediationServer, TenantHybridConfig};
     use std::path::Path;

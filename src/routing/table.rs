@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::dialplan::DialPlan;
 use crate::config::{Config, Side, Transport};
 
 /// Where a request (or a whole call) can be sent.
@@ -42,6 +43,10 @@ pub struct SiteEntry {
     /// Lower-case.
     pub access_edge_fqdn: String,
     pub mediation_servers: Vec<NextHop>,
+    /// Dialled strings always routed to this site's gateways.
+    pub emergency_numbers: Vec<String>,
+    /// The site's dial plan, applied when the tenant's UseOnPremDialPlan is on.
+    pub dial_plan: Option<DialPlan>,
 }
 
 /// The routing table: configuration with every name resolved.
@@ -50,7 +55,11 @@ pub struct RoutingTable {
     pub own_site: String,
     /// Our own names: mediation FQDN, access edge FQDN (lower-case).
     pub own_names: Vec<String>,
+    /// The primary cloud peer: the name the cloud side is known by (its calls, its overload
+    /// rate); the first of `cloud_peers`.
     pub cloud_peer: NextHop,
+    /// Every cloud peer in priority order (`cloud_peer` first).
+    pub cloud_peers: Vec<NextHop>,
     pub gateways: Vec<GatewayEntry>,
     pub sites: Vec<SiteEntry>,
 }
@@ -59,25 +68,75 @@ pub struct RoutingTable {
 /// certificate with TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sender {
-    Gateway { name: String, site: String },
+    Gateway {
+        name: String,
+        site: String,
+    },
+    /// Another site's mediation server (appliance) handing over a call of a user: `fqdn` is
+    /// its configured mediation FQDN.
+    Appliance {
+        fqdn: String,
+        site: String,
+    },
     CloudPeer,
+}
+
+impl Sender {
+    /// The gateway-side peer's name (a gateway's name, an appliance's FQDN); `None` for the
+    /// cloud peer.
+    pub fn gateway_side_name(&self) -> Option<&str> {
+        match self {
+            Sender::Gateway { name, .. } => Some(name),
+            Sender::Appliance { fqdn, .. } => Some(fqdn),
+            Sender::CloudPeer => None,
+        }
+    }
 }
 
 /// A name resolver for building the table: static entries, then the system (done by the
 /// caller, which passes a closure).
 pub type Resolve<'a> = dyn Fn(&str) -> Option<IpAddr> + 'a;
+
+/// A resolver giving every address of a name, in the resolver's order.
+pub type ResolveAll<'a> = dyn Fn(&str) -> Vec<IpAddr> + 'a;
+
+/// Most addresses kept for one cloud peer name.
+pub const MAX_ADDRESSES_PER_NAME: usize = 8;
 impl RoutingTable {
     /// Builds the table from the configuration; `resolve` maps a name to an address (static
     /// `[hosts]` entries first, then the system resolver — the IO layer decides).
     pub fn build(cfg: &Config, resolve: &Resolve<'_>) -> Result<RoutingTable, String> {
-        let peer_ip = resolve(cfg.cloud_peer.fqdn.as_str())
-            .ok_or_else(|| format!("cloud peer {} does not resolve", cfg.cloud_peer.fqdn))?;
-        let cloud_peer = NextHop {
-            name: cfg.cloud_peer.fqdn.to_string(),
-            addr: SocketAddr::new(peer_ip, cfg.cloud_peer.port),
-            transport: cfg.cloud_peer.transport,
-            side: Side::Cloud,
-        };
+        RoutingTable::build_all(cfg, &|n| resolve(n).into_iter().collect())
+    }
+
+    /// [`RoutingTable::build`] with every address of each name: a cloud peer whose name has
+    /// several addresses is one target per address (in the resolver's order, at most
+    /// [`MAX_ADDRESSES_PER_NAME`]), all under its name; gateways and mediation servers take
+    /// the first (their address names them).
+    pub fn build_all(cfg: &Config, resolve_all: &ResolveAll<'_>) -> Result<RoutingTable, String> {
+        let resolve = |n: &str| resolve_all(n).into_iter().next();
+        let mut cloud_peers = Vec::new();
+        for f in &cfg.cloud_peer.fqdns {
+            let mut ips: Vec<IpAddr> = Vec::new();
+            for ip in resolve_all(f.as_str()) {
+                if !ips.contains(&ip) && ips.len() < MAX_ADDRESSES_PER_NAME {
+                    ips.push(ip);
+                }
+            }
+            if ips.is_empty() {
+                return Err(format!("cloud peer {f} does not resolve"));
+            }
+            cloud_peers.extend(ips.into_iter().map(|ip| NextHop {
+                name: f.to_string(),
+                addr: SocketAddr::new(ip, cfg.cloud_peer.port),
+                transport: cfg.cloud_peer.transport,
+                side: Side::Cloud,
+            }));
+        }
+        let cloud_peer = cloud_peers
+            .first()
+            .cloned()
+            .ok_or_else(|| "no cloud peer".to_owned())?;
         let mut gateways = Vec::new();
         for g in &cfg.gateways {
             let name = g.name.to_string();
@@ -112,10 +171,25 @@ impl RoutingTable {
                     side: Side::Gateway,
                 });
             }
+            let dial_plan = match &s.dial_plan {
+                None => None,
+                Some(name) => {
+                    let decl =
+                        cfg.dial_plans
+                            .iter()
+                            .find(|d| &d.name == name)
+                            .ok_or_else(|| {
+                                format!("site {}: dial plan {name} is not defined", s.name)
+                            })?;
+                    Some(DialPlan::compile(decl)?)
+                }
+            };
             sites.push(SiteEntry {
                 name: s.name.clone(),
                 access_edge_fqdn: s.access_edge_fqdn.to_string(),
                 mediation_servers: servers,
+                emergency_numbers: s.emergency_numbers.clone(),
+                dial_plan,
             });
         }
         Ok(RoutingTable {
@@ -125,6 +199,7 @@ impl RoutingTable {
                 cfg.appliance.access_edge_fqdn.to_string(),
             ],
             cloud_peer,
+            cloud_peers,
             gateways,
             sites,
         })
@@ -132,7 +207,7 @@ impl RoutingTable {
 
     /// Every name the table needs resolved: the cloud peer, gateways, mediation servers.
     pub fn names_to_resolve(cfg: &Config) -> Vec<String> {
-        let mut names = vec![cfg.cloud_peer.fqdn.to_string()];
+        let mut names: Vec<String> = cfg.cloud_peer.fqdns.iter().map(|f| f.to_string()).collect();
         names.extend(cfg.gateways.iter().map(|g| g.name.to_string()));
         for s in &cfg.sites {
             names.extend(s.mediation_servers.iter().map(|m| m.fqdn.to_string()));
@@ -140,10 +215,25 @@ impl RoutingTable {
         names
     }
 
-    /// Identifies the sender of a request by the side it arrived on and its source address.
+    /// The mediation servers of the other sites, each with its site: the appliances that may
+    /// hand us calls and that we hand calls to.
+    pub fn other_appliances(&self) -> impl Iterator<Item = (&SiteEntry, &NextHop)> + '_ {
+        self.sites
+            .iter()
+            .filter(|s| s.name != self.own_site)
+            .flat_map(|s| s.mediation_servers.iter().map(move |m| (s, m)))
+    }
+
+    /// Identifies the sender of a request by the side it arrived on and its source address: on
+    /// the gateway side a gateway, else another site's mediation server; on the cloud side any
+    /// of the cloud peers.
     pub fn identify(&self, side: Side, src: IpAddr) -> Option<Sender> {
         match side {
-            Side::Cloud => (self.cloud_peer.addr.ip() == src).then_some(Sender::CloudPeer),
+            Side::Cloud => self
+                .cloud_peers
+                .iter()
+                .any(|p| p.addr.ip() == src)
+                .then_some(Sender::CloudPeer),
             Side::Gateway => self
                 .gateways
                 .iter()
@@ -151,6 +241,14 @@ impl RoutingTable {
                 .map(|g| Sender::Gateway {
                     name: g.name.clone(),
                     site: g.site.clone(),
+                })
+                .or_else(|| {
+                    self.other_appliances()
+                        .find(|(_, m)| m.addr.ip() == src)
+                        .map(|(s, m)| Sender::Appliance {
+                            fqdn: m.name.clone(),
+                            site: s.name.clone(),
+                        })
                 }),
         }
     }
@@ -175,29 +273,42 @@ impl RoutingTable {
         };
         match side {
             Side::Cloud => Some(Sender::CloudPeer),
-            Side::Gateway => {
-                self.gateways
-                    .iter()
-                    .find(|g| same(&g.name))
-                    .map(|g| Sender::Gateway {
-                        name: g.name.clone(),
-                        site: g.site.clone(),
-                    })
-            }
+            Side::Gateway => self
+                .gateways
+                .iter()
+                .find(|g| same(&g.name))
+                .map(|g| Sender::Gateway {
+                    name: g.name.clone(),
+                    site: g.site.clone(),
+                })
+                .or_else(|| {
+                    // Another site's appliance: its mediation FQDN is its identity.
+                    self.other_appliances()
+                        .find(|(_, m)| same(&m.name))
+                        .map(|(s, m)| Sender::Appliance {
+                            fqdn: m.name.clone(),
+                            site: s.name.clone(),
+                        })
+                }),
         }
     }
 
-    /// The names to verify TLS servers against, by the address each hop resolved to.
+    /// The names to verify TLS servers against, by the address each hop resolved to: the cloud
+    /// peers, the gateways, the other sites' mediation servers.
     pub fn tls_names(&self) -> Vec<(Side, IpAddr, String)> {
-        let mut v = vec![(
-            Side::Cloud,
-            self.cloud_peer.addr.ip(),
-            self.cloud_peer.name.clone(),
-        )];
+        let mut v: Vec<(Side, IpAddr, String)> = self
+            .cloud_peers
+            .iter()
+            .map(|p| (Side::Cloud, p.addr.ip(), p.name.clone()))
+            .collect();
         v.extend(
             self.gateways
                 .iter()
                 .map(|g| (Side::Gateway, g.hop.addr.ip(), g.name.clone())),
+        );
+        v.extend(
+            self.other_appliances()
+                .map(|(_, m)| (Side::Gateway, m.addr.ip(), m.name.clone())),
         );
         v
     }
@@ -252,6 +363,42 @@ mod tests {
     }
 
     #[test]
+    fn other_sites_mediation_servers_are_appliances_our_own_is_nobody() {
+        let t = table();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let remote = Some(Sender::Appliance {
+            fqdn: "mediation.remote.example".into(),
+            site: "remote".into(),
+        });
+        assert_eq!(t.identify(Side::Gateway, ip("127.0.0.4")), remote);
+        assert_eq!(t.identify(Side::Cloud, ip("127.0.0.4")), None);
+        // Our own site's mediation server (this appliance) is no sender.
+        assert_eq!(t.identify(Side::Gateway, ip("127.0.0.1")), None);
+        // mTLS: the mediation FQDN is the identity, whatever the address.
+        assert_eq!(
+            t.identify_flow(
+                Side::Gateway,
+                ip("127.0.0.9"),
+                Some("Mediation.Remote.Example")
+            ),
+            remote
+        );
+        assert_eq!(
+            t.identify_flow(
+                Side::Gateway,
+                ip("127.0.0.4"),
+                Some("mediation.lab.example")
+            ),
+            None
+        );
+        assert!(t.tls_names().contains(&(
+            Side::Gateway,
+            ip("127.0.0.4"),
+            "mediation.remote.example".to_string()
+        )));
+    }
+
+    #[test]
     fn tls_identity_decides_never_the_source_address() {
         let t = table();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
@@ -301,5 +448,46 @@ mod tests {
             ip("127.0.0.5"),
             "gw2.lab.example".to_string()
         )));
+    }
+
+    #[test]
+    fn every_address_of_a_cloud_peer_name_is_a_target_of_its_own() {
+        let cfg = Config::from_toml(
+            std::path::Path::new("config/sipedge.toml"),
+            include_str!("../../config/sipedge.toml"),
+        )
+        .unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let t = RoutingTable::build_all(&cfg, &|n| {
+            if n == "sip.cloud.lab.example" {
+                vec![ip("127.0.0.3"), ip("127.0.0.13"), ip("127.0.0.3")]
+            } else {
+                cfg.static_host(n).into_iter().collect()
+            }
+        })
+        .unwrap();
+        let addrs: Vec<String> = t.cloud_peers.iter().map(|p| p.addr.to_string()).collect();
+        assert_eq!(
+            addrs,
+            ["127.0.0.3:5060", "127.0.0.13:5060"],
+            "deduplicated, in order"
+        );
+        assert!(t
+            .cloud_peers
+            .iter()
+            .all(|p| p.name == "sip.cloud.lab.example"));
+        assert_eq!(t.cloud_peer.addr.ip(), ip("127.0.0.3"));
+        assert_eq!(
+            t.identify(Side::Cloud, ip("127.0.0.13")),
+            Some(Sender::CloudPeer)
+        );
+        let none = RoutingTable::build_all(&cfg, &|n| {
+            if n == "sip.cloud.lab.example" {
+                Vec::new()
+            } else {
+                cfg.static_host(n).into_iter().collect()
+            }
+        });
+        assert!(none.unwrap_err().contains("does not resolve"));
     }
 }

@@ -3,8 +3,10 @@
 //! their atomic reload, handshake limits, and the verified peer identity carried by each flow.
 //!
 //! * Gateway side server: [`pki::tls::server_config_gateway_side`] — a client certificate is
-//!   required, chained to our trust anchors, not revoked, and naming a gateway of our site;
-//!   the verifier decides inside the handshake, so a refused peer gets a TLS alert.
+//!   required, chained to our trust anchors, not revoked, and naming a gateway of our site or
+//!   another site's mediation server (an appliance handing over calls; the site CA goes in
+//!   `tls.trust`); the verifier decides inside the handshake, so a refused peer gets a TLS
+//!   alert.
 //! * Cloud side server: [`pki::tls::server_config_cloud_side`] — mutual TLS, the peer's
 //!   certificate must carry one of `tls.cloud_peer_names`.
 //! * Clients (outbound to gateways and to the cloud peer): our certificate of that side as the
@@ -189,6 +191,19 @@ impl Policy {
                     name: g.name.to_string(),
                     site: g.site.clone(),
                 })
+                // Other sites' mediation servers hand calls over on the gateway side with
+                // mutual TLS, their mediation FQDN as identity: admitted like our gateways
+                // (the core tells them apart by name).
+                .chain(
+                    cfg.sites
+                        .iter()
+                        .filter(|s| s.name != cfg.appliance.site)
+                        .flat_map(|s| s.mediation_servers.iter())
+                        .map(|m| GatewayIdentity {
+                            name: m.fqdn.to_string(),
+                            site: cfg.appliance.site.clone(),
+                        }),
+                )
                 .collect(),
             site: cfg.appliance.site.clone(),
             cloud_peer_names: cfg.tls.cloud_peer_names.clone(),
@@ -637,6 +652,21 @@ mod tests {
             &format!("state_dir = \"{}\"", state.display()),
         );
         Config::from_toml(std::path::Path::new("/x/sipedge.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn other_sites_mediation_servers_are_admitted_gateway_side_identities() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = lab_cfg(&dir.path().join("state"));
+        let p = Policy::of(&cfg);
+        let admitted = |n: &str| p.gateways.iter().any(|g| g.name == n && g.site == p.site);
+        assert!(admitted("mediation.remote.example"));
+        assert!(admitted("gw1.lab.example"));
+        assert!(!admitted("mediation.lab.example"), "not our own");
+        assert!(
+            !admitted("gw1.remote.example"),
+            "another site's gateway stays refused"
+        );
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //! - `tenant.rs`: `[appliance]`, `[tenant]`, `[[users]]`;
 //! - `listen.rs`: `[listen.gateway]`, `[listen.cloud]`, `[admin]`;
 //! - `peers.rs`: `[cloud_peer]`, `[[sites]]`, `[[gateways]]`, `[hosts]`;
+//! - `dialplan.rs`: `[[dial_plans]]` and the sites' `emergency_numbers`;
 //! - `settings.rs`: `[sip]`, `[limits]`, `[routing]`;
 //! - `media.rs`: `[media]`;
 //! - `tls.rs`: `[tls]`.
 
+mod dialplan;
 mod listen;
 mod media;
 mod overload;
@@ -63,7 +65,8 @@ impl Config {
         let (gateway_listen, cloud_listen) = v.listen(&raw.listen)?;
         let tenant = v.tenant(&raw.tenant)?;
         let cloud_peer = v.cloud_peer(&raw.cloud_peer)?;
-        let (sites, site_names) = v.sites(&raw.sites, &appliance)?;
+        let dial_plans = v.dial_plans(&raw.dial_plans)?;
+        let (sites, site_names) = v.sites(&raw.sites, &appliance, &dial_plans)?;
         let gateways = v.gateways(base, &raw.gateways, &site_names)?;
         let hosts = v.hosts(&raw.hosts)?;
         v.gateway_addresses(&gateways, &hosts)?;
@@ -80,7 +83,18 @@ impl Config {
             None => None,
         };
         let tls = v.tls(base, &raw.tls, &cloud_peer)?;
-        let overload = v.overload(&raw.overload, &gateways, cloud_peer.fqdn.as_str())?;
+        // Other sites' mediation servers hand calls over: a rate of their own may be set.
+        let appliances: Vec<String> = sites
+            .iter()
+            .filter(|s| s.name != appliance.site)
+            .flat_map(|s| s.mediation_servers.iter().map(|m| m.fqdn.to_string()))
+            .collect();
+        let overload = v.overload(
+            &raw.overload,
+            &gateways,
+            cloud_peer.fqdn.as_str(),
+            &appliances,
+        )?;
 
         Ok(Config {
             file: path.to_owned(),
@@ -100,6 +114,7 @@ impl Config {
             media,
             tls,
             overload,
+            dial_plans,
         })
     }
 }

@@ -12,6 +12,7 @@ impl Validator<'_> {
         raw: &raw::RawOverload,
         gateways: &[Gateway],
         cloud_peer: &str,
+        appliances: &[String],
     ) -> Result<OverloadSettings, ConfigError> {
         let rate = |key: &str, v: Option<u32>, default: u32| -> Result<u32, ConfigError> {
             let x = v.unwrap_or(default);
@@ -28,9 +29,13 @@ impl Validator<'_> {
             let known = lower == cloud_peer.to_ascii_lowercase()
                 || gateways
                     .iter()
-                    .any(|g| g.name.to_string().eq_ignore_ascii_case(&lower));
+                    .any(|g| g.name.to_string().eq_ignore_ascii_case(&lower))
+                || appliances.iter().any(|a| a.eq_ignore_ascii_case(&lower));
             if !known {
-                return Err(self.err(&key, "not a configured gateway or the cloud peer"));
+                return Err(self.err(
+                    &key,
+                    "not a configured gateway, another site's mediation server or the cloud peer",
+                ));
             }
             peers.insert(lower, rate(&key, Some(*r), 1)?);
         }
@@ -91,5 +96,38 @@ impl Validator<'_> {
                 3600,
             )?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::test_support::{err_of, LAB};
+    use crate::config::Config;
+    use std::path::Path;
+
+    #[test]
+    fn peer_rates_name_gateways_other_sites_appliances_or_the_cloud_peer() {
+        let with = |peers: &str| {
+            LAB.replace(
+                "peers = { \"gw1.lab.example\" = 5000 }",
+                &format!("peers = {{ {peers} }}"),
+            )
+        };
+        let c = Config::from_toml(
+            Path::new("t.toml"),
+            &with("\"gw1.lab.example\" = 5000, \"Mediation.Remote.Example\" = 3000, \"sip.cloud.lab.example\" = 9000"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.overload.peers.get("mediation.remote.example"),
+            Some(&3000)
+        );
+        assert_eq!(c.overload.peers.len(), 3);
+        // Our own mediation server hands us nothing.
+        let e = err_of(&with("\"mediation.lab.example\" = 10"));
+        assert!(e.key.starts_with("overload.peers"), "{e}");
+        assert!(err_of(&with("\"gw9.lab.example\" = 10"))
+            .reason
+            .contains("not a configured gateway"));
     }
 }

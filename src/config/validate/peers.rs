@@ -8,14 +8,46 @@ use std::path::{Path, PathBuf};
 
 use super::Validator;
 use crate::config::{
-    raw, Appliance, CloudPeer, ConfigError, Fqdn, Gateway, HostName, MediationServer, Site,
-    SrtpMode,
+    raw, Appliance, CloudPeer, ConfigError, DialPlanDecl, Fqdn, Gateway, HostName, MediationServer,
+    Site, SrtpMode,
 };
 
 impl Validator<'_> {
     pub(super) fn cloud_peer(&self, raw: &raw::RawCloudPeer) -> Result<CloudPeer, ConfigError> {
+        let mut fqdns = Vec::new();
+        match (&raw.fqdn, &raw.fqdns) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    "cloud_peer.fqdns",
+                    "give either fqdn (one peer) or fqdns (several, in priority order)",
+                ))
+            }
+            (None, None) => {
+                return Err(self.err("cloud_peer.fqdn", "a cloud peer FQDN is required"))
+            }
+            (Some(f), None) => fqdns.push(self.fqdn("cloud_peer.fqdn", f)?),
+            (None, Some(list)) => {
+                for (i, f) in list.iter().enumerate() {
+                    let f = self.fqdn(&format!("cloud_peer.fqdns[{i}]"), f)?;
+                    if fqdns.contains(&f) {
+                        return Err(self.err(
+                            &format!("cloud_peer.fqdns[{i}]"),
+                            &format!("{f} is listed twice"),
+                        ));
+                    }
+                    fqdns.push(f);
+                }
+            }
+        }
+        let Some(first) = fqdns.first().cloned() else {
+            return Err(self.err("cloud_peer.fqdns", "at least one FQDN"));
+        };
+        if fqdns.len() > 16 {
+            return Err(self.err("cloud_peer.fqdns", "at most 16 cloud peers"));
+        }
         Ok(CloudPeer {
-            fqdn: self.fqdn("cloud_peer.fqdn", &raw.fqdn)?,
+            fqdn: first,
+            fqdns,
             port: self.port("cloud_peer.port", raw.port, 5061)?,
             transport: self.transport("cloud_peer.transport", raw.transport.as_deref())?,
             srtp: self.srtp("cloud_peer.srtp", raw.srtp.as_deref(), SrtpMode::Required)?,
@@ -23,11 +55,13 @@ impl Validator<'_> {
         })
     }
 
-    /// The sites and the set of their names; the appliance's own site must be among them.
+    /// The sites and the set of their names; the appliance's own site must be among them, and
+    /// a site's dial plan among `plans`.
     pub(super) fn sites(
         &self,
         raw: &[raw::RawSite],
         appliance: &Appliance,
+        plans: &[DialPlanDecl],
     ) -> Result<(Vec<Site>, HashSet<String>), ConfigError> {
         let mut sites = Vec::new();
         let mut site_names = HashSet::new();
@@ -59,11 +93,24 @@ impl Validator<'_> {
                     transport: self.transport(&format!("{k}.transport"), m.transport.as_deref())?,
                 });
             }
+            if let Some(p) = &s.dial_plan {
+                if !plans.iter().any(|d| &d.name == p) {
+                    return Err(self.err(
+                        &format!("{key}.dial_plan"),
+                        &format!("dial plan {p:?} is not defined under [[dial_plans]]"),
+                    ));
+                }
+            }
             sites.push(Site {
                 name: s.name.clone(),
                 access_edge_fqdn: self
                     .fqdn(&format!("{key}.access_edge_fqdn"), &s.access_edge_fqdn)?,
                 mediation_servers: servers,
+                emergency_numbers: self.emergency_numbers(
+                    &format!("{key}.emergency_numbers"),
+                    s.emergency_numbers.as_deref(),
+                )?,
+                dial_plan: s.dial_plan.clone(),
             });
         }
         if !site_names.contains(&appliance.site) {

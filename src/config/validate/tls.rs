@@ -139,7 +139,7 @@ impl Validator<'_> {
             ));
         }
         let cloud_peer_names = match &raw.cloud_peer_names {
-            None => vec![peer.fqdn.to_string()],
+            None => peer.fqdns.iter().map(|f| f.to_string()).collect(),
             Some(names) if names.is_empty() => {
                 return Err(self.err(
                     "tls.cloud_peer_names",

@@ -34,6 +34,8 @@ impl Core {
                 .identify_flow(flow.side, flow.remote.ip(), flow.identity.as_deref())?;
         let name: Arc<str> = match &sender {
             Sender::Gateway { name, .. } => Arc::from(name.as_str()),
+            Sender::Appliance { fqdn, .. } => Arc::from(fqdn.as_str()),
+            // Every cloud peer is the one cloud: its calls are keyed by the primary's name.
             Sender::CloudPeer => Arc::from(self.table.cloud_peer.name.as_str()),
         };
         Some((sender, name))

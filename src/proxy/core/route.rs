@@ -110,17 +110,26 @@ impl Core {
                         rewrite_host,
                         request_uri,
                         user,
+                        called,
                     } => {
                         if is_invite {
                             self.start_call(now, &key, &req, &sender, &peer, user);
                         }
                         targets
                             .into_iter()
-                            .map(|hop| Target {
-                                hop,
-                                rewrite_host,
-                                request_uri: request_uri.clone(),
-                                strict_route: None,
+                            .map(|hop| {
+                                // A number a dial plan normalized goes in the Request-URI.
+                                let request_uri = request_uri.clone().or_else(|| {
+                                    called
+                                        .as_ref()
+                                        .map(|n| format!("sip:{n}@{};user=phone", hop.name))
+                                });
+                                Target {
+                                    hop,
+                                    rewrite_host,
+                                    request_uri,
+                                    strict_route: None,
+                                }
                             })
                             .collect()
                     }
@@ -157,7 +166,8 @@ impl Core {
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let (direction, gateway) = match sender {
             Sender::Gateway { name, .. } => (Direction::Inbound, Some(name.clone())),
-            Sender::CloudPeer => (Direction::Outbound, None),
+            // A call another site's appliance hands over is an outbound call of ours.
+            Sender::Appliance { .. } | Sender::CloudPeer => (Direction::Outbound, None),
         };
         // The side the INVITE came from (a call another site hands over comes on the gateway
         // side yet is routed as an outbound call).
@@ -272,18 +282,42 @@ impl Core {
         // it comes from the cloud, the gateway the Route set leads to — a configured one, found
         // without any lookup.
         let (gateway, hop) = match (flow.side, sender) {
-            (Side::Gateway, Sender::Gateway { name, .. }) => {
-                if !self.dialog_key.verify(token, call_id, tags, name) {
-                    return Err(RouteError::Refuse(
-                        403,
-                        "no dialog of ours with this peer".into(),
-                    ));
+            (
+                Side::Gateway,
+                Sender::Gateway { name, .. } | Sender::Appliance { fqdn: name, .. },
+            ) => {
+                if self.dialog_key.verify(token, call_id, tags, name) {
+                    // Verified: names from the Route set may be resolved now. A call another
+                    // site's appliance handed over leads on to one of our gateways.
+                    let to_gateway = matches!(sender, Sender::Appliance { .. })
+                        .then(|| self.gateway_for_uri(&next))
+                        .flatten();
+                    let hop = match to_gateway {
+                        Some(hop) => hop,
+                        None => self.uri_target(Side::Cloud, &next)?,
+                    };
+                    (name.clone(), hop)
+                } else {
+                    // A gateway's request inside a call another site's appliance handed over:
+                    // the dialog is bound to that appliance, which the Route set leads to.
+                    match self.appliance_for_uri(&next) {
+                        Some(hop) if self.dialog_key.verify(token, call_id, tags, &hop.name) => {
+                            (hop.name.clone(), hop)
+                        }
+                        _ => {
+                            return Err(RouteError::Refuse(
+                                403,
+                                "no dialog of ours with this peer".into(),
+                            ))
+                        }
+                    }
                 }
-                // Verified: names from the Route set may be resolved now.
-                (name.clone(), self.uri_target(Side::Cloud, &next)?)
             }
             (Side::Cloud, Sender::CloudPeer) => {
-                let Some(hop) = self.gateway_for_uri(&next) else {
+                let found = self
+                    .gateway_for_uri(&next)
+                    .or_else(|| self.appliance_for_uri(&next));
+                let Some(hop) = found else {
                     return Err(RouteError::Refuse(
                         403,
                         "in-dialog request toward no configured gateway".into(),
@@ -332,6 +366,29 @@ impl Core {
         Some(NextHop {
             name: gw.name.clone(),
             addr: SocketAddr::new(gw.hop.addr.ip(), port),
+            transport,
+            side: Side::Gateway,
+        })
+    }
+
+    /// Another site's mediation server a URI names (by its FQDN or its address), as the next
+    /// hop on the gateway side: the URI's port and transport, the server's own address.
+    fn appliance_for_uri(&self, uri: &Uri<'_>) -> Option<NextHop> {
+        let host = std::str::from_utf8(uri.host()).ok()?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let ip = host.parse::<IpAddr>().ok();
+        let (_, m) = self.table.other_appliances().find(|(_, m)| {
+            m.name.eq_ignore_ascii_case(host.trim_end_matches('.')) || ip == Some(m.addr.ip())
+        })?;
+        let transport = match uri_transport(uri) {
+            Ok(Some(t)) => t,
+            Ok(None) => m.transport,
+            Err(_) => return None,
+        };
+        let port = uri.port().unwrap_or(m.addr.port());
+        Some(NextHop {
+            name: m.name.clone(),
+            addr: SocketAddr::new(m.addr.ip(), port),
             transport,
             side: Side::Gateway,
         })
