@@ -118,10 +118,21 @@ pub async fn run(
     let ops = Arc::new(OpsState::new(cfg.clone(), readiness.clone()));
     let table = resolve_table(&cfg).await?;
     crate::routing::warm_up();
-    // The directory: imported, then watched for changes made by the CLI or the API.
-    let store = Store::open(&cfg)?;
-    let dir = Arc::new(ArcSwap::from_pointee(store.snapshot()?));
-    spawn_watcher(store.path().to_owned(), dir.clone())?;
+    // The directory (the SQLite file, or the PostgreSQL database of `[directory]`): imported,
+    // then watched for changes made by the CLI, the API or another appliance. Opening blocks.
+    let (store, first) = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = Store::open(&cfg)?;
+            let snap = store.snapshot()?;
+            Ok::<_, StoreError>((store, snap))
+        })
+        .await
+        .map_err(|e| StartError::Resolve(format!("directory: {e}")))??
+    };
+    info!(directory = %store.location(), users = first.users.len(), "directory loaded");
+    let dir = Arc::new(ArcSwap::from_pointee(first));
+    spawn_watcher(&cfg, dir.clone())?;
     readiness.set_directory_loaded(true);
     let published = Arc::new(ArcSwap::from_pointee(Published::default()));
     if let Some(addr) = cfg.admin.listen {
@@ -138,7 +149,8 @@ pub async fn run(
         info!(%addr, "admin API listening");
         tokio::spawn(crate::admin::http::serve(listener, state));
     } else {
-        drop(store);
+        // Not on an async thread: a PostgreSQL store may own blocking resources.
+        tokio::task::spawn_blocking(move || drop(store));
     }
     // Call records: the writer thread appends them to <state_dir>/cdr/, logs one line per call
     // and feeds the call statistics. (A PostgreSQL sink joins the list here.)

@@ -37,7 +37,7 @@ pub use types::{
 };
 
 pub use model::{
-    AdminSettings, Appliance, CloudPeer, Config, Gateway, Limits, MediaSettings, MediationServer,
-    OverloadSettings, RoutingSettings, SideListen, SipSettings, Site, Tenant, TlsSettings,
-    UnknownSenders, UserDecl, DEFAULT_CODECS,
+    redact_url, AdminSettings, Appliance, CloudPeer, Config, DirectorySettings, Gateway, Limits,
+    MediaSettings, MediationServer, OverloadSettings, RoutingSettings, SideListen, SipSettings,
+    Site, Tenant, TlsSettings, UnknownSenders, UserDecl, DEFAULT_CODECS,
 };

@@ -34,6 +34,15 @@ pub struct RawConfig {
     pub tls: RawTls,
     #[serde(default)]
     pub overload: RawOverload,
+    /// No `[directory]` table: the embedded SQLite store in the state directory.
+    pub directory: Option<RawDirectory>,
+}
+
+/// `[directory]`: a shared directory database for several appliances.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectory {
+    pub url: String,
 }
 
 /// `[overload]`: rates and caps applied before any state is kept.

@@ -11,8 +11,10 @@
 //! - `peers.rs`: `[cloud_peer]`, `[[sites]]`, `[[gateways]]`, `[hosts]`;
 //! - `settings.rs`: `[sip]`, `[limits]`, `[routing]`;
 //! - `media.rs`: `[media]`;
-//! - `tls.rs`: `[tls]`.
+//! - `tls.rs`: `[tls]`;
+//! - `directory.rs`: `[directory]`.
 
+mod directory;
 mod listen;
 mod media;
 mod overload;
@@ -81,6 +83,10 @@ impl Config {
         };
         let tls = v.tls(base, &raw.tls, &cloud_peer)?;
         let overload = v.overload(&raw.overload, &gateways, cloud_peer.fqdn.as_str())?;
+        let directory = match &raw.directory {
+            Some(d) => Some(v.directory(d)?),
+            None => None,
+        };
 
         Ok(Config {
             file: path.to_owned(),
@@ -100,6 +106,7 @@ impl Config {
             media,
             tls,
             overload,
+            directory,
         })
     }
 }
