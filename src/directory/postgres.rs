@@ -280,8 +280,15 @@ async fn migrate_schema(c: &mut Client) -> Result<(), OpError> {
     let tx = c.transaction().await?;
     tx.query_one("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .await?;
+    // Created when absent (checked first: no NOTICE at every start).
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .await?
+        .try_get(0)?;
+    if !exists {
+        tx.batch_execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .await?;
+    }
     let v: i32 = tx
         .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
         .await?
