@@ -107,6 +107,34 @@ fn spawn_watchdog(n: Arc<Notifier>, timeout: Duration, published: Arc<ArcSwap<Pu
     });
 }
 
+/// Opens the directory store and reads its snapshot (blocking). A shared directory whose
+/// database is unreachable at start falls back to the last snapshot this appliance kept
+/// (`directory.cache.json`): it routes from it, refuses changes, and the watcher takes over
+/// when the database returns.
+fn open_directory(cfg: &Config) -> Result<(Store, crate::routing::Directory), StoreError> {
+    let err = match Store::open(cfg).and_then(|mut s| s.snapshot().map(|d| (s, d))) {
+        Ok(ok) => return Ok(ok),
+        Err(e) => e,
+    };
+    if !matches!(err, StoreError::Unavailable { .. }) {
+        return Err(err);
+    }
+    match (
+        crate::directory::cache::load(&cfg.appliance.state_dir),
+        Store::open_offline(cfg)?,
+    ) {
+        (Some(d), Some(store)) => {
+            warn!(
+                error = %err,
+                users = d.users.len(),
+                "directory database unreachable at start: routing from the last snapshot kept in the state directory"
+            );
+            Ok((store, d))
+        }
+        _ => Err(err),
+    }
+}
+
 /// Runs the appliance until `shutdown` turns true and the drain ends.
 pub async fn run(
     cfg: Arc<Config>,
@@ -122,13 +150,9 @@ pub async fn run(
     // then watched for changes made by the CLI, the API or another appliance. Opening blocks.
     let (store, first) = {
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store = Store::open(&cfg)?;
-            let snap = store.snapshot()?;
-            Ok::<_, StoreError>((store, snap))
-        })
-        .await
-        .map_err(|e| StartError::Resolve(format!("directory: {e}")))??
+        tokio::task::spawn_blocking(move || open_directory(&cfg))
+            .await
+            .map_err(|e| StartError::Resolve(format!("directory: {e}")))??
     };
     info!(directory = %store.location(), users = first.users.len(), "directory loaded");
     let dir = Arc::new(ArcSwap::from_pointee(first));

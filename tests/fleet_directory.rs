@@ -4,7 +4,8 @@
 //! in force on the other within 1 s, both ways (API and CLI); with the database unreachable
 //! (a TCP forwarder in front of it, stopped — the machine's PostgreSQL is never stopped) both
 //! keep routing and refuse changes (CLI exit status ≠ 0, API 503); when it returns, a change
-//! propagates again.
+//! propagates again. An appliance restarted while the database is down starts from the
+//! snapshot it kept in its state directory.
 //!
 //! Needs PostgreSQL on 127.0.0.1:5432 with trust authentication for user postgres (.ci/run
 //! starts it): under CI its absence fails the test, elsewhere the test prints one skip line.
@@ -174,32 +175,49 @@ impl Second {
         let cfg = dir.path().join("lab2.toml");
         std::fs::write(&cfg, format!("{text}\n{directory}")).unwrap();
         let log = dir.path().join("sipedge.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sipedge"))
+        let child = Second::spawn(&cfg, &log);
+        let mut s = Second { child, dir, log };
+        s.wait_ready();
+        s
+    }
+
+    fn spawn(cfg: &Path, log: &Path) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_sipedge"))
             .arg("--config")
-            .arg(&cfg)
+            .arg(cfg)
             .arg("run")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
-            .unwrap();
-        let mut s = Second { child, dir, log };
+            .unwrap()
+    }
+
+    /// Kills the process and starts it again on the same configuration and state.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Second::spawn(&self.config(), &self.log);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
         let agent = Agent::bind("127.0.0.2:0");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(Some(st)) = s.child.try_wait() {
-                panic!("lab2 exited ({st}); log:\n{}", s.log_text());
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("lab2 exited ({st}); log:\n{}", self.log_text());
             }
             assert!(
                 Instant::now() < deadline,
                 "lab2 did not answer OPTIONS; log:\n{}",
-                s.log_text()
+                self.log_text()
             );
             agent.send_to(
                 &options("sip:mediation2.lab.example", &agent),
                 "127.0.0.7:5068",
             );
             if agent.recv_timeout(Duration::from_millis(200)).is_some() {
-                return s;
+                return;
             }
         }
     }
@@ -379,6 +397,18 @@ fn two_appliances_share_one_postgresql_directory() {
     assert_eq!(bob_to_france(ADMIN_B, &tb), "reject");
     let (st, _) = http(ADMIN_A, "GET", "/healthz", &ta, None);
     assert_eq!(st, 200);
+    // Restarted while the database is down, B starts from the snapshot it kept, routes from it
+    // and refuses changes.
+    let mut b = b;
+    b.restart();
+    assert!(
+        b.log_text().contains("routing from the last snapshot"),
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(bob_to_france(ADMIN_B, &tb), "reject");
+    let (st, body) = grant_api(ADMIN_B, &tb, "InternationalCallsAllowed");
+    assert_eq!(st, 503, "{body}");
 
     // It returns (same address): no restart; both watchers reconnect and a change through
     // either appliance propagates again.

@@ -8,10 +8,12 @@
 //! | [`store`] | [`Store`]: the operations, their validation and precedence, over a [`Backend`] |
 //! | [`sqlite`] | the embedded store of one appliance (SQLite, WAL) and its change watcher |
 //! | [`postgres`] | the store several appliances share (`[directory] url`), LISTEN/NOTIFY watcher |
+//! | [`cache`] | the shared directory's last snapshot on disk, to start while the database is down |
 //!
 //! Both the proxy's composition root (`server`) and the admin CLI/API use it; it knows nothing
 //! of either.
 
+pub mod cache;
 pub mod postgres;
 pub mod sqlite;
 pub mod store;
@@ -35,7 +37,7 @@ pub fn spawn_watcher(
 ) -> Result<(), StoreError> {
     match &cfg.directory {
         Some(d) => {
-            postgres::spawn_watcher(d, handle);
+            postgres::spawn_watcher(d, cfg.appliance.state_dir.clone(), handle);
             Ok(())
         }
         None => sqlite::spawn_watcher(store_path(&cfg.appliance.state_dir), handle).map(drop),

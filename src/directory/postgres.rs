@@ -21,6 +21,7 @@
 //! on that runtime, elsewhere on a small runtime of their own.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,6 +144,13 @@ impl PgBackend {
     /// Connects, creates or migrates the schema. Outside a tokio runtime it starts a small one
     /// of its own; inside one it must be called from a blocking thread (`spawn_blocking`).
     pub fn open(d: &DirectorySettings) -> Result<PgBackend, StoreError> {
+        let mut b = PgBackend::offline(d)?;
+        b.ensure_connected()?;
+        Ok(b)
+    }
+
+    /// The store without connecting yet: its first operation connects (and migrates).
+    pub fn offline(d: &DirectorySettings) -> Result<PgBackend, StoreError> {
         let pg = pg_config(d)?;
         let (rt, handle) = match Handle::try_current() {
             Ok(h) => (None, h),
@@ -158,16 +166,14 @@ impl PgBackend {
                 (Some(rt), h)
             }
         };
-        let mut b = PgBackend {
+        Ok(PgBackend {
             url: d.display_url(),
             pg,
             rt,
             handle,
             client: None,
             migrated: false,
-        };
-        b.ensure_connected()?;
-        Ok(b)
+        })
     }
 
     /// A live connection (reconnecting when the last one closed), the schema migrated once.
@@ -534,9 +540,10 @@ impl Backend for PgBackend {
 }
 
 /// LISTENs for changes and keeps `handle` on the database's current snapshot, reconnecting
-/// with backoff while the database is unreachable (the last snapshot stays in use). A task of
-/// the current tokio runtime, for the process's life.
-pub fn spawn_watcher(d: &DirectorySettings, handle: Arc<ArcSwap<Directory>>) {
+/// with backoff while the database is unreachable (the last snapshot stays in use). Each
+/// snapshot loaded is also kept in `state_dir` ([`super::cache`]). A task of the current tokio
+/// runtime, for the process's life.
+pub fn spawn_watcher(d: &DirectorySettings, state_dir: PathBuf, handle: Arc<ArcSwap<Directory>>) {
     let url = d.display_url();
     let pg = match pg_config(d) {
         Ok(pg) => pg,
@@ -550,7 +557,7 @@ pub fn spawn_watcher(d: &DirectorySettings, handle: Arc<ArcSwap<Directory>>) {
         let mut backoff = min;
         let mut was_down = false;
         loop {
-            let (connected, why) = watch(&pg, &handle, was_down).await;
+            let (connected, why) = watch(&pg, &handle, &state_dir, was_down).await;
             if connected {
                 backoff = min;
             }
@@ -582,6 +589,7 @@ impl Drop for AbortOnDrop {
 async fn watch(
     pg: &tokio_postgres::Config,
     handle: &ArcSwap<Directory>,
+    state_dir: &Path,
     was_down: bool,
 ) -> (bool, String) {
     let (mut client, mut conn) =
@@ -615,7 +623,7 @@ async fn watch(
         Ok(Err(e)) => return (false, error_chain(&e)),
         Err(_) => return (false, "no answer in time".into()),
     }
-    if let Err(why) = load(&mut client, handle).await {
+    if let Err(why) = load(&mut client, handle, state_dir).await {
         return (false, why);
     }
     if was_down {
@@ -631,7 +639,7 @@ async fn watch(
                 }
                 // A burst of changes: one reload.
                 while rx.try_recv().is_ok() {}
-                if let Err(why) = load(&mut client, handle).await {
+                if let Err(why) = load(&mut client, handle, state_dir).await {
                     return (true, why);
                 }
             }
@@ -646,10 +654,21 @@ async fn watch(
     }
 }
 
-/// Reads the snapshot and swaps it in.
-async fn load(client: &mut Client, handle: &ArcSwap<Directory>) -> Result<(), String> {
+/// Reads the snapshot, swaps it in and keeps it on disk.
+async fn load(
+    client: &mut Client,
+    handle: &ArcSwap<Directory>,
+    state_dir: &Path,
+) -> Result<(), String> {
     match tokio::time::timeout(OP_TIMEOUT, read_snapshot(client)).await {
         Ok(Ok(d)) => {
+            let cached = d.clone();
+            let dir = state_dir.to_owned();
+            let saved =
+                tokio::task::spawn_blocking(move || super::cache::save(&dir, &cached)).await;
+            if let Ok(Err(e)) = saved {
+                warn!(error = %e, "cannot keep the directory snapshot in the state directory");
+            }
             if **handle.load() != d {
                 info!(
                     users = d.users.len(),

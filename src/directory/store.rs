@@ -66,6 +66,19 @@ impl Store {
         Ok(store)
     }
 
+    /// The shared directory's store without reaching its database now (it is down at start):
+    /// its operations connect when it is back; the configuration's users are imported at the
+    /// next start. `None` without `[directory]`.
+    pub fn open_offline(cfg: &Config) -> Result<Option<Store>, StoreError> {
+        let Some(d) = &cfg.directory else {
+            return Ok(None);
+        };
+        Ok(Some(Store {
+            backend: Box::new(super::postgres::PgBackend::offline(d)?),
+            sites: cfg.sites.iter().map(|s| s.name.clone()).collect(),
+        }))
+    }
+
     /// Where the data lives (a file, or the database URL without its password).
     pub fn location(&self) -> String {
         self.backend.location()
