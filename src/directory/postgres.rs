@@ -465,6 +465,64 @@ async fn delete_user(c: &mut Client, addr: &str) -> Result<(), PgError> {
     tx.commit().await
 }
 
+/// Compare and set: the row is written only if it is still `before`.
+async fn update_user(c: &mut Client, before: &DirUser, after: &DirUser) -> Result<bool, PgError> {
+    let a = user_params(after);
+    let b = user_params(before);
+    let params: Vec<&(dyn ToSql + Sync)> = a.iter().chain(b.iter().skip(1)).copied().collect();
+    let tx = c.transaction().await?;
+    let n = tx
+        .execute(
+            "UPDATE users SET upn = $2, display_name = $3, enterprise_voice = $4, hosted_voicemail = $5, line_uri = $6, voice_routing_policy = $7, pstn_site = $8 WHERE sip_address = $1 AND upn IS NOT DISTINCT FROM $9 AND display_name IS NOT DISTINCT FROM $10 AND enterprise_voice = $11 AND hosted_voicemail = $12 AND line_uri IS NOT DISTINCT FROM $13 AND voice_routing_policy = $14 AND pstn_site IS NOT DISTINCT FROM $15",
+            &params,
+        )
+        .await?;
+    if n != 1 {
+        return Ok(false);
+    }
+    tx.batch_execute(NOTIFY).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Compare and set on the tenant's row (inserted when absent).
+async fn update_tenant(
+    c: &mut Client,
+    before: &TenantHybridConfig,
+    t: &TenantHybridConfig,
+) -> Result<bool, PgError> {
+    let tx = c.transaction().await?;
+    let n = tx
+        .execute(
+            "UPDATE tenant SET peer_destination = $1, use_on_prem_dial_plan = $2, shared_sip_address_space = $3 WHERE id = 1 AND peer_destination IS NOT DISTINCT FROM $4 AND use_on_prem_dial_plan = $5 AND shared_sip_address_space = $6",
+            &[
+                &t.peer_destination,
+                &t.use_on_prem_dial_plan,
+                &t.shared_sip_address_space,
+                &before.peer_destination,
+                &before.use_on_prem_dial_plan,
+                &before.shared_sip_address_space,
+            ],
+        )
+        .await?;
+    let inserted = tx
+        .execute(
+            "INSERT INTO tenant (id, peer_destination, use_on_prem_dial_plan, shared_sip_address_space) VALUES (1, $1, $2, $3) ON CONFLICT (id) DO NOTHING",
+            &[
+                &t.peer_destination,
+                &t.use_on_prem_dial_plan,
+                &t.shared_sip_address_space,
+            ],
+        )
+        .await?;
+    if n + inserted != 1 {
+        return Ok(false);
+    }
+    tx.batch_execute(NOTIFY).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// One statement and its notification, committed together.
 async fn write(c: &mut Client, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<(), PgError> {
     let tx = c.transaction().await?;
@@ -500,28 +558,16 @@ impl Backend for PgBackend {
         with_client!(self, |c| delete_user(c, sip_address))
     }
 
-    fn update_user(&mut self, u: &DirUser) -> Result<(), StoreError> {
-        with_client!(self, |c| {
-            write(
-            c,
-            "UPDATE users SET upn = $2, display_name = $3, enterprise_voice = $4, hosted_voicemail = $5, line_uri = $6, voice_routing_policy = $7, pstn_site = $8 WHERE sip_address = $1",
-            &user_params(u),
-        )
-        })
+    fn update_user(&mut self, before: &DirUser, after: &DirUser) -> Result<bool, StoreError> {
+        with_client!(self, |c| update_user(c, before, after))
     }
 
-    fn write_tenant(&mut self, t: &TenantHybridConfig) -> Result<(), StoreError> {
-        with_client!(self, |c| {
-            write(
-            c,
-            "INSERT INTO tenant (id, peer_destination, use_on_prem_dial_plan, shared_sip_address_space) VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE SET peer_destination = EXCLUDED.peer_destination, use_on_prem_dial_plan = EXCLUDED.use_on_prem_dial_plan, shared_sip_address_space = EXCLUDED.shared_sip_address_space",
-            &[
-                &t.peer_destination,
-                &t.use_on_prem_dial_plan,
-                &t.shared_sip_address_space
-            ],
-        )
-        })
+    fn update_tenant(
+        &mut self,
+        before: &TenantHybridConfig,
+        after: &TenantHybridConfig,
+    ) -> Result<bool, StoreError> {
+        with_client!(self, |c| update_tenant(c, before, after))
     }
 
     fn write_mediation_server(&mut self, m: &HybridMediationServer) -> Result<(), StoreError> {
@@ -688,7 +734,7 @@ async fn load(
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::directory::{Store, UserPatch};
+    use crate::directory::{Backend, Store, UserPatch};
     use std::path::Path;
 
     const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -803,6 +849,44 @@ mod tests {
                 .voice_routing_policy,
             VoiceRoutingPolicy::InternationalCallsAllowed
         );
+        // Compare and set: a write from a stale read is refused, and a patch keeps what
+        // another appliance changed meanwhile.
+        let settings = c.directory.clone().unwrap();
+        let mut raw = PgBackend::open(&settings).unwrap();
+        let bob = raw
+            .snapshot()
+            .unwrap()
+            .user_by_address("bob@lab.example")
+            .cloned()
+            .unwrap();
+        let mut changed = bob.clone();
+        changed.hosted_voicemail = !bob.hosted_voicemail;
+        assert!(raw.update_user(&bob, &changed).unwrap());
+        let mut stale = bob.clone();
+        stale.display_name = Some("Bob".into());
+        assert!(!raw.update_user(&bob, &stale).unwrap());
+        let u = b
+            .set_user(
+                "bob@lab.example",
+                &UserPatch {
+                    display_name: Some(Some("Bob".into())),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(u.hosted_voicemail, changed.hosted_voicemail);
+        let t = raw.snapshot().unwrap().tenant;
+        let mut t2 = t.clone();
+        t2.use_on_prem_dial_plan = !t.use_on_prem_dial_plan;
+        assert!(raw.update_tenant(&t, &t2).unwrap());
+        assert!(!raw.update_tenant(&t, &t2).unwrap());
+        let t3 = b
+            .set_tenant(&crate::directory::TenantPatch {
+                shared_sip_address_space: Some(false),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(t3.use_on_prem_dial_plan, t2.use_on_prem_dial_plan);
         // An unreachable database: a clear, 503-class error, quickly.
         let dead = cfg(tmp.path(), "postgres://postgres@127.0.0.1:9/none");
         let t = std::time::Instant::now();

@@ -167,24 +167,45 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn update_user(&mut self, u: &DirUser) -> Result<(), StoreError> {
+    fn update_user(&mut self, before: &DirUser, after: &DirUser) -> Result<bool, StoreError> {
+        let a = user_params(after);
+        let b = user_params(before);
+        let params: Vec<&dyn rusqlite::ToSql> = a.iter().chain(b.iter().skip(1)).copied().collect();
         self.conn
             .execute(
-                "UPDATE users SET upn = ?2, display_name = ?3, enterprise_voice = ?4, hosted_voicemail = ?5, line_uri = ?6, voice_routing_policy = ?7, pstn_site = ?8 WHERE sip_address = ?1",
-                user_params(u).as_slice(),
+                "UPDATE users SET upn = ?2, display_name = ?3, enterprise_voice = ?4, hosted_voicemail = ?5, line_uri = ?6, voice_routing_policy = ?7, pstn_site = ?8 WHERE sip_address = ?1 AND upn IS ?9 AND display_name IS ?10 AND enterprise_voice IS ?11 AND hosted_voicemail IS ?12 AND line_uri IS ?13 AND voice_routing_policy IS ?14 AND pstn_site IS ?15",
+                params.as_slice(),
             )
-            .map(drop)
+            .map(|n| n == 1)
             .map_err(|e| self.sql(e))
     }
 
-    fn write_tenant(&mut self, t: &TenantHybridConfig) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO tenant (id, peer_destination, use_on_prem_dial_plan, shared_sip_address_space) VALUES (1, ?1, ?2, ?3)",
+    fn update_tenant(
+        &mut self,
+        before: &TenantHybridConfig,
+        t: &TenantHybridConfig,
+    ) -> Result<bool, StoreError> {
+        let mut done = false;
+        self.in_tx(|tx| {
+            let n = tx.execute(
+                "UPDATE tenant SET peer_destination = ?1, use_on_prem_dial_plan = ?2, shared_sip_address_space = ?3 WHERE id = 1 AND peer_destination IS ?4 AND use_on_prem_dial_plan IS ?5 AND shared_sip_address_space IS ?6",
+                params![
+                    t.peer_destination,
+                    t.use_on_prem_dial_plan,
+                    t.shared_sip_address_space,
+                    before.peer_destination,
+                    before.use_on_prem_dial_plan,
+                    before.shared_sip_address_space
+                ],
+            )?;
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO tenant (id, peer_destination, use_on_prem_dial_plan, shared_sip_address_space) VALUES (1, ?1, ?2, ?3)",
                 params![t.peer_destination, t.use_on_prem_dial_plan, t.shared_sip_address_space],
-            )
-            .map(drop)
-            .map_err(|e| self.sql(e))
+            )?;
+            done = n + inserted == 1;
+            Ok(())
+        })?;
+        Ok(done)
     }
 
     fn write_mediation_server(&mut self, m: &HybridMediationServer) -> Result<(), StoreError> {
@@ -330,7 +351,7 @@ pub fn spawn_watcher(
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::directory::{glob, Store, TenantPatch, UserPatch};
+    use crate::directory::{glob, Backend, Store, TenantPatch, UserPatch};
 
     fn cfg(dir: &Path) -> Config {
         let text = include_str!("../../config/sipedge.toml").replace(
@@ -463,5 +484,23 @@ mod tests {
             .unwrap();
         assert_eq!(b.mediation_servers().unwrap().len(), 1);
         assert!(glob("a*e", "alice") && !glob("a*x", "alice") && glob("*", ""));
+        // Compare and set: a write from a stale read is refused.
+        let mut raw = SqliteBackend::open(tmp.path()).unwrap();
+        let bob = raw
+            .snapshot()
+            .unwrap()
+            .user_by_address("bob@lab.example")
+            .cloned()
+            .unwrap();
+        let mut changed = bob.clone();
+        changed.hosted_voicemail = !bob.hosted_voicemail;
+        assert!(raw.update_user(&bob, &changed).unwrap());
+        assert!(!raw.update_user(&bob, &changed).unwrap());
+        let t = raw.snapshot().unwrap().tenant;
+        let mut t2 = t.clone();
+        t2.use_on_prem_dial_plan = true;
+        assert!(raw.update_tenant(&t, &t2).unwrap());
+        assert!(!raw.update_tenant(&t, &t2).unwrap());
+        assert!(b.tenant().unwrap().use_on_prem_dial_plan);
     }
 }

@@ -29,12 +29,23 @@ pub trait Backend: Send {
     fn insert_user(&mut self, u: &DirUser) -> Result<(), StoreError>;
     /// Removes a user and remembers it (not imported again).
     fn delete_user(&mut self, sip_address: &str) -> Result<(), StoreError>;
-    fn update_user(&mut self, u: &DirUser) -> Result<(), StoreError>;
-    fn write_tenant(&mut self, t: &TenantHybridConfig) -> Result<(), StoreError>;
+    /// Writes `after` if the user's row is still `before` (compare and set: several
+    /// appliances may change one user at once); `false` when it changed (or is gone).
+    fn update_user(&mut self, before: &DirUser, after: &DirUser) -> Result<bool, StoreError>;
+    /// Writes `after` if the tenant's row is still `before` (or absent); `false` when it
+    /// changed.
+    fn update_tenant(
+        &mut self,
+        before: &TenantHybridConfig,
+        after: &TenantHybridConfig,
+    ) -> Result<bool, StoreError>;
     fn write_mediation_server(&mut self, m: &HybridMediationServer) -> Result<(), StoreError>;
     /// Where the data lives, for messages (a path, a URL without password).
     fn location(&self) -> String;
 }
+
+/// How often a change is re-read and re-applied when its row changed under it.
+const CAS_TRIES: usize = 5;
 
 /// An open directory store.
 pub struct Store {
@@ -155,15 +166,25 @@ impl Store {
 
     /// `user set`, `user set-pstn-site`, `user grant-policy`: validates the whole patch, then
     /// writes it in one transaction.
+    ///
+    /// The patch applies to the user as stored when it is written: a concurrent change of
+    /// another field (through another appliance) is kept, not overwritten.
     pub fn set_user(&mut self, identity: &str, patch: &UserPatch) -> Result<DirUser, StoreError> {
-        let snap = self.snapshot()?;
-        let mut u = snap
-            .find_user(identity)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound(format!("identity: no user {identity:?}")))?;
-        self.apply(&snap, &mut u, patch)?;
-        self.backend.update_user(&u)?;
-        Ok(u)
+        for _ in 0..CAS_TRIES {
+            let snap = self.snapshot()?;
+            let before = snap
+                .find_user(identity)
+                .cloned()
+                .ok_or_else(|| StoreError::NotFound(format!("identity: no user {identity:?}")))?;
+            let mut u = before.clone();
+            self.apply(&snap, &mut u, patch)?;
+            if self.backend.update_user(&before, &u)? {
+                return Ok(u);
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "identity: {identity} keeps changing concurrently; try again"
+        )))
     }
 
     /// Validates `patch` against the configuration and the other users, and applies it to `u`.
@@ -247,7 +268,23 @@ impl Store {
 
     /// `tenant set`.
     pub fn set_tenant(&mut self, p: &TenantPatch) -> Result<TenantHybridConfig, StoreError> {
-        let mut t = self.tenant()?;
+        for _ in 0..CAS_TRIES {
+            let before = self.tenant()?;
+            let t = Self::patch_tenant(&before, p)?;
+            if self.backend.update_tenant(&before, &t)? {
+                return Ok(t);
+            }
+        }
+        Err(StoreError::Conflict(
+            "tenant: keeps changing concurrently; try again".into(),
+        ))
+    }
+
+    fn patch_tenant(
+        before: &TenantHybridConfig,
+        p: &TenantPatch,
+    ) -> Result<TenantHybridConfig, StoreError> {
+        let mut t = before.clone();
         if let Some(pd) = &p.peer_destination {
             if let Some(v) = pd {
                 validate_fqdn_port(v).map_err(|r| StoreError::invalid("peer_destination", r))?;
@@ -260,7 +297,6 @@ impl Store {
         if let Some(b) = p.shared_sip_address_space {
             t.shared_sip_address_space = b;
         }
-        self.backend.write_tenant(&t)?;
         Ok(t)
     }
 
