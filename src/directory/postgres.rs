@@ -585,6 +585,37 @@ impl Backend for PgBackend {
     }
 }
 
+/// Reaches the database without changing anything (for `doctor`): its schema version and
+/// how many users it holds.
+pub fn probe(d: &DirectorySettings) -> Result<String, StoreError> {
+    let mut b = PgBackend::offline(d)?;
+    // Connected without migrating: a read-only look.
+    b.migrated = true;
+    with_client!(b, |c| async {
+        let exists: bool = c
+            .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+            .await?
+            .try_get(0)?;
+        if !exists {
+            return Ok("reachable; no schema yet (created at the first start)".to_owned());
+        }
+        let v: i32 = c
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+            .await?
+            .try_get(0)?;
+        let users: i64 = if v >= 1 {
+            c.query_one("SELECT COUNT(*) FROM users", &[])
+                .await?
+                .try_get(0)?
+        } else {
+            0
+        };
+        Ok(format!(
+            "reachable; schema version {v} (this sipedge: {SCHEMA_VERSION}), {users} users"
+        ))
+    })
+}
+
 /// LISTENs for changes and keeps `handle` on the database's current snapshot, reconnecting
 /// with backoff while the database is unreachable (the last snapshot stays in use). Each
 /// snapshot loaded is also kept in `state_dir` ([`super::cache`]). A task of the current tokio
@@ -891,6 +922,14 @@ mod tests {
         let dead = cfg(tmp.path(), "postgres://postgres@127.0.0.1:9/none");
         let t = std::time::Instant::now();
         let e = Store::open(&dead).err().unwrap();
+        assert_eq!(e.http_status(), 503, "{e}");
+        // doctor's look, read-only.
+        let p = probe(&settings).unwrap();
+        assert!(
+            p.contains("schema version 1") && p.contains("4 users"),
+            "{p}"
+        );
+        let e = probe(dead.directory.as_ref().unwrap()).unwrap_err();
         assert_eq!(e.http_status(), 503, "{e}");
         assert!(e.to_string().contains("unreachable"), "{e}");
         assert!(t.elapsed() < CONNECT_TIMEOUT + Duration::from_secs(1));
