@@ -35,6 +35,8 @@ pub enum StartError {
     Resolve(String),
     #[error("{0}")]
     Directory(#[from] StoreError),
+    #[error("directory: the opening task failed: {0}")]
+    DirectoryTask(String),
     #[error("media anchor: {0}")]
     Media(#[from] MediaError),
 }
@@ -152,7 +154,7 @@ pub async fn run(
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || open_directory(&cfg))
             .await
-            .map_err(|e| StartError::Resolve(format!("directory: {e}")))??
+            .map_err(|e| StartError::DirectoryTask(e.to_string()))??
     };
     info!(directory = %store.location(), users = first.users.len(), "directory loaded");
     let dir = Arc::new(ArcSwap::from_pointee(first));
