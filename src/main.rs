@@ -35,7 +35,7 @@ enum Command {
     Run,
     /// Validate the configuration and exit.
     Check,
-    /// The built-in root CA: init, issue, sign, export, list, revoke, renew.
+    /// The built-in root CA: init, issue, sign, export, list, revoke, renew, backup, restore.
     #[command(subcommand)]
     Ca(sipedge::pki::CaCommand),
     /// Certificate tools.

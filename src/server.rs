@@ -37,6 +37,8 @@ pub enum StartError {
     Resolve(String),
     #[error("{0}")]
     Directory(#[from] StoreError),
+    #[error("directory: the opening task failed: {0}")]
+    DirectoryTask(String),
     #[error("media anchor: {0}")]
     Media(#[from] MediaError),
 }
@@ -111,6 +113,34 @@ fn spawn_watchdog(n: Arc<Notifier>, timeout: Duration, published: Arc<ArcSwap<Pu
     });
 }
 
+/// Opens the directory store and reads its snapshot (blocking). A shared directory whose
+/// database is unreachable at start falls back to the last snapshot this appliance kept
+/// (`directory.cache.json`): it routes from it, refuses changes, and the watcher takes over
+/// when the database returns.
+fn open_directory(cfg: &Config) -> Result<(Store, crate::routing::Directory), StoreError> {
+    let err = match Store::open(cfg).and_then(|mut s| s.snapshot().map(|d| (s, d))) {
+        Ok(ok) => return Ok(ok),
+        Err(e) => e,
+    };
+    if !matches!(err, StoreError::Unavailable { .. }) {
+        return Err(err);
+    }
+    match (
+        crate::directory::cache::load(&cfg.appliance.state_dir),
+        Store::open_offline(cfg)?,
+    ) {
+        (Some(d), Some(store)) => {
+            warn!(
+                error = %err,
+                users = d.users.len(),
+                "directory database unreachable at start: routing from the last snapshot kept in the state directory"
+            );
+            Ok((store, d))
+        }
+        _ => Err(err),
+    }
+}
+
 /// Runs the appliance until `stop` asks for the drain and it ends, or says stop now.
 pub async fn run(cfg: Arc<Config>, stop: watch::Receiver<Stop>) -> Result<ProxyStats, StartError> {
     let notifier = Notifier::from_env().map(Arc::new);
@@ -126,10 +156,17 @@ pub async fn run(cfg: Arc<Config>, stop: watch::Receiver<Stop>) -> Result<ProxyS
     let table = resolve_table(&cfg).await?;
     let shared_table = Arc::new(ArcSwap::from_pointee(table.clone()));
     crate::routing::warm_up();
-    // The directory: imported, then watched for changes made by the CLI or the API.
-    let store = Store::open(&cfg)?;
-    let dir = Arc::new(ArcSwap::from_pointee(store.snapshot()?));
-    spawn_watcher(store.path().to_owned(), dir.clone())?;
+    // The directory (the SQLite file, or the PostgreSQL database of `[directory]`): imported,
+    // then watched for changes made by the CLI, the API or another appliance. Opening blocks.
+    let (store, first) = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || open_directory(&cfg))
+            .await
+            .map_err(|e| StartError::DirectoryTask(e.to_string()))??
+    };
+    info!(directory = %store.location(), users = first.users.len(), "directory loaded");
+    let dir = Arc::new(ArcSwap::from_pointee(first));
+    spawn_watcher(&cfg, dir.clone())?;
     readiness.set_directory_loaded(true);
     let published = Arc::new(ArcSwap::from_pointee(Published::default()));
     if let Some(addr) = cfg.admin.listen {
@@ -148,7 +185,8 @@ pub async fn run(cfg: Arc<Config>, stop: watch::Receiver<Stop>) -> Result<ProxyS
         info!(%addr, "admin API listening");
         tokio::spawn(crate::admin::http::serve(listener, state));
     } else {
-        drop(store);
+        // Not on an async thread: a PostgreSQL store may own blocking resources.
+        tokio::task::spawn_blocking(move || drop(store));
     }
     // Call records: the writer thread appends them to <state_dir>/cdr/, logs one line per call
     // and feeds the call statistics. (A PostgreSQL sink joins the list here.)

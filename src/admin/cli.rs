@@ -399,7 +399,7 @@ pub fn run_route(cmd: RouteCommand, cfg: &Config) -> Result<(), CliError> {
     let (value, live) = match explain_from_server(cfg, &from, &to) {
         Some(v) => (v, true),
         None => {
-            let store = Store::open(cfg)?;
+            let mut store = Store::open(cfg)?;
             let dir = store.snapshot()?;
             let table = table_for(cfg)?;
             let (direction, r) =

@@ -97,7 +97,18 @@ pub fn run(cfg: &Config, timeout: Duration) -> Vec<Check> {
     out.extend(names);
     out.extend(options_all(cfg, &resolved, timeout));
     out.extend(ports(cfg));
+    out.extend(directory(cfg));
     out
+}
+
+/// The shared directory's database, when `[directory]` names one.
+fn directory(cfg: &Config) -> Option<Check> {
+    let d = cfg.directory.as_ref()?;
+    let name = format!("directory {}", d.display_url());
+    Some(match crate::directory::postgres::probe(d) {
+        Ok(detail) => Check::new(name, Verdict::Ok, detail),
+        Err(e) => Check::new(name, Verdict::Fail, e.to_string()),
+    })
 }
 
 /// The names of the failed checks, for the last line and the exit status.

@@ -41,7 +41,8 @@ pub use types::{
 };
 
 pub use model::{
-    AdminSettings, Appliance, CloudPeer, Config, DialPlanDecl, DialRule, Gateway, Limits,
-    MediaSettings, MediationServer, OverloadSettings, RoutingSettings, SideListen, SipSettings,
-    Site, Tenant, TlsSettings, UnknownSenders, UserDecl, DEFAULT_CODECS, DEFAULT_EMERGENCY_NUMBERS,
+    redact_url, AdminSettings, Appliance, CloudPeer, Config, DialPlanDecl, DialRule,
+    DirectorySettings, Gateway, Limits, MediaSettings, MediationServer, OverloadSettings,
+    RoutingSettings, SideListen, SipSettings, Site, Tenant, TlsSettings, UnknownSenders, UserDecl,
+    DEFAULT_CODECS, DEFAULT_EMERGENCY_NUMBERS,
 };

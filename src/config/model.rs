@@ -233,6 +233,38 @@ pub struct Config {
     pub admin: AdminSettings,
     pub overload: OverloadSettings,
     pub dial_plans: Vec<DialPlanDecl>,
+    /// `[directory]`: the shared directory database; `None`: the embedded SQLite store.
+    pub directory: Option<DirectorySettings>,
+}
+
+/// `[directory]`: users, tenant settings and mediation-server registrations in PostgreSQL,
+/// shared by the appliances of a site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectorySettings {
+    /// `postgres://user[:password]@host[:port]/database` (checked by the driver's parser).
+    pub url: String,
+}
+
+impl DirectorySettings {
+    /// The URL without its password, for logs and errors.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, tail) = match rest.split_once('@') {
+        Some((a, t)) => (a, t),
+        None => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{tail}"),
+        None => url.to_owned(),
+    }
 }
 
 /// What requests from addresses that are no peer get.

@@ -36,6 +36,8 @@ pub struct RawConfig {
     pub overload: RawOverload,
     #[serde(default)]
     pub dial_plans: Vec<RawDialPlan>,
+    /// No `[directory]` table: the embedded SQLite store in the state directory.
+    pub directory: Option<RawDirectory>,
 }
 
 /// `[[dial_plans]]`: a named list of normalization rules (first match wins).
@@ -53,6 +55,13 @@ pub struct RawDialRule {
     pub name: String,
     pub pattern: String,
     pub translation: String,
+}
+
+/// `[directory]`: a shared directory database for several appliances.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDirectory {
+    pub url: String,
 }
 
 /// `[overload]`: rates and caps applied before any state is kept.

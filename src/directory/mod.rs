@@ -4,19 +4,45 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `mod.rs` | errors, change sets (patches) and input validation shared by every store |
+//! | `mod.rs` | errors, change sets (patches) and input validation shared by every store; the watcher's entry point |
+//! | [`store`] | [`Store`]: the operations, their validation and precedence, over a [`Backend`] |
 //! | [`sqlite`] | the embedded store of one appliance (SQLite, WAL) and its change watcher |
+//! | [`postgres`] | the store several appliances share (`[directory] url`), LISTEN/NOTIFY watcher |
+//! | [`cache`] | the shared directory's last snapshot on disk, to start while the database is down |
 //!
 //! Both the proxy's composition root (`server`) and the admin CLI/API use it; it knows nothing
 //! of either.
 
+pub mod cache;
+pub mod postgres;
 pub mod sqlite;
+pub mod store;
 
-pub use sqlite::{spawn_watcher, store_path, Store};
+pub use sqlite::store_path;
+pub use store::{Backend, Store};
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::config::{Fqdn, VoiceRoutingPolicy};
+use crate::config::{Config, Fqdn, VoiceRoutingPolicy};
+use crate::routing::Directory;
+
+/// Keeps `handle` on the store's current snapshot for the process's life: a change made by any
+/// CLI, API or (with PostgreSQL) any appliance is swapped in within a second. The SQLite
+/// watcher is a thread; the PostgreSQL one a task of the current tokio runtime, which it
+/// needs.
+pub fn spawn_watcher(
+    cfg: &Config,
+    handle: Arc<arc_swap::ArcSwap<Directory>>,
+) -> Result<(), StoreError> {
+    match &cfg.directory {
+        Some(d) => {
+            postgres::spawn_watcher(d, cfg.appliance.state_dir.clone(), handle);
+            Ok(())
+        }
+        None => sqlite::spawn_watcher(store_path(&cfg.appliance.state_dir), handle).map(drop),
+    }
+}
 
 /// Why a directory operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +60,13 @@ pub enum StoreError {
     /// Invalid input: which argument, why.
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// The shared directory database is unreachable: changes are refused until it returns
+    /// (the running proxy keeps routing from its last snapshot).
+    #[error("directory database {url} is unreachable ({reason}): changes are refused until it returns; running appliances keep routing from their last snapshot")]
+    Unavailable { url: String, reason: String },
+    /// The database answered with an error.
+    #[error("directory database {url}: {reason}")]
+    Database { url: String, reason: String },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -53,6 +86,7 @@ impl StoreError {
             StoreError::Invalid { .. } => 400,
             StoreError::NotFound(_) => 404,
             StoreError::Conflict(_) => 409,
+            StoreError::Unavailable { .. } => 503,
             _ => 500,
         }
     }

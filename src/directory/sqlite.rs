@@ -18,24 +18,20 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{glob, validate_fqdn_port, validate_sip_address, StoreError, TenantPatch, UserPatch};
-use crate::config::{Config, Fqdn, VoiceRoutingPolicy};
-use crate::routing::directory::user_from_decl;
-use crate::routing::{
-    line_uri_number, DirUser, Directory, HybridMediationServer, TenantHybridConfig,
-};
+use super::store::Backend;
+use super::StoreError;
+use crate::config::VoiceRoutingPolicy;
+use crate::routing::{DirUser, Directory, HybridMediationServer, TenantHybridConfig};
 
 /// The store's file in a state directory.
 pub fn store_path(state_dir: &Path) -> PathBuf {
     state_dir.join("directory.sqlite")
 }
 
-/// An open directory store.
-pub struct Store {
+/// The SQLite file of one appliance.
+pub struct SqliteBackend {
     conn: Connection,
     path: PathBuf,
-    /// Site names of the configuration, for validation.
-    sites: Vec<String>,
 }
 
 const SCHEMA: &str = "
@@ -63,28 +59,16 @@ CREATE TABLE IF NOT EXISTS mediation_servers (
 );
 ";
 
-impl Store {
-    /// Opens (creating if needed) the store of `cfg`'s state directory and imports the
-    /// configuration's users and tenant where absent.
-    pub fn open(cfg: &Config) -> Result<Store, StoreError> {
-        let dir = &cfg.appliance.state_dir;
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: dir.clone(),
+impl SqliteBackend {
+    /// Opens (creating if needed) `<state_dir>/directory.sqlite`.
+    pub fn open(state_dir: &Path) -> Result<SqliteBackend, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::Io {
+            path: state_dir.to_owned(),
             source,
         })?;
-        let path = store_path(dir);
+        let path = store_path(state_dir);
         let conn = open_conn(&path)?;
-        let mut store = Store {
-            conn,
-            path,
-            sites: cfg.sites.iter().map(|s| s.name.clone()).collect(),
-        };
-        store.import(cfg)?;
-        Ok(store)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(SqliteBackend { conn, path })
     }
 
     fn sql(&self, source: rusqlite::Error) -> StoreError {
@@ -94,309 +78,148 @@ impl Store {
         }
     }
 
-    fn import(&mut self, cfg: &Config) -> Result<(), StoreError> {
+    /// Runs `f` in one transaction.
+    fn in_tx(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(), rusqlite::Error>,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let sql = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(sql)?;
-        let has_tenant: bool = tx
-            .query_row("SELECT COUNT(*) FROM tenant", [], |r| r.get::<_, i64>(0))
-            .map_err(sql)?
-            > 0;
-        if !has_tenant {
-            tx.execute(
-                "INSERT INTO tenant (id, peer_destination, use_on_prem_dial_plan, shared_sip_address_space) VALUES (1, ?1, 0, 1)",
-                params![cfg.tenant.peer_destination.as_ref().map(|f| f.to_string())],
-            )
-            .map_err(sql)?;
-        }
-        for decl in &cfg.users {
-            let u = user_from_decl(decl);
-            let removed: bool = tx
-                .query_row(
-                    "SELECT COUNT(*) FROM removed_users WHERE sip_address = ?1",
-                    params![u.sip_address],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map_err(sql)?
-                > 0;
-            if !removed {
-                tx.execute(
-                    "INSERT OR IGNORE INTO users (sip_address, upn, display_name, enterprise_voice, hosted_voicemail, line_uri, voice_routing_policy, pstn_site) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    user_params(&u).as_slice(),
-                )
-                .map_err(sql)?;
-            }
-        }
+        f(&tx).map_err(sql)?;
         tx.commit().map_err(sql)
     }
+}
 
-    /// The whole directory as an immutable snapshot.
-    pub fn snapshot(&self) -> Result<Directory, StoreError> {
+impl Backend for SqliteBackend {
+    fn snapshot(&mut self) -> Result<Directory, StoreError> {
         read_snapshot(&self.conn).map_err(|e| self.sql(e))
     }
 
-    /// The user named by SIP address, UPN or display name.
-    pub fn find_user(&self, identity: &str) -> Result<DirUser, StoreError> {
-        let d = self.snapshot()?;
-        d.find_user(identity)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound(format!("identity: no user {identity:?}")))
-    }
-
-    /// Users whose SIP address, UPN or display name matches `pattern` (`*` wildcards;
-    /// case-insensitive); every user for `None`.
-    pub fn users(&self, pattern: Option<&str>) -> Result<Vec<DirUser>, StoreError> {
-        let d = self.snapshot()?;
-        Ok(d.users
-            .into_iter()
-            .filter(|u| {
-                pattern.is_none_or(|p| {
-                    [
-                        Some(u.sip_address.as_str()),
-                        u.upn.as_deref(),
-                        u.display_name.as_deref(),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .any(|s| glob(p, s))
-                })
-            })
-            .collect())
-    }
-
-    /// `user add`: a new user, enterprise voice off unless patched.
-    pub fn add_user(
+    fn import(
         &mut self,
-        sip_address: &str,
-        patch: &UserPatch,
-    ) -> Result<DirUser, StoreError> {
-        let addr = validate_sip_address(sip_address)?;
-        let snap = self.snapshot()?;
-        if snap.user_by_address(&addr).is_some() {
-            return Err(StoreError::Conflict(format!(
-                "sip_address: user {addr} already exists"
-            )));
+        peer_destination: Option<&str>,
+        users: &[DirUser],
+    ) -> Result<(), StoreError> {
+        self.in_tx(|tx| {
+            let has_tenant: bool =
+                tx.query_row("SELECT COUNT(*) FROM tenant", [], |r| r.get::<_, i64>(0))? > 0;
+            if !has_tenant {
+                tx.execute(
+                    "INSERT INTO tenant (id, peer_destination, use_on_prem_dial_plan, shared_sip_address_space) VALUES (1, ?1, 0, 1)",
+                    params![peer_destination],
+                )?;
+            }
+            for u in users {
+                let removed: bool = tx.query_row(
+                    "SELECT COUNT(*) FROM removed_users WHERE sip_address = ?1",
+                    params![u.sip_address],
+                    |r| r.get::<_, i64>(0),
+                )? > 0;
+                if !removed {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO users (sip_address, upn, display_name, enterprise_voice, hosted_voicemail, line_uri, voice_routing_policy, pstn_site) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        user_params(u).as_slice(),
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn insert_user(&mut self, u: &DirUser) -> Result<(), StoreError> {
+        let r = self.in_tx(|tx| {
+            tx.execute(
+                "INSERT INTO users (sip_address, upn, display_name, enterprise_voice, hosted_voicemail, line_uri, voice_routing_policy, pstn_site) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                user_params(u).as_slice(),
+            )?;
+            tx.execute(
+                "DELETE FROM removed_users WHERE sip_address = ?1",
+                params![u.sip_address],
+            )?;
+            Ok(())
+        });
+        match r {
+            Err(StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, _),
+                ..
+            }) if e.code == rusqlite::ErrorCode::ConstraintViolation => Err(StoreError::Conflict(
+                format!("sip_address: user {} already exists", u.sip_address),
+            )),
+            r => r,
         }
-        let mut u = DirUser {
-            sip_address: addr,
-            upn: None,
-            display_name: None,
-            enterprise_voice: false,
-            hosted_voicemail: false,
-            line_uri: None,
-            voice_routing_policy: VoiceRoutingPolicy::InternationalCallsDisallowed,
-            pstn_site: None,
-        };
-        self.apply(&snap, &mut u, patch)?;
-        let path = self.path.clone();
-        let sql = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sql)?;
-        tx.execute(
-            "INSERT INTO users (sip_address, upn, display_name, enterprise_voice, hosted_voicemail, line_uri, voice_routing_policy, pstn_site) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            user_params(&u).as_slice(),
-        )
-        .map_err(sql)?;
-        tx.execute(
-            "DELETE FROM removed_users WHERE sip_address = ?1",
-            params![u.sip_address],
-        )
-        .map_err(sql)?;
-        tx.commit().map_err(sql)?;
-        Ok(u)
     }
 
-    /// `user remove`.
-    pub fn remove_user(&mut self, identity: &str) -> Result<DirUser, StoreError> {
-        let u = self.find_user(identity)?;
-        let path = self.path.clone();
-        let sql = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(sql)?;
-        tx.execute(
-            "DELETE FROM users WHERE sip_address = ?1",
-            params![u.sip_address],
-        )
-        .map_err(sql)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO removed_users (sip_address) VALUES (?1)",
-            params![u.sip_address],
-        )
-        .map_err(sql)?;
-        tx.commit().map_err(sql)?;
-        Ok(u)
+    fn delete_user(&mut self, sip_address: &str) -> Result<(), StoreError> {
+        self.in_tx(|tx| {
+            tx.execute(
+                "DELETE FROM users WHERE sip_address = ?1",
+                params![sip_address],
+            )?;
+            tx.execute(
+                "INSERT OR IGNORE INTO removed_users (sip_address) VALUES (?1)",
+                params![sip_address],
+            )?;
+            Ok(())
+        })
     }
 
-    /// `user set`, `user set-pstn-site`, `user grant-policy`: validates the whole patch, then
-    /// writes it in one transaction.
-    pub fn set_user(&mut self, identity: &str, patch: &UserPatch) -> Result<DirUser, StoreError> {
-        let snap = self.snapshot()?;
-        let mut u = snap
-            .find_user(identity)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound(format!("identity: no user {identity:?}")))?;
-        self.apply(&snap, &mut u, patch)?;
+    fn update_user(&mut self, before: &DirUser, after: &DirUser) -> Result<bool, StoreError> {
+        let a = user_params(after);
+        let b = user_params(before);
+        let params: Vec<&dyn rusqlite::ToSql> = a.iter().chain(b.iter().skip(1)).copied().collect();
         self.conn
             .execute(
-                "UPDATE users SET upn = ?2, display_name = ?3, enterprise_voice = ?4, hosted_voicemail = ?5, line_uri = ?6, voice_routing_policy = ?7, pstn_site = ?8 WHERE sip_address = ?1",
-                user_params(&u).as_slice(),
+                "UPDATE users SET upn = ?2, display_name = ?3, enterprise_voice = ?4, hosted_voicemail = ?5, line_uri = ?6, voice_routing_policy = ?7, pstn_site = ?8 WHERE sip_address = ?1 AND upn IS ?9 AND display_name IS ?10 AND enterprise_voice IS ?11 AND hosted_voicemail IS ?12 AND line_uri IS ?13 AND voice_routing_policy IS ?14 AND pstn_site IS ?15",
+                params.as_slice(),
             )
-            .map_err(|e| self.sql(e))?;
-        Ok(u)
+            .map(|n| n == 1)
+            .map_err(|e| self.sql(e))
     }
 
-    /// Validates `patch` against the configuration and the other users, and applies it to `u`.
-    fn apply(&self, snap: &Directory, u: &mut DirUser, p: &UserPatch) -> Result<(), StoreError> {
-        if let Some(upn) = &p.upn {
-            if let Some(v) = upn {
-                validate_sip_address(v).map_err(|_| {
-                    StoreError::invalid("upn", format!("{v:?} is not of the form user@domain"))
-                })?;
-                if snap
-                    .users
-                    .iter()
-                    .any(|o| o.sip_address != u.sip_address && o.matches(v))
-                {
-                    return Err(StoreError::Conflict(format!(
-                        "upn: {v} already names another user"
-                    )));
-                }
-            }
-            u.upn = upn.clone();
-        }
-        if let Some(dn) = &p.display_name {
-            if let Some(v) = dn {
-                if v.trim().is_empty() || v.chars().any(char::is_control) {
-                    return Err(StoreError::invalid(
-                        "display_name",
-                        "must be non-empty printable text",
-                    ));
-                }
-            }
-            u.display_name = dn.clone();
-        }
-        if let Some(ev) = p.enterprise_voice {
-            u.enterprise_voice = ev;
-        }
-        if let Some(hv) = p.hosted_voicemail {
-            u.hosted_voicemail = hv;
-        }
-        if let Some(l) = &p.line_uri {
-            if let Some(v) = l {
-                let Some(number) = line_uri_number(v) else {
-                    return Err(StoreError::invalid(
-                        "line_uri",
-                        format!("{v:?} is not of the form tel:+E.164[;ext=…]"),
-                    ));
-                };
-                if let Some(o) = snap.user_by_number(&number) {
-                    if o.sip_address != u.sip_address {
-                        return Err(StoreError::Conflict(format!(
-                            "line_uri: {number} is already the line URI of {}",
-                            o.sip_address
-                        )));
-                    }
-                }
-            }
-            u.line_uri = l.clone();
-        }
-        if let Some(pol) = p.voice_routing_policy {
-            u.voice_routing_policy = pol;
-        }
-        if let Some(site) = &p.pstn_site {
-            if let Some(s) = site {
-                if !self.sites.iter().any(|n| n == s) {
-                    return Err(StoreError::invalid(
-                        "site",
-                        format!(
-                            "site {s:?} is not defined in the configuration (sites: {})",
-                            self.sites.join(", ")
-                        ),
-                    ));
-                }
-            }
-            u.pstn_site = site.clone();
-        }
-        Ok(())
-    }
-
-    pub fn tenant(&self) -> Result<TenantHybridConfig, StoreError> {
-        Ok(self.snapshot()?.tenant)
-    }
-
-    /// `tenant set`.
-    pub fn set_tenant(&mut self, p: &TenantPatch) -> Result<TenantHybridConfig, StoreError> {
-        let mut t = self.tenant()?;
-        if let Some(pd) = &p.peer_destination {
-            if let Some(v) = pd {
-                validate_fqdn_port(v).map_err(|r| StoreError::invalid("peer_destination", r))?;
-            }
-            t.peer_destination = pd.as_ref().map(|v| v.to_ascii_lowercase());
-        }
-        if let Some(b) = p.use_on_prem_dial_plan {
-            t.use_on_prem_dial_plan = b;
-        }
-        if let Some(b) = p.shared_sip_address_space {
-            t.shared_sip_address_space = b;
-        }
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO tenant (id, peer_destination, use_on_prem_dial_plan, shared_sip_address_space) VALUES (1, ?1, ?2, ?3)",
+    fn update_tenant(
+        &mut self,
+        before: &TenantHybridConfig,
+        t: &TenantHybridConfig,
+    ) -> Result<bool, StoreError> {
+        let mut done = false;
+        self.in_tx(|tx| {
+            let n = tx.execute(
+                "UPDATE tenant SET peer_destination = ?1, use_on_prem_dial_plan = ?2, shared_sip_address_space = ?3 WHERE id = 1 AND peer_destination IS ?4 AND use_on_prem_dial_plan IS ?5 AND shared_sip_address_space IS ?6",
+                params![
+                    t.peer_destination,
+                    t.use_on_prem_dial_plan,
+                    t.shared_sip_address_space,
+                    before.peer_destination,
+                    before.use_on_prem_dial_plan,
+                    before.shared_sip_address_space
+                ],
+            )?;
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO tenant (id, peer_destination, use_on_prem_dial_plan, shared_sip_address_space) VALUES (1, ?1, ?2, ?3)",
                 params![t.peer_destination, t.use_on_prem_dial_plan, t.shared_sip_address_space],
-            )
-            .map_err(|e| self.sql(e))?;
-        Ok(t)
+            )?;
+            done = n + inserted == 1;
+            Ok(())
+        })?;
+        Ok(done)
     }
 
-    pub fn mediation_servers(&self) -> Result<Vec<HybridMediationServer>, StoreError> {
-        Ok(self.snapshot()?.mediation_servers)
-    }
-
-    /// `mediation-server set`: registers (or updates) a hybrid mediation server.
-    pub fn set_mediation_server(
-        &mut self,
-        identity: &str,
-        fqdn: &str,
-        edge: &str,
-    ) -> Result<HybridMediationServer, StoreError> {
-        if identity.trim().is_empty() || identity.chars().any(char::is_control) {
-            return Err(StoreError::invalid(
-                "identity",
-                "must be non-empty printable text",
-            ));
-        }
-        let fqdn = Fqdn::parse(fqdn).map_err(|r| StoreError::invalid("fqdn", r))?;
-        let edge =
-            Fqdn::parse(edge).map_err(|r| StoreError::invalid("access_proxy_external_fqdn", r))?;
-        let others = self.mediation_servers()?;
-        if let Some(o) = others
-            .iter()
-            .find(|m| m.fqdn == fqdn.as_str() && m.identity != identity)
-        {
-            return Err(StoreError::Conflict(format!(
-                "fqdn: {fqdn} is already registered as {:?}",
-                o.identity
-            )));
-        }
-        let m = HybridMediationServer {
-            identity: identity.to_owned(),
-            fqdn: fqdn.to_string(),
-            access_proxy_external_fqdn: edge.to_string(),
-        };
+    fn write_mediation_server(&mut self, m: &HybridMediationServer) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO mediation_servers (identity, fqdn, access_proxy_external_fqdn) VALUES (?1, ?2, ?3)",
                 params![m.identity, m.fqdn, m.access_proxy_external_fqdn],
             )
-            .map_err(|e| self.sql(e))?;
-        Ok(m)
+            .map(drop)
+            .map_err(|e| self.sql(e))
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
     }
 }
 
@@ -527,6 +350,8 @@ pub fn spawn_watcher(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::directory::{glob, Backend, Store, TenantPatch, UserPatch};
 
     fn cfg(dir: &Path) -> Config {
         let text = include_str!("../../config/sipedge.toml").replace(
@@ -555,7 +380,7 @@ mod tests {
         s.remove_user("dave@lab.example").unwrap();
         drop(s);
         // Reopening (a restart) imports again: bob keeps the store's policy, dave stays removed.
-        let s = Store::open(&c).unwrap();
+        let mut s = Store::open(&c).unwrap();
         let d = s.snapshot().unwrap();
         assert_eq!(
             d.user_by_address("bob@lab.example")
@@ -630,7 +455,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let c = cfg(tmp.path());
         let mut a = Store::open(&c).unwrap();
-        let b = Store::open(&c).unwrap();
+        let mut b = Store::open(&c).unwrap();
         let u = a
             .add_user(
                 "sip:Frank@lab.example",
@@ -659,5 +484,23 @@ mod tests {
             .unwrap();
         assert_eq!(b.mediation_servers().unwrap().len(), 1);
         assert!(glob("a*e", "alice") && !glob("a*x", "alice") && glob("*", ""));
+        // Compare and set: a write from a stale read is refused.
+        let mut raw = SqliteBackend::open(tmp.path()).unwrap();
+        let bob = raw
+            .snapshot()
+            .unwrap()
+            .user_by_address("bob@lab.example")
+            .cloned()
+            .unwrap();
+        let mut changed = bob.clone();
+        changed.hosted_voicemail = !bob.hosted_voicemail;
+        assert!(raw.update_user(&bob, &changed).unwrap());
+        assert!(!raw.update_user(&bob, &changed).unwrap());
+        let t = raw.snapshot().unwrap().tenant;
+        let mut t2 = t.clone();
+        t2.use_on_prem_dial_plan = true;
+        assert!(raw.update_tenant(&t, &t2).unwrap());
+        assert!(!raw.update_tenant(&t, &t2).unwrap());
+        assert!(b.tenant().unwrap().use_on_prem_dial_plan);
     }
 }

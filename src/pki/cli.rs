@@ -78,6 +78,31 @@ pub enum CaCommand {
     },
     /// Re-issue a certificate (new key and serial; the old one is superseded).
     Renew { name: String },
+    /// Back up the root CA (certificate and key) to a PKCS#12 file encrypted with a
+    /// passphrase (mode 0600), to restore on the site's other appliances.
+    Backup {
+        /// The backup file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// File whose first line is the passphrase (at least 8 characters).
+        #[arg(long)]
+        passphrase_file: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Install the root CA from a `ca backup` file: this appliance then issues from and
+    /// trusts the same root as the others of its site.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// File whose first line is the passphrase.
+        #[arg(long)]
+        passphrase_file: PathBuf,
+        /// Replace a different existing CA (it is kept as ca.backup-TIMESTAMP).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `sipedge cert …`
@@ -238,6 +263,40 @@ pub fn run_ca_to(cmd: CaCommand, ctx: &PkiContext, out: &mut impl Write) -> Resu
                 e.p7b.display()
             )
             .map_err(out_err)?;
+        }
+        CaCommand::Backup {
+            out: file,
+            passphrase_file,
+            force,
+        } => {
+            let pass = read_password(&passphrase_file)?;
+            store.backup(&file, &pass, force)?;
+            writeln!(
+                out,
+                "root CA backed up to {} (encrypted with the passphrase; mode 0600)\n  restore on each appliance of the site: sipedge ca restore {} --passphrase-file FILE",
+                file.display(),
+                file.display()
+            )
+            .map_err(out_err)?;
+        }
+        CaCommand::Restore {
+            file,
+            passphrase_file,
+            force,
+        } => {
+            let pass = read_password(&passphrase_file)?;
+            let (store, what) = CaStore::restore(&ctx.state_dir, &file, &pass, force)?;
+            let line = match what {
+                super::Restored::Installed => format!(
+                    "root CA restored in {}: certificates are issued from it and it is trusted; restart the appliance to re-issue its own certificates",
+                    store.ca_dir().display()
+                ),
+                super::Restored::AlreadyThisRoot => format!(
+                    "{} already holds this root CA: nothing changed",
+                    store.ca_dir().display()
+                ),
+            };
+            writeln!(out, "{line}").map_err(out_err)?;
         }
         CaCommand::List => {
             let entries = store.list()?;

@@ -32,7 +32,8 @@ pub use cli::{run_ca, run_cert, CaCommand, CertCommand, PkiContext};
 pub use inspect::{check_edge_cert, show_cert, show_cert_bytes, CertInfo, Finding, Severity};
 pub use store::{
     appliance_certs, ApplianceCertRequest, ApplianceCerts, CaStore, CertStatus, ExportedRoot,
-    IndexEntry, IssueRequest, IssuedCert, Origin, RevokeReason, RevokeTarget,
+    IndexEntry, IssueRequest, IssuedCert, Origin, Restored, RevokeReason, RevokeTarget,
+    MIN_PASSPHRASE,
 };
 
 /// Names the CA may issue for without `--force`: the configured gateway names

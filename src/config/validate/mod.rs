@@ -12,9 +12,11 @@
 //! - `dialplan.rs`: `[[dial_plans]]` and the sites' `emergency_numbers`;
 //! - `settings.rs`: `[sip]`, `[limits]`, `[routing]`;
 //! - `media.rs`: `[media]`;
-//! - `tls.rs`: `[tls]`.
+//! - `tls.rs`: `[tls]`;
+//! - `directory.rs`: `[directory]`.
 
 mod dialplan;
+mod directory;
 mod listen;
 mod media;
 mod overload;
@@ -95,6 +97,10 @@ impl Config {
             cloud_peer.fqdn.as_str(),
             &appliances,
         )?;
+        let directory = match &raw.directory {
+            Some(d) => Some(v.directory(d)?),
+            None => None,
+        };
 
         Ok(Config {
             file: path.to_owned(),
@@ -115,6 +121,7 @@ impl Config {
             tls,
             overload,
             dial_plans,
+            directory,
         })
     }
 }

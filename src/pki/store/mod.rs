@@ -15,16 +15,17 @@
 //! By job: [`index`] (what was issued, persisted in `index.tsv`), [`serial`]
 //! (serial numbers), [`issue`] (issue, sign a CSR, renew), [`crl`] (revoke,
 //! CRL generation and refresh) and [`own`] (the appliance's own
-//! certificates). This file holds the root itself: creating, loading and
+//! certificates), [`backup`] (`ca backup` / `ca restore`: the site's root on
+//! several appliances). This file holds the root itself: creating, loading and
 //! exporting it, and the lock that serialises every mutation.
 
+mod backup;
 mod crl;
 mod index;
 mod issue;
 mod own;
 mod serial;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use data_encoding::HEXUPPER;
@@ -36,10 +37,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
-use super::fsutil::{self, io_err, DirLock, PUBLIC, SECRET};
+use super::fsutil::{self, DirLock, PUBLIC, SECRET};
 use super::{pkcs7, KeyType, PkiError};
 use serial::random_serial;
 
+pub use backup::{Restored, MIN_PASSPHRASE};
 pub use crl::{RevokeReason, RevokeTarget};
 pub use index::{CertStatus, IndexEntry, Origin};
 pub use issue::{IssueRequest, IssuedCert};
@@ -156,24 +158,7 @@ impl CaStore {
             if !force {
                 return Err(PkiError::CaExists(ca_dir));
             }
-            let t = now();
-            let stamp = format!(
-                "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            );
-            let mut backup = store.state_dir.join(format!("ca.backup-{stamp}"));
-            let mut n = 1;
-            while backup.exists() {
-                backup = store.state_dir.join(format!("ca.backup-{stamp}-{n}"));
-                n += 1;
-            }
-            fs::rename(&ca_dir, &backup).map_err(io_err(&ca_dir))?;
-            tracing::warn!(backup = %backup.display(), "existing CA moved aside");
+            store.move_aside()?;
         }
         fsutil::create_dir(&store.state_dir, 0o700)?;
         fsutil::create_dir(&ca_dir, 0o700)?;
