@@ -205,6 +205,7 @@ mod tests {
         h.on_answer(t0 + s * 4, "gw2.lab.example");
         h.on_answer(t0 + s * 4, "sip.cloud.lab.example");
         h.on_answer(t0 + s * 4, "gw1.remote.example");
+        h.on_answer(t0 + s * 4, "mediation.remote.example");
         h.poll_probe(t0 + s * 5);
         assert_eq!(h.demoted().len(), 1);
         assert!(h.demoted().contains("gw1.lab.example"));
@@ -216,7 +217,7 @@ mod tests {
         let bigger = RoutingTable::build(&cfg, &|n| cfg.static_host(n)).unwrap();
         h.retarget(t0 + s * 5, &bigger, s * 2);
         let states = h.states();
-        assert_eq!(states.len(), 5, "{states:?}");
+        assert_eq!(states.len(), 6, "{states:?}");
         assert_eq!(states.get("gw3.lab.example"), Some(&true));
         assert_eq!(states.get("gw1.lab.example"), Some(&false), "health kept");
         // A smaller table forgets the removed target, demoted or not.
