@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:-400}
 CALLS=${2:-4000}
+command -v timeout >/dev/null
 MODE=${3:-defaults}
 command -v kamailio >/dev/null || { echo "kamailio not installed (apt-get install kamailio)"; exit 2; }
 cargo build --release -q
@@ -59,7 +60,11 @@ PY
 se=$!
 sleep 0.5
 run_load sipedge "$se"
-kill -TERM "$se"; wait "$se" || true
+kill -TERM "$se"
+# The drain ends with the last call; bounded all the same.
+for _ in $(seq 1 100); do kill -0 "$se" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$se" 2>/dev/null || true
+wait "$se" 2>/dev/null || true
 
 # Shared memory sized for the run (the package default, 64 MB, runs out of transactions).
 kamailio -m 1024 -M 32 -f benches/kamailio/kamailio.cfg -P "$work/kam.pid" -E -w "$work" 2>"$work/kam.log"
