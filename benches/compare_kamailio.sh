@@ -10,7 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RATE=${1:-400}
 CALLS=${2:-4000}
-command -v timeout >/dev/null
 MODE=${3:-defaults}
 command -v kamailio >/dev/null || { echo "kamailio not installed (apt-get install kamailio)"; exit 2; }
 cargo build --release -q
