@@ -315,17 +315,21 @@ impl RoutingTable {
 
     /// The addresses of the configured peers of each side: the cloud peer; the gateways and
     /// the other sites' mediation servers (reached on the gateway side). Plain TCP is
-    /// accepted from these only.
+    /// accepted from these only, and each has its own ingress lane.
     pub fn peer_addresses(&self) -> Vec<(Side, IpAddr)> {
-        let mut v = vec![(Side::Cloud, self.cloud_peer.addr.ip())];
+        let mut v: Vec<(Side, IpAddr)> = self
+            .cloud_peers
+            .iter()
+            .map(|c| (Side::Cloud, c.addr.ip()))
+            .collect();
         v.extend(
             self.gateways
                 .iter()
                 .map(|g| (Side::Gateway, g.hop.addr.ip())),
         );
-        for s in &self.sites {
-            v.extend(s.mediation_servers.iter().map(|m| (m.side, m.addr.ip())));
-        }
+        // Our own site's mediation servers are us (and our fellow appliances, which never send
+        // to us): not peers.
+        v.extend(self.other_appliances().map(|(_, m)| (m.side, m.addr.ip())));
         v
     }
 

@@ -190,7 +190,8 @@ impl Transports {
                 peers.insert((Side::Gateway, ip));
             }
         }
-        for s in &cfg.sites {
+        // Other sites' mediation servers (our own site's are us).
+        for s in cfg.sites.iter().filter(|s| s.name != cfg.appliance.site) {
             for m in &s.mediation_servers {
                 if let Some(ip) = cfg.static_host(m.fqdn.as_str()) {
                     peers.insert((Side::Gateway, ip));
@@ -246,7 +247,8 @@ impl Transports {
     /// against the side's handshake slots (only against the per-source ones).
     pub fn set_peer_addresses(&self, addrs: impl IntoIterator<Item = (Side, IpAddr)>) {
         if let Ok(mut p) = self.peers.write() {
-            p.extend(addrs);
+            // The table names them all: after a reload, a removed peer is no peer.
+            *p = addrs.into_iter().collect();
         }
     }
 
