@@ -156,9 +156,14 @@ pub(super) async fn udp_loop(side: Side, sock: Arc<UdpSocket>, tx: IngressTx, ma
         let (n, remote) = match sock.recv_from(&mut buf).await {
             Ok(x) => x,
             Err(e) => {
-                // The pending error of an ICMP message (the error loop reports it with its
-                // destination); not fatal for the socket.
+                // The pending error of an ICMP message; not fatal for the socket. The receive
+                // may take the socket's error readiness before the error loop sees it: read
+                // the error queue here too (each message is read once, by whichever comes
+                // first), so that the destination's transactions fail at once either way.
                 debug!(side = side.as_str(), error = %e, "UDP receive error");
+                if is_icmp_error(&e) {
+                    report(side, drain_errors(&sock), &tx);
+                }
                 continue;
             }
         };
