@@ -367,6 +367,9 @@ fn two_appliances_share_one_postgresql_directory() {
     assert!(out.status.success(), "{out:?}");
     let took = until_decision(ADMIN_A, &ta, "reject", PROPAGATION);
     eprintln!("B (CLI) → A: {took:?}");
+    // B learns its own CLI's change the same way, through the database's notification.
+    let took = until_decision(ADMIN_B, &tb, "reject", PROPAGATION);
+    eprintln!("B (CLI) → B: {took:?}");
 
     // The database goes away: both keep routing from their snapshot and refuse changes.
     fwd.stop();
