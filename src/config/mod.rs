@@ -42,7 +42,7 @@ pub use types::{
 
 pub use model::{
     redact_url, AdminSettings, Appliance, CloudPeer, Config, DialPlanDecl, DialRule,
-    DirectorySettings, Gateway, Limits, MediaSettings, MediationServer, OverloadSettings,
-    RoutingSettings, SideListen, SipSettings, Site, Tenant, TlsSettings, UnknownSenders, UserDecl,
-    DEFAULT_CODECS, DEFAULT_EMERGENCY_NUMBERS,
+    DirectorySettings, DnsSettings, Gateway, Limits, MediaSettings, MediationServer,
+    OverloadSettings, RoutingSettings, SideListen, SipSettings, Site, Tenant, TlsSettings,
+    UnknownSenders, UserDecl, DEFAULT_CODECS, DEFAULT_EMERGENCY_NUMBERS,
 };

@@ -53,6 +53,9 @@ pub struct CloudPeer {
     pub srtp: SrtpMode,
     /// Where the cloud leg's media may come from (default `strict`).
     pub latching: LatchMode,
+    /// Each FQDN is first looked up as `_sips._tcp.<fqdn>` (`_sip._tcp`, `_sip._udp` for the
+    /// other transports), RFC 3263 §4.2; without SRV records, its A/AAAA records at `port`.
+    pub srv: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +238,29 @@ pub struct Config {
     pub dial_plans: Vec<DialPlanDecl>,
     /// `[directory]`: the shared directory database; `None`: the embedded SQLite store.
     pub directory: Option<DirectorySettings>,
+    pub dns: DnsSettings,
+}
+
+/// `[dns]`: the names of the routing table (cloud peers, gateways, mediation servers) not in
+/// `[hosts]` are resolved through these servers and looked up again when their TTL runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Empty: the system's name servers (`/etc/resolv.conf`).
+    pub servers: Vec<std::net::SocketAddr>,
+    /// An answer is kept at least this long (a zero-TTL name does not make us query in a loop).
+    pub min_ttl: Duration,
+    /// And at most this long, whatever its TTL.
+    pub max_ttl: Duration,
+}
+
+impl Default for DnsSettings {
+    fn default() -> DnsSettings {
+        DnsSettings {
+            servers: Vec::new(),
+            min_ttl: Duration::from_secs(5),
+            max_ttl: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// `[directory]`: users, tenant settings and mediation-server registrations in PostgreSQL,

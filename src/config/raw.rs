@@ -38,6 +38,18 @@ pub struct RawConfig {
     pub dial_plans: Vec<RawDialPlan>,
     /// No `[directory]` table: the embedded SQLite store in the state directory.
     pub directory: Option<RawDirectory>,
+    #[serde(default)]
+    pub dns: RawDns,
+}
+
+/// `[dns]`: where names are resolved and how long answers are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// Name servers (`ip` or `ip:port`); none: the system's (`/etc/resolv.conf`).
+    pub servers: Option<Vec<String>>,
+    pub min_ttl_s: Option<u64>,
+    pub max_ttl_s: Option<u64>,
 }
 
 /// `[[dial_plans]]`: a named list of normalization rules (first match wins).
@@ -130,6 +142,8 @@ pub struct RawCloudPeer {
     pub transport: Option<String>,
     pub srtp: Option<String>,
     pub latching: Option<String>,
+    /// Locate the peers by SRV (RFC 3263 §4.2) before A/AAAA.
+    pub srv: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,6 +37,8 @@ impl Config {
         check(self.tls != new.tls, "tls");
         check(self.tenant != new.tenant, "tenant");
         check(self.users != new.users, "users");
+        // The resolver is built once, at start.
+        check(self.dns != new.dns, "dns");
         check(
             self.limits.max_connections != new.limits.max_connections,
             "limits.max_connections",
@@ -88,6 +90,7 @@ impl Config {
         c.tls = self.tls.clone();
         c.tenant = self.tenant.clone();
         c.users = self.users.clone();
+        c.dns = self.dns.clone();
         c.limits.max_connections = self.limits.max_connections;
         c.limits.max_connections_per_ip = self.limits.max_connections_per_ip;
         c.limits.tcp_idle_timeout = self.limits.tcp_idle_timeout;

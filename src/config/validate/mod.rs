@@ -14,9 +14,11 @@
 //! - `media.rs`: `[media]`;
 //! - `tls.rs`: `[tls]`;
 //! - `directory.rs`: `[directory]`.
+//! - `dns.rs`: `[dns]`.
 
 mod dialplan;
 mod directory;
+mod dns;
 mod listen;
 mod media;
 mod overload;
@@ -101,6 +103,7 @@ impl Config {
             Some(d) => Some(v.directory(d)?),
             None => None,
         };
+        let dns = v.dns(&raw.dns)?;
 
         Ok(Config {
             file: path.to_owned(),
@@ -122,6 +125,7 @@ impl Config {
             overload,
             dial_plans,
             directory,
+            dns,
         })
     }
 }

@@ -52,6 +52,7 @@ impl Validator<'_> {
             transport: self.transport("cloud_peer.transport", raw.transport.as_deref())?,
             srtp: self.srtp("cloud_peer.srtp", raw.srtp.as_deref(), SrtpMode::Required)?,
             latching: self.latching("cloud_peer.latching", raw.latching.as_deref())?,
+            srv: raw.srv.unwrap_or(false),
         })
     }
 
