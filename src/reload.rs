@@ -7,6 +7,10 @@
 //! for new calls; calls in flight keep what they started with. Settings that need a restart
 //! (listeners, state directory, TLS, …: see `config::reload`) keep their running values and are
 //! named in the report and the log.
+//!
+//! The reloader also keeps the table's DNS answers fresh ([`crate::transport::dns`]): when the
+//! earliest TTL runs out it resolves the running configuration's names again and, when an
+//! answer changed, hands the core a table rebuilt from them in the same way.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use crate::admin::state::{OpsState, ReloadReport};
 use crate::config::Config;
 use crate::proxy::driver;
 use crate::routing::RoutingTable;
+use crate::transport::dns::{self, Dns, Resolution};
 use crate::transport::Transports;
 
 /// How often the file's modification time is looked at.
@@ -38,6 +43,11 @@ pub struct Reloader {
     pub table: Arc<ArcSwap<RoutingTable>>,
     pub transports: Arc<Transports>,
     pub ops: Arc<OpsState>,
+    pub dns: Arc<Dns>,
+    /// The answers the table in force was built from.
+    pub resolution: Resolution,
+    /// When they are asked for again (`None`: every name is static).
+    pub dns_refresh: Option<Duration>,
 }
 
 fn modified(path: &PathBuf) -> Option<SystemTime> {
@@ -61,6 +71,13 @@ impl Reloader {
             let mut tick = tokio::time::interval(FILE_POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                let refresh_at = self.dns_refresh.map(|d| tokio::time::Instant::now() + d);
+                let refresh = async {
+                    match refresh_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let hangup = async {
                     match hup.as_mut() {
                         Some(h) => h.recv().await,
@@ -68,6 +85,10 @@ impl Reloader {
                     }
                 };
                 let (trigger, answer) = tokio::select! {
+                    () = refresh => {
+                        self.refresh_dns().await;
+                        continue;
+                    }
                     Some(()) = hangup => ("sighup", None),
                     Some(r) = requests.recv() => ("api", Some(r)),
                     _ = tick.tick() => {
@@ -129,7 +150,9 @@ impl Reloader {
                 needs_restart,
             };
         }
-        let table = match crate::server::resolve_table(&applied).await {
+        let resolved =
+            crate::server::resolve_table(&applied, &self.dns, Some(&self.resolution)).await;
+        let (table, resolution, refresh) = match resolved {
             Ok(t) => t,
             Err(e) => {
                 warn!(trigger, error = %e, "configuration reload refused: the running configuration stays");
@@ -148,6 +171,8 @@ impl Reloader {
         self.transports.set_peer_addresses(table.peer_addresses());
         self.table.store(Arc::new(table));
         self.running = applied;
+        self.resolution = resolution;
+        self.dns_refresh = refresh;
         info!(trigger, "configuration reloaded");
         ReloadReport {
             result: "applied",
@@ -156,5 +181,37 @@ impl Reloader {
             error: None,
             needs_restart,
         }
+    }
+
+    /// Resolves the running configuration's names again; a changed answer rebuilds the table.
+    async fn refresh_dns(&mut self) {
+        let (resolution, refresh) = self
+            .dns
+            .resolve(&self.running, Some(&self.resolution))
+            .await;
+        self.dns_refresh = refresh;
+        if resolution == self.resolution {
+            return;
+        }
+        let table = match resolution.table(&self.running) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "DNS answers changed but give no usable table: the running one stays");
+                return;
+            }
+        };
+        dns::log_changes(&self.resolution, &resolution);
+        let reload = driver::Reload {
+            cfg: self.running.clone(),
+            table: table.clone(),
+        };
+        if self.core.send(reload).await.is_err() {
+            return;
+        }
+        self.transports.set_server_names(table.tls_names());
+        self.transports.set_peer_addresses(table.peer_addresses());
+        self.table.store(Arc::new(table));
+        self.resolution = resolution;
+        info!("DNS answers changed: routing table rebuilt for new calls");
     }
 }

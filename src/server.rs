@@ -4,7 +4,6 @@
 //! gets; everything it wires knows nothing of the others.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,7 @@ use crate::proxy::driver::{self, Stop};
 use crate::proxy::Core;
 use crate::routing::RoutingTable;
 use crate::stats::{ProxyStats, Published, Readiness};
+use crate::transport::dns::{Dns, Resolution};
 use crate::transport::ingress::{ingress, IngressLimits};
 use crate::transport::Transports;
 
@@ -43,30 +43,17 @@ pub enum StartError {
     Media(#[from] MediaError),
 }
 
-/// Resolves every name the routing table needs: `[hosts]` entries and IP literals first, then
-/// the system resolver.
-pub async fn resolve_table(cfg: &Config) -> Result<RoutingTable, StartError> {
-    let names = RoutingTable::names_to_resolve(cfg);
-    // Every address of a name (a cloud peer is tried at each of them).
-    let mut resolved: HashMap<String, Vec<IpAddr>> = HashMap::new();
-    for n in names {
-        if let Some(ip) = cfg.static_host(&n) {
-            resolved.insert(n, vec![ip]);
-            continue;
-        }
-        let found = tokio::net::lookup_host(format!("{n}:0"))
-            .await
-            .map(|a| a.map(|a| a.ip()).collect::<Vec<IpAddr>>());
-        match found {
-            Ok(ips) if !ips.is_empty() => {
-                resolved.insert(n, ips);
-            }
-            Ok(_) => warn!(name = %n, "name has no address"),
-            Err(e) => warn!(name = %n, error = %e, "name does not resolve"),
-        }
-    }
-    RoutingTable::build_all(cfg, &|n| resolved.get(n).cloned().unwrap_or_default())
-        .map_err(StartError::Resolve)
+/// Resolves every name the routing table needs (`[hosts]` entries and IP literals first, then
+/// DNS: [`crate::transport::dns`]) and builds the table; `previous` keeps the last addresses of
+/// a name that does not resolve now. Also returns the answers and when to ask again.
+pub async fn resolve_table(
+    cfg: &Config,
+    dns: &Dns,
+    previous: Option<&Resolution>,
+) -> Result<(RoutingTable, Resolution, Option<Duration>), StartError> {
+    let (resolution, refresh) = dns.resolve(cfg, previous).await;
+    let table = resolution.table(cfg).map_err(StartError::Resolve)?;
+    Ok((table, resolution, refresh))
 }
 
 /// The media anchor of `[media]` over the real relay; `None` when the table is absent.
@@ -153,7 +140,8 @@ pub async fn run(cfg: Arc<Config>, stop: watch::Receiver<Stop>) -> Result<ProxyS
     let maintenance = Arc::new(maintenance);
     let (reload_tx, reload_rx) = mpsc::channel::<crate::reload::Request>(4);
     let (core_reload_tx, core_reload_rx) = mpsc::channel::<driver::Reload>(4);
-    let table = resolve_table(&cfg).await?;
+    let dns = Arc::new(Dns::new(&cfg.dns));
+    let (table, resolution, dns_refresh) = resolve_table(&cfg, &dns, None).await?;
     let shared_table = Arc::new(ArcSwap::from_pointee(table.clone()));
     crate::routing::warm_up();
     // The directory (the SQLite file, or the PostgreSQL database of `[directory]`): imported,
@@ -212,6 +200,9 @@ pub async fn run(cfg: Arc<Config>, stop: watch::Receiver<Stop>) -> Result<ProxyS
         table: shared_table,
         transports: transports.clone(),
         ops: ops.clone(),
+        dns: dns.clone(),
+        resolution,
+        dns_refresh,
     }
     .spawn(reload_rx);
     ops.refresh_certificates();
@@ -267,6 +258,7 @@ pub async fn run(cfg: Arc<Config>, stop: watch::Receiver<Stop>) -> Result<ProxyS
         records: Some(records_tx),
         maintenance: maintenance_rx,
         reloads: core_reload_rx,
+        dns,
     };
     notify(
         notifier.as_deref(),

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::flow::Inbound;
 use crate::routing::RoutingTable;
 use crate::stats::{ProxyStats, Published};
+use crate::transport::dns::Dns;
 use crate::transport::ingress::{IngressRx, IngressTx};
 use crate::transport::Transports;
 
@@ -67,6 +68,8 @@ pub struct Io {
     pub maintenance: watch::Receiver<bool>,
     /// Reloaded configurations.
     pub reloads: mpsc::Receiver<Reload>,
+    /// Resolves next hops named in messages.
+    pub dns: Arc<Dns>,
 }
 
 /// Runs `core` until the drain ends or `stop` says [`Stop::Now`]; returns its final counters.
@@ -146,12 +149,12 @@ pub async fn run(mut core: Core, mut io: Io, mut stop: watch::Receiver<Stop>) ->
         while let Some(host) = core.poll_resolve() {
             // The system resolver blocks: ask it off the loop, answer through the channel.
             let tx = io.resolved.clone();
+            let dns = io.dns.clone();
             tokio::spawn(async move {
-                let lookup = tokio::net::lookup_host(format!("{host}:0"));
-                let ip = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-                    Ok(Ok(mut addrs)) => addrs.next().map(|a| a.ip()),
-                    _ => None,
-                };
+                let ip = tokio::time::timeout(RESOLVE_TIMEOUT, dns.first(&host))
+                    .await
+                    .ok()
+                    .flatten();
                 if ip.is_none() {
                     warn!(%host, "next hop does not resolve");
                 }

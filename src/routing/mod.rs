@@ -41,6 +41,6 @@ pub use directory::{
 pub use e164::{is_international, normalize_e164, warm_up, E164};
 pub use policy::{explain, route, Decision, Live, Routed};
 pub use table::{
-    GatewayEntry, NextHop, Resolve, ResolveAll, RoutingTable, Sender, SiteEntry,
+    GatewayEntry, NextHop, Resolve, ResolveAll, ResolveSrv, RoutingTable, Sender, SiteEntry,
     MAX_ADDRESSES_PER_NAME,
 };

@@ -100,6 +100,9 @@ pub type Resolve<'a> = dyn Fn(&str) -> Option<IpAddr> + 'a;
 /// A resolver giving every address of a name, in the resolver's order.
 pub type ResolveAll<'a> = dyn Fn(&str) -> Vec<IpAddr> + 'a;
 
+/// SRV targets of a cloud peer FQDN: addresses with their ports, in the order tried.
+pub type ResolveSrv<'a> = dyn Fn(&str) -> Vec<SocketAddr> + 'a;
+
 /// Most addresses kept for one cloud peer name.
 pub const MAX_ADDRESSES_PER_NAME: usize = 8;
 impl RoutingTable {
@@ -114,21 +117,41 @@ impl RoutingTable {
     /// [`MAX_ADDRESSES_PER_NAME`]), all under its name; gateways and mediation servers take
     /// the first (their address names them).
     pub fn build_all(cfg: &Config, resolve_all: &ResolveAll<'_>) -> Result<RoutingTable, String> {
+        RoutingTable::build_resolved(cfg, resolve_all, &|_| Vec::new())
+    }
+
+    /// [`RoutingTable::build_all`] where a cloud peer FQDN may have been located by SRV:
+    /// `srv` gives its targets' addresses with their ports, in order (empty: none, its A/AAAA
+    /// addresses at `cloud_peer.port` are used). The peer keeps its configured FQDN as name.
+    pub fn build_resolved(
+        cfg: &Config,
+        resolve_all: &ResolveAll<'_>,
+        srv: &ResolveSrv<'_>,
+    ) -> Result<RoutingTable, String> {
         let resolve = |n: &str| resolve_all(n).into_iter().next();
         let mut cloud_peers = Vec::new();
         for f in &cfg.cloud_peer.fqdns {
-            let mut ips: Vec<IpAddr> = Vec::new();
-            for ip in resolve_all(f.as_str()) {
-                if !ips.contains(&ip) && ips.len() < MAX_ADDRESSES_PER_NAME {
-                    ips.push(ip);
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            let located = srv(f.as_str());
+            let candidates: Vec<SocketAddr> = if located.is_empty() {
+                resolve_all(f.as_str())
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, cfg.cloud_peer.port))
+                    .collect()
+            } else {
+                located
+            };
+            for a in candidates {
+                if !addrs.contains(&a) && addrs.len() < MAX_ADDRESSES_PER_NAME {
+                    addrs.push(a);
                 }
             }
-            if ips.is_empty() {
+            if addrs.is_empty() {
                 return Err(format!("cloud peer {f} does not resolve"));
             }
-            cloud_peers.extend(ips.into_iter().map(|ip| NextHop {
+            cloud_peers.extend(addrs.into_iter().map(|addr| NextHop {
                 name: f.to_string(),
-                addr: SocketAddr::new(ip, cfg.cloud_peer.port),
+                addr,
                 transport: cfg.cloud_peer.transport,
                 side: Side::Cloud,
             }));

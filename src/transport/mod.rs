@@ -22,6 +22,7 @@
 //! is verified again, and a connection whose certificate is now refused (revoked) is closed.
 
 mod conn;
+pub mod dns;
 pub mod handshake;
 pub mod ingress;
 mod stream;
