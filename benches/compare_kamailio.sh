@@ -18,7 +18,18 @@ cargo build --release -q
 exec 9>>/tmp/sipedge-lab.lock
 flock 9
 work=$(mktemp -d)
-trap 'pkill -P $$ 2>/dev/null; pkill -f "tests/sipp/uas.xml -i 127.0.0.3" 2>/dev/null; pkill -f "f benches/kamailio/kamailio.cfg -P" 2>/dev/null; rm -rf "$work"' EXIT
+# Every step `|| true`: under `set -e` a pkill matching nothing would end the trap early and
+# leave Kamailio holding the lab's ports.
+cleanup() {
+  pkill -P $$ 2>/dev/null || true
+  pkill -f "tests/sipp/uas.xml -i 127.0.0.3" 2>/dev/null || true
+  [ -f "$work/kam.pid" ] && kill "$(cat "$work/kam.pid")" 2>/dev/null || true
+  pkill -f "f benches/kamailio/kamailio.cfg -P $work" 2>/dev/null || true
+  for _ in $(seq 1 50); do pgrep -f "kamailio.cfg -P $work" >/dev/null || break; sleep 0.1; done
+  pkill -KILL -f "kamailio.cfg -P $work" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 sed -e "s#state_dir = \"../state\"#state_dir = \"$work/state\"#" config/sipedge.toml > "$work/sipedge.toml"
 if [ "$MODE" = nomedia ]; then
   # Drop the [media] table (up to the next table header).
